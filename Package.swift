@@ -1,0 +1,37 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "berth",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "berth", targets: ["berth"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+    ],
+    targets: [
+        .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .target(name: "CBerth"),
+        .target(
+            name: "BerthSystem",
+            dependencies: ["CBerth", .product(name: "SystemPackage", package: "swift-system")]
+        ),
+        .target(
+            name: "BerthArchive",
+            dependencies: ["CArchive", "BerthSystem", .product(name: "Crypto", package: "swift-crypto")]
+        ),
+        .target(name: "BerthStore", dependencies: ["BerthArchive", "BerthSystem"]),
+        .executableTarget(
+            name: "berth",
+            dependencies: ["BerthStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem"]),
+        .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive"]),
+        .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore"]),
+        .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthSystem"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

@@ -1,0 +1,102 @@
+import BerthSystem
+import CArchive
+import Glibc
+import SystemPackage
+
+/// The compressions `export` can write, chosen by the output file's name.
+public enum ArchiveCompression: String, CaseIterable, Sendable {
+    case none, gzip, xz, zstd, bzip2
+
+    /// The compression a file name asks for, or nil when the name is not a tarball's.
+    public static func forFileName(_ name: String) -> ArchiveCompression? {
+        let suffixes: [(String, ArchiveCompression)] = [
+            (".tar", .none), (".tar.gz", .gzip), (".tgz", .gzip), (".tar.xz", .xz), (".txz", .xz),
+            (".tar.zst", .zstd), (".tzst", .zstd), (".tar.bz2", .bzip2), (".tbz2", .bzip2),
+        ]
+        return suffixes.first { name.hasSuffix($0.0) }?.1
+    }
+}
+
+/// Writes a pax tar archive (xattrs and ACLs included) to a descriptor. Owns its `archive`.
+public final class ArchiveWriter {
+    private let pointer: OpaquePointer
+    private var closed = false
+    private let zeros = [UInt8](repeating: 0, count: 1 << 16)
+
+    public init(writingTo fd: Descriptor, compression: ArchiveCompression) throws {
+        guard let a = archive_write_new() else { throw ArchiveError("out of memory") }
+        pointer = a
+        archive_write_set_format_pax_restricted(a)
+        switch compression {
+        case .none: break
+        case .gzip: archive_write_add_filter_gzip(a)
+        case .xz: archive_write_add_filter_xz(a)
+        case .zstd: archive_write_add_filter_zstd(a)
+        case .bzip2: archive_write_add_filter_bzip2(a)
+        }
+        if archive_write_open_fd(a, fd.rawValue) != ARCHIVE_OK {
+            throw ArchiveError.libarchive(a, "cannot start the archive")
+        }
+    }
+
+    deinit {
+        if !closed { archive_write_close(pointer) }
+        archive_write_free(pointer)
+    }
+
+    /// Writes `entry` with the data `reader` holds for it (holes written as zeros).
+    public func write(_ entry: ArchiveEntry, dataFrom reader: ArchiveReader) throws {
+        if archive_write_header(pointer, entry.pointer) < ARCHIVE_WARN {
+            throw ArchiveError.libarchive(pointer, "writing member '\(entry.path)'")
+        }
+        guard entry.kind == .regular, entry.size > 0 else { return }
+        var position: Int64 = 0
+        while let (bytes, offset) = try reader.readBlock() {
+            try writeZeros(offset - position)
+            try writeData(bytes)
+            position = offset + Int64(bytes.count)
+        }
+        try writeZeros(entry.size - position)
+    }
+
+    private func writeData(_ bytes: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < bytes.count {
+            let n = archive_write_data(pointer, bytes.baseAddress! + done, bytes.count - done)
+            if n <= 0 { throw ArchiveError.libarchive(pointer, "writing the archive") }
+            done += n
+        }
+    }
+
+    private func writeZeros(_ count: Int64) throws {
+        var left = count
+        while left > 0 {
+            let n = Int(min(left, Int64(zeros.count)))
+            try zeros.withUnsafeBytes { try writeData(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            left -= Int64(n)
+        }
+    }
+
+    /// Writes the end of the archive and flushes the compressor.
+    public func close() throws {
+        closed = true
+        if archive_write_close(pointer) != ARCHIVE_OK {
+            throw ArchiveError.libarchive(pointer, "finishing the archive")
+        }
+    }
+}
+
+/// Export of a directory tree as a tarball, as `tar --xattrs --acls -C DIR -c .` would write it.
+public enum TreeExport {
+    /// Writes the tree at `path` to `fd`; member names start with "./"; owners are numeric.
+    public static func export(_ path: String, to fd: Descriptor, compression: ArchiveCompression) throws {
+        let reader = try ArchiveReader.directory(path)
+        let writer = try ArchiveWriter(writingTo: fd, compression: compression)
+        while let entry = try reader.nextEntry() {
+            if entry.filePath != "." { entry.filePath = FilePath(".").pushing(entry.filePath) }
+            if let target = entry.hardLinkPath { entry.hardLinkPath = FilePath(".").pushing(target) }
+            try writer.write(entry, dataFrom: reader)
+        }
+        try writer.close()
+    }
+}

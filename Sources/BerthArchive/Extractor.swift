@@ -1,0 +1,372 @@
+import BerthSystem
+import Glibc
+import SystemPackage
+
+/// How much an extraction may write before it is stopped.
+public struct ExtractionLimits: Sendable {
+    /// The most file data, counted by the sizes the archive claims (sparse holes included), that
+    /// one extraction writes. It stops decompression bombs before they fill the disk.
+    public var maxBytes: Int64
+
+    public init(maxBytes: Int64) { self.maxBytes = maxBytes }
+
+    /// 64 GiB: far above any root file system, far below what would hurt a host.
+    public static let standard = ExtractionLimits(maxBytes: 64 << 30)
+}
+
+/// Where an extraction stands, for a progress display.
+public struct ExtractionProgress: Sendable {
+    public var entries: Int
+    public var bytesWritten: Int64
+    public var inputBytesRead: Int64
+    public var inputSize: Int64?
+    public var seconds: Double
+}
+
+/// Writes the members of an archive into one directory, and nowhere else.
+///
+/// Safety does not rest on checking path strings: every member is created by an `*at` call
+/// relative to a directory opened beneath the root with openat2(RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS),
+/// so no symlink (in the archive or planted meanwhile) and no `..` can lead outside. Members
+/// whose path contains `..` are refused outright, as GNU tar refuses them; absolute paths land
+/// inside the root, as with GNU tar. Hard links resolve inside the root only. Overlayfs's own
+/// attributes (`trusted.overlay.*`, `user.overlay.*`) are never applied, nor are inode flags.
+public final class Extractor {
+    private let root: Directory
+    private let limits: ExtractionLimits
+    /// Called now and then with where the extraction stands.
+    public var onProgress: ((ExtractionProgress) -> Void)?
+
+    public private(set) var entryCount = 0
+    public private(set) var bytesWritten: Int64 = 0
+    /// Attributes the archive carried that were not applied, by name.
+    public private(set) var skippedAttributes = Set<String>()
+
+    private var parentCache: (path: FilePath, directory: Directory)?
+    private var pendingDirectories: [FilePath: DirectoryMetadata] = [:]
+    private var lastProgress = 0.0
+    private let started = monotonicSeconds()
+
+    public init(into root: Directory, limits: ExtractionLimits = .standard) {
+        self.root = root
+        self.limits = limits
+    }
+
+    /// Extracts every member `reader` yields, then sets the directories' own metadata.
+    public func extract(from reader: ArchiveReader, input: DecompressedStream? = nil) throws {
+        while let entry = try reader.nextEntry() {
+            try extract(entry, from: reader)
+            entryCount += 1
+            if entryCount & 63 == 0 { report(input) }
+        }
+        try finishDirectories()
+        report(input, force: true)
+    }
+
+    private func report(_ input: DecompressedStream?, force: Bool = false) {
+        guard let onProgress else { return }
+        let now = monotonicSeconds()
+        guard force || now - lastProgress >= 0.1 else { return }
+        lastProgress = now
+        onProgress(ExtractionProgress(
+            entries: entryCount, bytesWritten: bytesWritten,
+            inputBytesRead: input?.inputBytesRead ?? bytesWritten, inputSize: input?.inputSize,
+            seconds: now - started))
+    }
+
+    // MARK: Members
+
+    private func extract(_ entry: ArchiveEntry, from reader: ArchiveReader) throws {
+        let display = entry.path
+        let path = try memberPath(entry.filePath, display: display)
+        let kind = entry.kind
+        if path.isEmpty {
+            // The root itself ("." or "/"): only its metadata applies.
+            guard kind == .directory else { throw ArchiveError.member(display, "only a directory can stand at the root") }
+            pendingDirectories[path] = DirectoryMetadata(entry)
+            return
+        }
+        let parent = try parentDirectory(of: path, display: display)
+        let name = FilePath(root: nil, [path.lastComponent!])
+        do {
+            switch kind {
+            case .directory:
+                if let existing = try parent.status(name) {
+                    if existing.kind != .directory {
+                        try parent.remove(name, isDirectory: false)
+                        try parent.makeDirectory(name, mode: 0o700)
+                    }
+                } else {
+                    try parent.makeDirectory(name, mode: 0o700)
+                }
+                pendingDirectories[path] = DirectoryMetadata(entry)
+            case .regular:
+                try writeFile(entry, name: name, in: parent, path: path, display: display, from: reader)
+            case .symlink:
+                try entry.withSymlinkTarget { target in
+                    guard let target else { throw ArchiveError.member(display, "symlink without a target") }
+                    try replacing(name, in: parent, path: path, display: display) {
+                        try parent.makeSymlink(name, target: target)
+                    }
+                }
+                try parent.setOwner(name, uid: entry.uid, gid: entry.gid)
+                try applyAttributes(entry, to: .entry(parent, name), display: display)
+                try parent.setTimes(name, access: entry.access, modification: entry.modification)
+            case .hardLink:
+                try makeHardLink(entry, name: name, in: parent, path: path, display: display)
+            case .characterDevice, .blockDevice, .fifo:
+                let type: mode_t = kind == .fifo ? Glibc.S_IFIFO : kind == .blockDevice ? Glibc.S_IFBLK : Glibc.S_IFCHR
+                try replacing(name, in: parent, path: path, display: display) {
+                    try parent.makeNode(name, mode: type | 0o600, device: kind == .fifo ? 0 : entry.device)
+                }
+                try parent.setOwner(name, uid: entry.uid, gid: entry.gid)
+                try parent.setMode(name, entry.permissions)
+                try applyAttributes(entry, to: .entry(parent, name), display: display)
+                try parent.setTimes(name, access: entry.access, modification: entry.modification)
+            case .socket, .unknown:
+                // Sockets are made by the programs that listen on them; tar skips them too.
+                return
+            }
+        } catch let error as SystemError {
+            throw ArchiveError.member(display, error)
+        }
+    }
+
+    private func writeFile(_ entry: ArchiveEntry, name: FilePath, in parent: Directory, path: FilePath,
+                           display: String, from reader: ArchiveReader) throws {
+        let size = entry.size
+        guard size >= 0, size <= limits.maxBytes - bytesWritten else {
+            throw ArchiveError.member(display, "its size (\(size) bytes) takes the import past its limit of \(limits.maxBytes) bytes; nothing this large belongs in a root file system")
+        }
+        var file: Descriptor?
+        try replacing(name, in: parent, path: path, display: display) {
+            file = try parent.createFile(name, mode: 0o600)
+        }
+        guard let file else { return }
+        var end: Int64 = 0
+        while let (bytes, offset) = try reader.readBlock() {
+            guard offset >= 0, offset + Int64(bytes.count) <= size else {
+                throw ArchiveError.member(display, "data runs past the size the archive claims for it")
+            }
+            try file.writeAll(bytes, at: offset)
+            end = offset + Int64(bytes.count)
+        }
+        if end < size { try file.truncate(to: size) }  // a sparse file that ends in a hole
+        bytesWritten += size
+        // Owner before mode (chown clears setuid/setgid) and before attributes (it clears
+        // security.capability); times last, since setting attributes changes ctime only.
+        try file.setOwner(uid: entry.uid, gid: entry.gid)
+        try file.setMode(entry.permissions)
+        try applyAttributes(entry, to: .descriptor(file), display: display)
+        try file.setTimes(access: entry.access, modification: entry.modification)
+    }
+
+    private func makeHardLink(_ entry: ArchiveEntry, name: FilePath, in parent: Directory, path: FilePath, display: String) throws {
+        guard let rawTarget = entry.hardLinkPath else { return }
+        let target = try memberPath(rawTarget, display: display)
+        guard let targetName = target.lastComponent else {
+            throw ArchiveError.member(display, "a hard link to the root directory")
+        }
+        let targetParent: Directory
+        do {
+            let parentPath = target.removingLastComponent()
+            targetParent = parentPath.isEmpty ? root : try root.openDirectory(beneath: parentPath, pathOnly: true)
+        } catch let error as SystemError {
+            throw ArchiveError.member(display, "its hard link target '\(rawTarget)' cannot be reached inside the image (\(error.errno))")
+        }
+        let targetLeaf = FilePath(root: nil, [targetName])
+        guard let targetStatus = try targetParent.status(targetLeaf) else {
+            throw ArchiveError.member(display, "its hard link target '\(rawTarget)' is not in the archive before it")
+        }
+        guard targetStatus.kind != .directory else {
+            throw ArchiveError.member(display, "its hard link target '\(rawTarget)' is a directory")
+        }
+        if target == path { return }
+        try replacing(name, in: parent, path: path, display: display) {
+            try parent.makeHardLink(name, to: targetLeaf, in: targetParent)
+        }
+    }
+
+    // MARK: Paths
+
+    /// The member's path relative to the root: leading slashes and `.` dropped, `..` refused.
+    private func memberPath(_ raw: FilePath, display: String) throws -> FilePath {
+        var components: [FilePath.Component] = []
+        for component in raw.components {
+            switch component.kind {
+            case .currentDirectory: continue
+            case .parentDirectory:
+                throw ArchiveError.member(display, "its path contains '..'; refusing to write outside the image")
+            case .regular: components.append(component)
+            }
+        }
+        return FilePath(root: nil, components)
+    }
+
+    /// The directory that holds `path`, created (with mode 0755, as tar does) where the archive
+    /// did not list it before its contents.
+    private func parentDirectory(of path: FilePath, display: String) throws -> Directory {
+        let parentPath = path.removingLastComponent()
+        if parentPath.isEmpty { return root }
+        if let cached = parentCache, cached.path == parentPath { return cached.directory }
+        let directory: Directory
+        do {
+            directory = try root.openDirectory(beneath: parentPath, pathOnly: true)
+        } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
+            directory = try makeParents(parentPath, display: display)
+        } catch let error as SystemError {
+            throw blockedPath(parentPath, error, display: display)
+        }
+        parentCache = (parentPath, directory)
+        return directory
+    }
+
+    private func makeParents(_ parentPath: FilePath, display: String) throws -> Directory {
+        var current = root
+        var walked = FilePath()
+        for component in parentPath.components {
+            let name = FilePath(root: nil, [component])
+            walked.append(component)
+            do {
+                current = try current.openDirectory(beneath: name, pathOnly: true)
+            } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
+                do {
+                    try current.makeDirectory(name, mode: 0o755)
+                    current = try current.openDirectory(beneath: name, pathOnly: true)
+                } catch let error as SystemError {
+                    throw ArchiveError.member(display, error)
+                }
+            } catch let error as SystemError {
+                throw blockedPath(walked, error, display: display)
+            }
+        }
+        return current
+    }
+
+    private func blockedPath(_ path: FilePath, _ error: SystemError, display: String) -> ArchiveError {
+        switch error.errno {
+        case .tooManySymbolicLinkLevels:
+            return ArchiveError.member(display, "'\(path)' in its path is a symlink; refusing to write through it")
+        case .notDirectory:
+            return ArchiveError.member(display, "'\(path)' in its path is not a directory")
+        case .improperLink:
+            return ArchiveError.member(display, "'\(path)' in its path leads out of the image")
+        default:
+            return ArchiveError.member(display, error)
+        }
+    }
+
+    /// Runs `create`; if something already stands at `name`, removes it (as tar does, an empty
+    /// directory included) and runs `create` again. A non-empty directory is never replaced.
+    private func replacing(_ name: FilePath, in parent: Directory, path: FilePath, display: String, _ create: () throws -> Void) throws {
+        do {
+            try create()
+            return
+        } catch let error as SystemError where error.errno == .fileExists {
+            guard let existing = try parent.status(name) else { throw error }
+            if existing.kind == .directory {
+                do {
+                    try parent.remove(name, isDirectory: true)
+                } catch let error as SystemError where error.errno == .directoryNotEmpty || error.errno == .fileExists {
+                    throw ArchiveError.member(display, "it would replace the non-empty directory '\(path)'")
+                }
+                pendingDirectories[path] = nil
+                parentCache = nil
+            } else {
+                try parent.remove(name, isDirectory: false)
+            }
+        }
+        try create()
+    }
+
+    // MARK: Metadata
+
+    enum AttributeTarget {
+        case descriptor(Descriptor)
+        case entry(Directory, FilePath)
+    }
+
+    private func applyAttributes(_ entry: ArchiveEntry, to target: AttributeTarget, display: String) throws {
+        var names = Set<String>()
+        for (name, value) in entry.extendedAttributes {
+            names.insert(name)
+            try setAttribute(name, value, on: target, display: display)
+        }
+        for (name, blob) in PosixACL.attributes(of: entry) where !names.contains(name) {
+            try blob.withUnsafeBytes { try setAttribute(name, $0, on: target, display: display) }
+        }
+    }
+
+    private func setAttribute(_ name: String, _ value: UnsafeRawBufferPointer, on target: AttributeTarget, display: String) throws {
+        // overlayfs trusts these to redirect lookups into other layers; an image must not set them.
+        if name.hasPrefix("trusted.overlay.") || name.hasPrefix("user.overlay.") {
+            skippedAttributes.insert(name)
+            return
+        }
+        do {
+            switch target {
+            case .descriptor(let fd): try fd.setExtendedAttribute(name, value)
+            case .entry(let dir, let entryName): try dir.setExtendedAttribute(name, of: entryName, value)
+            }
+        } catch let error as SystemError where error.errno == .notSupported && !Self.essential(name) {
+            // A label the store's file system cannot hold (say security.selinux on tmpfs): it
+            // means nothing on this host, and the tree is still whole.
+            skippedAttributes.insert(name)
+        } catch let error as SystemError {
+            throw ArchiveError.member(display, "cannot set attribute \(name): \(error.errno)")
+        }
+    }
+
+    /// Attributes without which the tree would not work as archived.
+    private static func essential(_ name: String) -> Bool {
+        name == "security.capability" || name.hasPrefix("system.posix_acl_")
+    }
+
+    struct DirectoryMetadata {
+        var uid: uid_t
+        var gid: gid_t
+        var permissions: mode_t
+        var access: timespec?
+        var modification: timespec
+        var attributes: [(String, [UInt8])]
+        var acls: [(name: String, value: [UInt8])]
+        var display: String
+
+        init(_ entry: ArchiveEntry) {
+            uid = entry.uid
+            gid = entry.gid
+            permissions = entry.permissions
+            access = entry.access
+            modification = entry.modification
+            attributes = entry.extendedAttributes.map { ($0.name, Array($0.value)) }
+            acls = PosixACL.attributes(of: entry)
+            display = entry.path
+        }
+    }
+
+    /// Directories get their owner, mode, attributes and times last, deepest first: writing
+    /// into a directory changes its mtime, and a read-only mode must not stop the writes.
+    private func finishDirectories() throws {
+        let ordered = pendingDirectories.sorted { $0.key.components.count > $1.key.components.count }
+        for (path, meta) in ordered {
+            do {
+                let dir = path.isEmpty ? root : try root.openDirectory(beneath: path)
+                let fd = dir.descriptor
+                try fd.setOwner(uid: meta.uid, gid: meta.gid)
+                try fd.setMode(meta.permissions)
+                var names = Set<String>()
+                for (name, value) in meta.attributes {
+                    names.insert(name)
+                    try value.withUnsafeBytes { try setAttribute(name, $0, on: .descriptor(fd), display: meta.display) }
+                }
+                for (name, value) in meta.acls where !names.contains(name) {
+                    try value.withUnsafeBytes { try setAttribute(name, $0, on: .descriptor(fd), display: meta.display) }
+                }
+                try fd.setTimes(access: meta.access, modification: meta.modification)
+            } catch let error as SystemError {
+                throw ArchiveError.member(meta.display, error)
+            }
+        }
+        pendingDirectories = [:]
+    }
+}

@@ -1,0 +1,24 @@
+/// What the store knows of one image, for `list` and `show`.
+public struct ImageInfo: Sendable {
+    public enum Kind: String, Sendable {
+        /// A plain OS tree at `ROOT/NAME`.
+        case directory
+    }
+
+    public var name: String
+    public var kind: Kind
+    public var readOnly: Bool
+    /// Disk space the image's own files take, in bytes (hard links counted once).
+    public var usage: Int64
+    /// Seconds since the epoch: birth time where the file system records it, else the last change.
+    public var created: Int64
+    /// The image it was cloned or snapshotted from; directory images have none.
+    public var parent: String?
+    public var path: String
+    /// PRETTY_NAME from the image's os-release, when it has one.
+    public var operatingSystem: String?
+    /// Read-only layers under the image, bottom first; a directory image is a single tree.
+    public var layers: [String]
+    /// Images that stand on this one's layers.
+    public var dependants: [String]
+}

@@ -1,0 +1,126 @@
+import BerthArchive
+import BerthSystem
+import Glibc
+import SystemPackage
+
+/// The image store: a directory of machine images, `/var/lib/machines` by default.
+///
+/// Layout:
+///
+///     ROOT/NAME                 a directory image: a plain OS tree, as machinectl keeps them
+///     ROOT/.berth/lock          taken while a change is published, so checks and renames are one step
+///     ROOT/.berth/staging/ID    work in progress: a new image before it is published, an old one
+///                               on its way out; each is locked by the process working on it
+///
+/// Every change is staged under `.berth/staging` on the store's own file system and published
+/// by one rename(2) after its data is synced. A process killed at any point leaves a staging
+/// entry whose lock died with it; the next store that opens removes it.
+public final class ImageStore {
+    public let root: FilePath
+    let rootDirectory: Directory
+    let stagingDirectory: Directory
+    private let lockFile: Descriptor
+
+    static let stateName: FilePath = ".berth"
+
+    /// Opens the store at `root`, creating it (mode 0700: images hold setuid binaries and device
+    /// nodes) when `create` is set, and removes what interrupted commands left behind.
+    public init(root: FilePath, create: Bool) throws {
+        self.root = root
+        if create {
+            try Self.makeRoot(root)
+        }
+        do {
+            rootDirectory = try Directory(opening: root)
+        } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
+            throw StoreError("the store \(root) does not exist; import an image first or pass --store DIR")
+        }
+        let state = try Self.openOrMake(Self.stateName, in: rootDirectory, mode: 0o700)
+        stagingDirectory = try Self.openOrMake("staging", in: state, mode: 0o700)
+        lockFile = try state.openFile("lock", O_RDWR | O_CREAT, mode: 0o600)
+        try tidy()
+    }
+
+    private static func makeRoot(_ root: FilePath) throws {
+        var path = FilePath(root.root?.string ?? "")
+        for component in root.components {
+            path.append(component)
+            let made = path.withPlatformString { Glibc.mkdir($0, 0o700) }
+            if made != 0 && Glibc.errno != EEXIST {
+                throw StoreError("cannot create the store \(root): \(SystemError.last("mkdir", path: path.string))")
+            }
+        }
+    }
+
+    private static func openOrMake(_ name: FilePath, in parent: Directory, mode: mode_t) throws -> Directory {
+        do {
+            try parent.makeDirectory(name, mode: mode)
+        } catch let error as SystemError where error.errno == .fileExists {}
+        return try parent.openDirectory(beneath: name)
+    }
+
+    /// Runs `body` holding the store's lock, so that no other berth publishes meanwhile.
+    func withStoreLock<T>(_ body: () throws -> T) throws -> T {
+        _ = try lockFile.lock(.exclusive, wait: true)
+        defer { lockFile.unlock() }
+        return try body()
+    }
+
+    /// Removes staging entries whose owner is gone (their lock can be taken).
+    private func tidy() throws {
+        for name in try stagingDirectory.entryNames() {
+            guard let entry = try? stagingDirectory.openDirectory(beneath: name) else {
+                try? stagingDirectory.removeTree(name)
+                continue
+            }
+            if try entry.descriptor.lock(.exclusive, wait: false) {
+                try stagingDirectory.removeTree(name)
+            }
+        }
+    }
+
+    /// Starts a staging area for `purpose`, locked for as long as it lives.
+    func makeStaging(_ purpose: String) throws -> Staging {
+        for _ in 0..<16 {
+            let name = FilePath("\(purpose)-\(randomSuffix())")
+            do {
+                try stagingDirectory.makeDirectory(name, mode: 0o700)
+            } catch let error as SystemError where error.errno == .fileExists {
+                continue
+            }
+            let directory = try stagingDirectory.openDirectory(beneath: name)
+            _ = try directory.descriptor.lock(.exclusive, wait: true)
+            return Staging(name: name, directory: directory, store: self)
+        }
+        throw StoreError("cannot make a staging directory in \(root)/.berth/staging")
+    }
+
+    /// The path of image `name`, for messages and for tools that take paths.
+    public func path(of name: ImageName) -> FilePath { root.appending(name.rawValue) }
+}
+
+/// Work in progress under `.berth/staging`: removed with everything in it when discarded, and
+/// by the next store that opens if this process dies first.
+final class Staging {
+    let name: FilePath
+    let directory: Directory
+    private unowned let store: ImageStore
+
+    init(name: FilePath, directory: Directory, store: ImageStore) {
+        self.name = name
+        self.directory = directory
+        self.store = store
+    }
+
+    /// Removes the staging area and all in it.
+    func discard() {
+        try? store.stagingDirectory.removeTree(name)
+    }
+}
+
+/// Twelve random hexadecimal digits, for names of work in progress.
+func randomSuffix() -> String {
+    let n = UInt64.random(in: 0..<(1 << 48))
+    let digits = String(n, radix: 16)
+    return String(repeating: "0", count: 12 - digits.count) + digits
+}

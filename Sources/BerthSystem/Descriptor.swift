@@ -1,0 +1,115 @@
+import CBerth
+import Glibc
+import SystemPackage
+
+/// An open file descriptor that this object owns and closes when it goes away.
+public final class Descriptor {
+    public let rawValue: Int32
+
+    /// Takes ownership of `rawValue`.
+    public init(owning rawValue: Int32) {
+        self.rawValue = rawValue
+    }
+
+    deinit { Glibc.close(rawValue) }
+
+    public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: rawValue) }
+
+    /// Opens `path` with `flags` (O_CLOEXEC is always added).
+    public static func open(_ path: FilePath, _ flags: Int32, mode: mode_t = 0) throws -> Descriptor {
+        let fd = try path.withPlatformString { p in
+            try retryingInterrupts("open", path: path.string) { Glibc.open(p, flags | O_CLOEXEC, mode) }
+        }
+        return Descriptor(owning: fd)
+    }
+
+    /// Reads up to `count` bytes into `buffer`; 0 means end of file.
+    public func read(into buffer: UnsafeMutableRawPointer, count: Int) throws -> Int {
+        try retryingInterrupts("read") { Glibc.read(rawValue, buffer, count) }
+    }
+
+    /// Writes all of `buffer` at the current offset.
+    public func writeAll(_ buffer: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            done += try retryingInterrupts("write") {
+                Glibc.write(rawValue, buffer.baseAddress! + done, buffer.count - done)
+            }
+        }
+    }
+
+    /// Writes all of `buffer` at `offset`, leaving the file offset alone.
+    public func writeAll(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws {
+        var done = 0
+        while done < buffer.count {
+            done += try retryingInterrupts("pwrite") {
+                Glibc.pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+            }
+        }
+    }
+
+    public func writeAll(_ string: String) throws {
+        var s = string
+        try s.withUTF8 { try writeAll(UnsafeRawBufferPointer($0)) }
+    }
+
+    public func truncate(to size: Int64) throws {
+        try retryingInterrupts("ftruncate") { Glibc.ftruncate(rawValue, off_t(size)) }
+    }
+
+    public func sync() throws {
+        try retryingInterrupts("fsync") { Glibc.fsync(rawValue) }
+    }
+
+    /// Flushes every dirty page of the file system that holds this file (syncfs(2)).
+    public func syncFileSystem() throws {
+        try retryingInterrupts("syncfs") { cberth_syncfs(rawValue) }
+    }
+
+    public func status() throws -> FileStatus {
+        var st = stat()
+        try retryingInterrupts("fstat") { Glibc.fstat(rawValue, &st) }
+        return FileStatus(st)
+    }
+
+    public func setOwner(uid: uid_t, gid: gid_t) throws {
+        try retryingInterrupts("fchown") { Glibc.fchown(rawValue, uid, gid) }
+    }
+
+    public func setMode(_ mode: mode_t) throws {
+        try retryingInterrupts("fchmod") { Glibc.fchmod(rawValue, mode) }
+    }
+
+    /// Sets access and modification times; `nil` access time means now.
+    public func setTimes(access: timespec?, modification: timespec) throws {
+        var times = [access ?? timespec(tv_sec: 0, tv_nsec: Int(CBERTH_UTIME_NOW)), modification]
+        try retryingInterrupts("futimens") { Glibc.futimens(rawValue, &times) }
+    }
+
+    public enum LockKind { case shared, exclusive }
+
+    /// Takes a BSD lock on the open file (flock(2)); returns false when `wait` is false and
+    /// another descriptor holds a conflicting lock. The lock goes with this descriptor.
+    public func lock(_ kind: LockKind, wait: Bool) throws -> Bool {
+        let op = (kind == .shared ? LOCK_SH : LOCK_EX) | (wait ? 0 : LOCK_NB)
+        while cberth_flock(rawValue, op) != 0 {
+            if Glibc.errno == EINTR { continue }
+            if Glibc.errno == EWOULDBLOCK { return false }
+            throw SystemError.last("flock")
+        }
+        return true
+    }
+
+    /// Releases a lock taken with `lock`.
+    public func unlock() { _ = cberth_flock(rawValue, LOCK_UN) }
+
+    /// The inode flags (FS_IOC_GETFLAGS); nil where the file system has none.
+    public func inodeFlags() -> UInt32? {
+        var flags: UInt32 = 0
+        return cberth_get_inode_flags(rawValue, &flags) == 0 ? flags : nil
+    }
+
+    public func setInodeFlags(_ flags: UInt32) throws {
+        try retryingInterrupts("ioctl(FS_IOC_SETFLAGS)") { cberth_set_inode_flags(rawValue, flags) }
+    }
+}

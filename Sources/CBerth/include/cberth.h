@@ -1,0 +1,49 @@
+// Linux calls and macros that Swift cannot reach directly: one thin wrapper each, no policy.
+#ifndef CBERTH_H
+#define CBERTH_H
+
+#include <stdint.h>
+#include <sys/types.h>
+#include <sys/xattr.h>
+
+// Constants Swift does not import from the C library headers.
+#define CBERTH_O_PATH 010000000
+#define CBERTH_UTIME_NOW 1073741823
+#define CBERTH_UTIME_OMIT 1073741822
+
+// openat2(2) resolve flags (linux/openat2.h), repeated so Swift sees them as constants.
+#define CBERTH_RESOLVE_NO_XDEV       0x01
+#define CBERTH_RESOLVE_NO_MAGICLINKS 0x02
+#define CBERTH_RESOLVE_NO_SYMLINKS   0x04
+#define CBERTH_RESOLVE_BENEATH       0x08
+#define CBERTH_RESOLVE_IN_ROOT       0x10
+
+// renameat2(2) flags.
+#define CBERTH_RENAME_NOREPLACE 1
+#define CBERTH_RENAME_EXCHANGE  2
+
+// Inode flags for FS_IOC_GETFLAGS / FS_IOC_SETFLAGS.
+#define CBERTH_FS_IMMUTABLE_FL 0x00000010
+
+/// openat2(2): returns a descriptor or -1 with errno set.
+int cberth_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
+/// flock(2).
+int cberth_flock(int fd, int operation);
+/// renameat2(2).
+int cberth_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+/// syncfs(2).
+int cberth_syncfs(int fd);
+/// ioctl(FS_IOC_GETFLAGS).
+int cberth_get_inode_flags(int fd, unsigned int *flags);
+/// ioctl(FS_IOC_SETFLAGS).
+int cberth_set_inode_flags(int fd, unsigned int flags);
+/// ioctl(TIOCGWINSZ): the terminal's width in columns, or -1.
+int cberth_terminal_columns(int fd);
+/// statx(2) birth time in seconds, or -1 with errno set when the file system does not record it.
+int64_t cberth_birth_time(int dirfd, const char *path, int flags);
+/// makedev(3), major(3), minor(3).
+dev_t cberth_makedev(unsigned int major, unsigned int minor);
+unsigned int cberth_major(dev_t dev);
+unsigned int cberth_minor(dev_t dev);
+
+#endif

@@ -1,0 +1,103 @@
+import ArgumentParser
+import BerthStore
+import Foundation
+
+struct ListCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the images in the store.")
+
+    @OptionGroup var store: StoreOptions
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let images: [ImageInfo]
+        do {
+            images = try store.open(create: false).images()
+        } catch let error as StoreError where error.message.contains("does not exist") {
+            images = []
+        }
+        if json {
+            try printJSON(images.map(ImageRecord.init))
+            return
+        }
+        guard !images.isEmpty else {
+            print("No images.")
+            return
+        }
+        let rows = images.map { image in
+            [image.name, image.kind.rawValue, image.readOnly ? "yes" : "no", formatSize(image.usage),
+             formatDate(image.created), image.parent ?? "-"]
+        }
+        printTable(header: ["NAME", "KIND", "RO", "USAGE", "CREATED", "PARENT"], rows: rows)
+        print("\n\(images.count) image\(images.count == 1 ? "" : "s") listed.")
+    }
+}
+
+struct ShowCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "show", abstract: "Show one image in full.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The image.") var name: String
+    @Flag(help: "Print JSON.") var json = false
+
+    func run() throws {
+        let image = try store.open(create: false).image(try ImageName(name))
+        if json {
+            try printJSON(ImageRecord(image))
+            return
+        }
+        let lines: [(String, String)] = [
+            ("Name", image.name), ("Kind", image.kind.rawValue), ("Path", image.path),
+            ("OS", image.operatingSystem ?? "-"), ("Read-only", image.readOnly ? "yes" : "no"),
+            ("Usage", formatSize(image.usage)), ("Created", formatDate(image.created)),
+            ("Parent", image.parent ?? "-"),
+            ("Layers", image.layers.isEmpty ? "- (a plain directory tree)" : image.layers.joined(separator: ", ")),
+            ("Dependants", image.dependants.isEmpty ? "-" : image.dependants.joined(separator: ", ")),
+        ]
+        for (key, value) in lines { print("\(String(repeating: " ", count: 11 - key.count))\(key): \(value)") }
+    }
+}
+
+/// The JSON form of an image, field names as `machinectl list-images -o json` spells the ones it has.
+struct ImageRecord: Encodable {
+    var name: String
+    var type: String
+    var readOnly: Bool
+    var usage: Int64
+    var created: String
+    var parent: String?
+    var path: String
+    var os: String?
+    var layers: [String]
+    var dependants: [String]
+
+    init(_ image: ImageInfo) {
+        name = image.name
+        type = image.kind.rawValue
+        readOnly = image.readOnly
+        usage = image.usage
+        created = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(image.created)))
+        parent = image.parent
+        path = image.path
+        os = image.operatingSystem
+        layers = image.layers
+        dependants = image.dependants
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case name, type, readOnly = "ro", usage, created, parent, path, os, layers, dependants
+    }
+
+    func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(name, forKey: .name)
+        try c.encode(type, forKey: .type)
+        try c.encode(readOnly, forKey: .readOnly)
+        try c.encode(usage, forKey: .usage)
+        try c.encode(created, forKey: .created)
+        try c.encode(parent, forKey: .parent)  // null, not absent, when there is none
+        try c.encode(path, forKey: .path)
+        try c.encode(os, forKey: .os)
+        try c.encode(layers, forKey: .layers)
+        try c.encode(dependants, forKey: .dependants)
+    }
+}
