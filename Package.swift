@@ -28,10 +28,16 @@ let package = Package(
             name: "berth",
             dependencies: ["BerthStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem"]),
-        .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive"]),
-        .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore"]),
-        .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthSystem"]),
+        .target(
+            name: "BerthTestSupport",
+            dependencies: ["BerthArchive", "BerthSystem", "CArchive", .product(name: "Crypto", package: "swift-crypto")],
+            path: "Tests/BerthTestSupport"
+        ),
+        .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem", "BerthTestSupport"]),
+        .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthTestSupport"]),
+        .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore", "BerthTestSupport"]),
+        // Drives the built binary as a user does; depending on it makes `swift test` build it.
+        .testTarget(name: "BerthIntegrationTests", dependencies: ["berth", "BerthTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

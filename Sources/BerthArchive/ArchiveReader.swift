@@ -69,28 +69,29 @@ public final class ArchiveReader {
     }
 
     private func openFailure() -> ArchiveError {
-        if let stream, let failure = stream.failure { return ArchiveError("\(sourceName): \(failure)") }
-        return ArchiveError.libarchive(pointer, "\(sourceName)")
+        if let stream, let failure = stream.failure { return ArchiveError(failure) }
+        return notTar(after: 0)
+    }
+
+    /// The error for a stream that does not hold (more) tar members.
+    private func notTar(after entries: Int) -> ArchiveError {
+        if entries == 0, let stream, stream.bytesDelivered == 0 {
+            return ArchiveError("it is empty; there is no tar archive in it")
+        }
+        let after = entries == 0 ? " (is it a tarball?)" : " after member \(entries)"
+        return ArchiveError.libarchive(pointer, "not a valid tar archive\(after)")
     }
 
     /// The next member, or nil at the end. The entry is reused by the next call.
     public func nextEntry() throws -> ArchiveEntry? {
         let rc = archive_read_next_header2(pointer, entry.pointer)
         if rc == ARCHIVE_EOF {
-            if entryCount == 0, let stream, stream.bytesDelivered == 0 {
-                throw ArchiveError("\(sourceName) is empty: there is no tar archive in it")
-            }
+            if entryCount == 0, let stream, stream.bytesDelivered == 0 { throw notTar(after: 0) }
             return nil
         }
         if rc < ARCHIVE_WARN {
-            if let stream, let failure = stream.failure { throw ArchiveError("\(sourceName): \(failure)") }
-            if entryCount == 0, let stream, stream.bytesDelivered == 0 {
-                throw ArchiveError("\(sourceName) is empty: there is no tar archive in it")
-            }
-            let after = entryCount == 0 ? "" : " after member \(entryCount)"
-            var error = ArchiveError.libarchive(pointer, "\(sourceName) is not a valid tar archive\(after)")
-            if entryCount == 0 { error.message += " (is it a tarball?)" }
-            throw error
+            if let stream, let failure = stream.failure { throw ArchiveError(failure) }
+            throw notTar(after: entryCount)
         }
         entryCount += 1
         if let diskRoot {
@@ -129,9 +130,9 @@ public final class ArchiveReader {
         if rc == ARCHIVE_EOF { return nil }
         if rc < ARCHIVE_WARN {
             if let stream, let failure = stream.failure {
-                throw ArchiveError("\(sourceName): \(failure), in member '\(entry.path)'")
+                throw ArchiveError("\(failure), in member '\(entry.path)'")
             }
-            throw ArchiveError.libarchive(pointer, "\(sourceName): reading member '\(entry.path)'")
+            throw ArchiveError.libarchive(pointer, "reading member '\(entry.path)'")
         }
         return (UnsafeRawBufferPointer(start: buffer, count: size), offset)
     }

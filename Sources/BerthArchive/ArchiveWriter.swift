@@ -15,6 +15,15 @@ public enum ArchiveCompression: String, CaseIterable, Sendable {
         ]
         return suffixes.first { name.hasSuffix($0.0) }?.1
     }
+
+    /// The compression whose magic number starts `bytes`; `.none` for anything else.
+    public static func detect(_ bytes: UnsafeRawBufferPointer) -> ArchiveCompression {
+        let magics: [([UInt8], ArchiveCompression)] = [
+            ([0x1f, 0x8b], .gzip), ([0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], .xz),
+            ([0x28, 0xb5, 0x2f, 0xfd], .zstd), ([0x42, 0x5a, 0x68], .bzip2),
+        ]
+        return magics.first { magic, _ in bytes.count >= magic.count && zip(bytes, magic).allSatisfy { $0 == $1 } }?.1 ?? .none
+    }
 }
 
 /// Writes a pax tar archive (xattrs and ACLs included) to a descriptor. Owns its `archive`.

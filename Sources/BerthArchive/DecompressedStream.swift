@@ -30,7 +30,7 @@ public final class DecompressedStream {
     private var done = false
     private var cancelled = false
     private var failureMessage: String?
-    private var compressionName = "none"
+    private var compressionName = ArchiveCompression.none
 
     // The producer's own.
     private var hasher: SHA256?
@@ -67,7 +67,7 @@ public final class DecompressedStream {
     public var inputBytesRead: Int64 { inputCount.load(ordering: .relaxed) }
 
     /// The compression found in the source ("gzip", "zstd", "none", ...), once data flows.
-    public var compression: String { monitor.locked { compressionName } }
+    public var compression: String { monitor.locked { compressionName.rawValue } }
 
     /// Why the source could not be read or decompressed, if it could not.
     public var failure: String? { monitor.locked { failureMessage } }
@@ -94,7 +94,7 @@ public final class DecompressedStream {
     public func finish() throws -> String? {
         while nextBlock() != nil {}
         producer?.join()
-        if let failure { throw ArchiveError("\(sourceName): \(failure)") }
+        if let failure { throw ArchiveError(failure) }
         return digest
     }
 
@@ -124,8 +124,6 @@ public final class DecompressedStream {
         let hrc = archive_read_next_header(raw, &header)
         if hrc == ARCHIVE_EOF { return finishProducing(raw) }
         guard hrc >= ARCHIVE_WARN else { return fail(describe(raw)) }
-        let name = archive_filter_code(raw, 0) == ARCHIVE_FILTER_NONE ? "none" : archive_filter_name(raw, 0).map { String(cString: $0) } ?? "unknown"
-        monitor.locked { compressionName = name }
 
         while true {
             let block: UnsafeMutableRawPointer? = monitor.await(until: { [unowned self] in !free.isEmpty || cancelled }) {
@@ -149,6 +147,11 @@ public final class DecompressedStream {
     private func readInput(_ buffer: UnsafeMutablePointer<UnsafeRawPointer?>) -> Int {
         do {
             let n = try input.read(into: readBuffer, count: Self.blockSize)
+            if inputCount.load(ordering: .relaxed) == 0 {
+                // Named from the magic number here, since libarchive may fail before it says.
+                let detected = ArchiveCompression.detect(UnsafeRawBufferPointer(start: readBuffer, count: n))
+                monitor.locked { compressionName = detected }
+            }
             hasher?.update(bufferPointer: UnsafeRawBufferPointer(start: readBuffer, count: n))
             inputCount.add(Int64(n), ordering: .relaxed)
             buffer.pointee = UnsafeRawPointer(readBuffer)
@@ -172,12 +175,9 @@ public final class DecompressedStream {
 
     private func describe(_ raw: OpaquePointer) -> String {
         if let readFailure { return "\(readFailure)" }
-        var text = archive_error_string(raw).map { String(cString: $0) } ?? "unreadable data"
-        let filter = archive_filter_code(raw, 0)
-        if filter != ARCHIVE_FILTER_NONE, let name = archive_filter_name(raw, 0) {
-            text = "truncated or corrupt \(String(cString: name)) data (\(text))"
-        }
-        return text
+        let text = archive_error_string(raw).map { String(cString: $0) } ?? "unreadable data"
+        let name = compression
+        return name == "none" ? text : "truncated or corrupt \(name) data (\(text))"
     }
 
     private func fail(_ message: String) {

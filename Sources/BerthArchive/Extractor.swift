@@ -167,12 +167,12 @@ public final class Extractor {
         guard let targetName = target.lastComponent else {
             throw ArchiveError.member(display, "a hard link to the root directory")
         }
+        let parentPath = target.removingLastComponent()
         let targetParent: Directory
         do {
-            let parentPath = target.removingLastComponent()
-            targetParent = parentPath.isEmpty ? root : try root.openDirectory(beneath: parentPath, pathOnly: true)
-        } catch let error as SystemError {
-            throw ArchiveError.member(display, "its hard link target '\(rawTarget)' cannot be reached inside the image (\(error.errno))")
+            targetParent = try parentPath.isEmpty ? root : walk(to: parentPath, creating: false)
+        } catch let blocked as PathBlocked {
+            throw ArchiveError.member(display, "its hard link target '\(rawTarget)' cannot be reached: \(blocked.reason)")
         }
         let targetLeaf = FilePath(root: nil, [targetName])
         guard let targetStatus = try targetParent.status(targetLeaf) else {
@@ -209,51 +209,49 @@ public final class Extractor {
         let parentPath = path.removingLastComponent()
         if parentPath.isEmpty { return root }
         if let cached = parentCache, cached.path == parentPath { return cached.directory }
+        // One openat2 for the whole path in the common case; a walk to make what is missing or
+        // to say what stands in the way.
         let directory: Directory
         do {
-            directory = try root.openDirectory(beneath: parentPath, pathOnly: true)
-        } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
-            directory = try makeParents(parentPath, display: display)
+            directory = try (try? root.openDirectory(beneath: parentPath, pathOnly: true))
+                ?? walk(to: parentPath, creating: true)
+        } catch let blocked as PathBlocked {
+            throw ArchiveError.member(display, blocked.reason)
         } catch let error as SystemError {
-            throw blockedPath(parentPath, error, display: display)
+            throw ArchiveError.member(display, error)
         }
         parentCache = (parentPath, directory)
         return directory
     }
 
-    private func makeParents(_ parentPath: FilePath, display: String) throws -> Directory {
+    private struct PathBlocked: Error {
+        var reason: String
+    }
+
+    /// Opens `path` beneath the root one component at a time, making missing directories when
+    /// `creating`, and names the component that is a symlink or not a directory.
+    private func walk(to path: FilePath, creating: Bool) throws -> Directory {
         var current = root
         var walked = FilePath()
-        for component in parentPath.components {
+        for component in path.components {
             let name = FilePath(root: nil, [component])
             walked.append(component)
-            do {
+            guard let existing = try current.status(name) else {
+                guard creating else { throw PathBlocked(reason: "'\(walked)' does not exist in the image") }
+                try current.makeDirectory(name, mode: 0o755)
                 current = try current.openDirectory(beneath: name, pathOnly: true)
-            } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
-                do {
-                    try current.makeDirectory(name, mode: 0o755)
-                    current = try current.openDirectory(beneath: name, pathOnly: true)
-                } catch let error as SystemError {
-                    throw ArchiveError.member(display, error)
-                }
-            } catch let error as SystemError {
-                throw blockedPath(walked, error, display: display)
+                continue
+            }
+            switch existing.kind {
+            case .directory:
+                current = try current.openDirectory(beneath: name, pathOnly: true)
+            case .symlink:
+                throw PathBlocked(reason: "'\(walked)' in its path is a symlink; refusing to write through it")
+            default:
+                throw PathBlocked(reason: "'\(walked)' in its path is not a directory")
             }
         }
         return current
-    }
-
-    private func blockedPath(_ path: FilePath, _ error: SystemError, display: String) -> ArchiveError {
-        switch error.errno {
-        case .tooManySymbolicLinkLevels:
-            return ArchiveError.member(display, "'\(path)' in its path is a symlink; refusing to write through it")
-        case .notDirectory:
-            return ArchiveError.member(display, "'\(path)' in its path is not a directory")
-        case .improperLink:
-            return ArchiveError.member(display, "'\(path)' in its path leads out of the image")
-        default:
-            return ArchiveError.member(display, error)
-        }
     }
 
     /// Runs `create`; if something already stands at `name`, removes it (as tar does, an empty

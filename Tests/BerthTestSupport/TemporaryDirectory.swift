@@ -1,0 +1,46 @@
+import BerthSystem
+import Glibc
+import SystemPackage
+
+/// A fresh directory under /tmp (or `base`), removed with everything in it when the object goes.
+/// Mounts made below it must be undone by the test before then; removal refuses to cross one.
+public final class TemporaryDirectory {
+    public let path: FilePath
+
+    public init(_ label: String = "berth-test", base: String = "/tmp") throws {
+        var template = Array("\(base)/\(label).XXXXXX".utf8CString)
+        guard let made = mkdtemp(&template) else { throw SystemError.last("mkdtemp") }
+        path = FilePath(platformString: made)
+    }
+
+    public func appending(_ name: String) -> FilePath { path.appending(name) }
+    public var string: String { path.string }
+
+    deinit {
+        guard let parent = try? Directory(opening: path.removingLastComponent()),
+              let name = path.lastComponent else { return }
+        try? parent.removeTree(FilePath(root: nil, [name]))
+    }
+}
+
+/// Writes `contents` to `path`, replacing it.
+public func writeFile(_ path: FilePath, _ contents: [UInt8], mode: mode_t = 0o644) throws {
+    let fd = try Descriptor.open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: mode)
+    try contents.withUnsafeBytes { try fd.writeAll($0) }
+}
+
+public func writeFile(_ path: FilePath, _ text: String, mode: mode_t = 0o644) throws {
+    try writeFile(path, Array(text.utf8), mode: mode)
+}
+
+/// The whole contents of `path`.
+public func readFile(_ path: FilePath) throws -> [UInt8] {
+    let fd = try Descriptor.open(path, O_RDONLY)
+    var result: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 1 << 16)
+    while true {
+        let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0.baseAddress!, count: $0.count) }
+        if n == 0 { return result }
+        result.append(contentsOf: buffer[..<n])
+    }
+}
