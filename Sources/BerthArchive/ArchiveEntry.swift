@@ -75,6 +75,18 @@ public final class ArchiveEntry {
         makeDevice(major: UInt32(archive_entry_rdevmajor(pointer)), minor: UInt32(archive_entry_rdevminor(pointer)))
     }
 
+    /// The data regions of a sparse file (offset, length), or nil when it has no holes.
+    public var sparseRegions: [(offset: Int64, length: Int64)]? {
+        let count = archive_entry_sparse_reset(pointer)
+        guard count > 0 else { return nil }
+        var regions: [(Int64, Int64)] = []
+        var offset: la_int64_t = 0, length: la_int64_t = 0
+        while archive_entry_sparse_next(pointer, &offset, &length) == ARCHIVE_OK {
+            regions.append((offset, length))
+        }
+        return regions
+    }
+
     /// Every extended attribute the member carries, in archive order.
     public var extendedAttributes: [(name: String, value: UnsafeRawBufferPointer)] {
         var result: [(String, UnsafeRawBufferPointer)] = []

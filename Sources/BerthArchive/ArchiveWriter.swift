@@ -35,7 +35,7 @@ public final class ArchiveWriter {
     public init(writingTo fd: Descriptor, compression: ArchiveCompression) throws {
         guard let a = archive_write_new() else { throw ArchiveError("out of memory") }
         pointer = a
-        archive_write_set_format_pax_restricted(a)
+        archive_write_set_format_pax(a)
         switch compression {
         case .none: break
         case .gzip: archive_write_add_filter_gzip(a)
@@ -54,7 +54,7 @@ public final class ArchiveWriter {
     }
 
     /// Writes `entry` with the data `reader` holds for it (holes written as zeros).
-    public func write(_ entry: ArchiveEntry, dataFrom reader: ArchiveReader) throws {
+    public func write(_ entry: ArchiveEntry, dataFrom reader: MemberSource) throws {
         if archive_write_header(pointer, entry.pointer) < ARCHIVE_WARN {
             throw ArchiveError.libarchive(pointer, "writing member '\(entry.path)'")
         }
@@ -99,7 +99,7 @@ public final class ArchiveWriter {
 public enum TreeExport {
     /// Writes the tree at `path` to `fd`; member names start with "./"; owners are numeric.
     public static func export(_ path: String, to fd: Descriptor, compression: ArchiveCompression) throws {
-        let reader = try ArchiveReader.directory(path)
+        let reader = try TreeReader(FilePath(path))
         let writer = try ArchiveWriter(writingTo: fd, compression: compression)
         while let entry = try reader.nextEntry() {
             if entry.filePath != "." { entry.filePath = FilePath(".").pushing(entry.filePath) }

@@ -53,7 +53,7 @@ public final class Extractor {
     }
 
     /// Extracts every member `reader` yields, then sets the directories' own metadata.
-    public func extract(from reader: ArchiveReader, input: DecompressedStream? = nil) throws {
+    public func extract(from reader: MemberSource, input: DecompressedStream? = nil) throws {
         while let entry = try reader.nextEntry() {
             try extract(entry, from: reader)
             entryCount += 1
@@ -76,7 +76,7 @@ public final class Extractor {
 
     // MARK: Members
 
-    private func extract(_ entry: ArchiveEntry, from reader: ArchiveReader) throws {
+    private func extract(_ entry: ArchiveEntry, from reader: MemberSource) throws {
         let display = entry.path
         let path = try memberPath(entry.filePath, display: display)
         let kind = entry.kind
@@ -133,7 +133,7 @@ public final class Extractor {
     }
 
     private func writeFile(_ entry: ArchiveEntry, name: FilePath, in parent: Directory, path: FilePath,
-                           display: String, from reader: ArchiveReader) throws {
+                           display: String, from reader: MemberSource) throws {
         let size = entry.size
         guard size >= 0, size <= limits.maxBytes - bytesWritten else {
             throw ArchiveError.member(display, "its size (\(size) bytes) takes the import past its limit of \(limits.maxBytes) bytes; nothing this large belongs in a root file system")

@@ -1,4 +1,5 @@
 import CArchive
+import Glibc
 
 /// POSIX ACLs in the binary form the kernel takes as `system.posix_acl_access` and
 /// `system.posix_acl_default` (linux/posix_acl_xattr.h): a version word, then one
@@ -50,7 +51,14 @@ enum PosixACL {
         while archive_entry_acl_next(entry.pointer, type, &entryType, &permset, &tag, &qualifier, &name) == ARCHIVE_OK {
             guard let (kernel, hasID) = kernelTag(tag) else { continue }
             let perms = UInt16(permset & (ARCHIVE_ENTRY_ACL_READ | ARCHIVE_ENTRY_ACL_WRITE | ARCHIVE_ENTRY_ACL_EXECUTE))
-            records.append(Record(tag: kernel, permissions: perms, id: hasID ? UInt32(bitPattern: qualifier) : undefinedID))
+            var id = hasID ? UInt32(bitPattern: qualifier) : undefinedID
+            if hasID, qualifier < 0 {
+                // GNU tar writes named entries without their number; like GNU tar, look the
+                // name up in the host's user database.
+                guard let name, let resolved = resolve(name, user: tag == ARCHIVE_ENTRY_ACL_USER) else { continue }
+                id = resolved
+            }
+            records.append(Record(tag: kernel, permissions: perms, id: id))
         }
         guard !records.isEmpty else { return nil }
         records.sort()
@@ -63,6 +71,11 @@ enum PosixACL {
             append(r.id, to: &blob)
         }
         return blob
+    }
+
+    private static func resolve(_ name: UnsafePointer<CChar>, user: Bool) -> UInt32? {
+        if user { return getpwnam(name).map { $0.pointee.pw_uid } }
+        return getgrnam(name).map { $0.pointee.gr_gid }
     }
 
     private static func append<T: FixedWidthInteger>(_ value: T, to blob: inout [UInt8]) {

@@ -90,7 +90,7 @@ extension ImageStore {
         do {
             switch source {
             case .directory(let path):
-                try extractor.extract(from: ArchiveReader.directory(path.string))
+                try extractor.extract(from: TreeReader(path))
             case .tarball, .standardInput:
                 let input: Descriptor
                 if case .tarball(let path) = source {
