@@ -34,8 +34,13 @@ public final class ArchiveReader: MemberSource {
 
     deinit { archive_read_free(pointer) }
 
+    /// pax headers carry names in UTF-8, which libarchive converts to the locale's character set:
+    /// in a UTF-8 locale that is no conversion at all, and names that are not ASCII survive.
+    private static let utf8Locale: Void = { _ = setlocale(LC_CTYPE, "C.UTF-8") }()
+
     /// A reader of the tar archive carried by `stream` (tar, pax, GNU and ustar formats).
     public static func tar(from stream: DecompressedStream) throws -> ArchiveReader {
+        _ = utf8Locale
         guard let a = archive_read_new() else { throw ArchiveError("out of memory") }
         archive_read_support_format_tar(a)
         archive_read_support_format_gnutar(a)
