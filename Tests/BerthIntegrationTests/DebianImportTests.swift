@@ -28,6 +28,10 @@ import Testing
         #expect(m.entries["bin"]?.linkTarget == "usr/bin")
         #expect(m.entries.values.contains { $0.inodeGroup != nil })
         #expect(m.entries.count > 5000)
+
+        // A directory image is what machinectl keeps: systemd-nspawn runs it as it is.
+        let nspawn = try shell("systemd-nspawn --register=no --keep-unit -q -D '\(image.string)' /usr/bin/cat /etc/os-release")
+        #expect(nspawn.status == 0 && nspawn.stdout.contains("bookworm"), "\(nspawn)")
     }
 
     @Test func exportAndReimportKeepTheTree() throws {
