@@ -37,6 +37,22 @@ import Testing
         try expectStore(tmp, holds: [])
     }
 
+    @Test func readOnlyImportAndImagesOtherToolsLeft() throws {
+        let tmp = try TemporaryDirectory("foreign")
+        #expect(try berth(["import", "-q", "--read-only", Fixtures.busybox, "ro"], store: tmp).status == 0)
+        // A tree machinectl or a user put in the store is an image like any other.
+        #expect(try shell("mkdir -p '\(tmp.string)/store/foreign/etc' && echo 'PRETTY_NAME=\"Foreign\"' > '\(tmp.string)/store/foreign/etc/os-release'").status == 0)
+        let list = try berth(["list", "--json"], store: tmp)
+        let images = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []
+        #expect(images.map { $0["name"] as? String } == ["foreign", "ro"], "\(list)")
+        #expect(images.map { $0["ro"] as? Bool } == [false, true])
+        #expect(try berth(["show", "foreign"], store: tmp).stdout.contains("OS: Foreign"))
+        #expect(try berth(["rename", "foreign", "adopted"], store: tmp).status == 0)
+        #expect(try berth(["export", "adopted", tmp.appending("adopted.tar.gz").string], store: tmp).status == 0)
+        #expect(try berth(["remove", "adopted", "ro"], store: tmp).status == 0)
+        try expectStore(tmp, holds: [])
+    }
+
     @Test func storeOptionBeforeAfterAndFromTheEnvironment() throws {
         let tmp = try TemporaryDirectory("placement")
         let store = tmp.appending("store").string
