@@ -16,6 +16,17 @@ public enum ArchiveCompression: String, CaseIterable, Sendable {
         return suffixes.first { name.hasSuffix($0.0) }?.1
     }
 
+    /// Adds the compressing filter to a libarchive writer.
+    public func addWriteFilter(to archive: OpaquePointer) {
+        switch self {
+        case .none: break
+        case .gzip: archive_write_add_filter_gzip(archive)
+        case .xz: archive_write_add_filter_xz(archive)
+        case .zstd: archive_write_add_filter_zstd(archive)
+        case .bzip2: archive_write_add_filter_bzip2(archive)
+        }
+    }
+
     /// The compression whose magic number starts `bytes`; `.none` for anything else.
     public static func detect(_ bytes: UnsafeRawBufferPointer) -> ArchiveCompression {
         let magics: [([UInt8], ArchiveCompression)] = [
@@ -36,13 +47,7 @@ public final class ArchiveWriter {
         guard let a = archive_write_new() else { throw ArchiveError("out of memory") }
         pointer = a
         archive_write_set_format_pax(a)
-        switch compression {
-        case .none: break
-        case .gzip: archive_write_add_filter_gzip(a)
-        case .xz: archive_write_add_filter_xz(a)
-        case .zstd: archive_write_add_filter_zstd(a)
-        case .bzip2: archive_write_add_filter_bzip2(a)
-        }
+        compression.addWriteFilter(to: a)
         if archive_write_open_fd(a, fd.rawValue) != ARCHIVE_OK {
             throw ArchiveError.libarchive(a, "cannot start the archive")
         }

@@ -88,7 +88,7 @@ public final class TreeReader: MemberSource {
 
     private func member(_ name: FilePath, in parent: Directory, path: String) throws {
         var st = stat()
-        try name.withPlatformString { n in
+        _ = try name.withPlatformString { n in
             try retryingInterrupts("fstatat", path: parent.child(name)) { fstatat(parent.rawValue, n, &st, AT_SYMLINK_NOFOLLOW) }
         }
         let procPath = "/proc/self/fd/\(parent.rawValue)/\(name.string)"

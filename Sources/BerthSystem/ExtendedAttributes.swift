@@ -26,7 +26,7 @@ extension Directory {
     private func procPath(_ name: FilePath) -> FilePath { FilePath("/proc/self/fd/\(rawValue)").appending(name.components) }
 
     public func setExtendedAttribute(_ name: String, of entry: FilePath, _ value: UnsafeRawBufferPointer) throws {
-        try procPath(entry).withPlatformString { path in
+        _ = try procPath(entry).withPlatformString { path in
             try retryingInterrupts("lsetxattr", path: child(entry) + " " + name) {
                 CBerth.lsetxattr(path, name, value.baseAddress, value.count, 0)
             }

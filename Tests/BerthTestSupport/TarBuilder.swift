@@ -36,13 +36,7 @@ public final class TarBuilder {
         let a = archive_write_new()!
         defer { archive_write_free(a) }
         archive_write_set_format_pax_restricted(a)
-        switch compression {
-        case .none: break
-        case .gzip: archive_write_add_filter_gzip(a)
-        case .xz: archive_write_add_filter_xz(a)
-        case .zstd: archive_write_add_filter_zstd(a)
-        case .bzip2: archive_write_add_filter_bzip2(a)
-        }
+        compression.addWriteFilter(to: a)
         guard archive_write_open_fd(a, fd.rawValue) == ARCHIVE_OK else { throw ArchiveBuildError.failed }
         for member in members {
             let e = archive_entry_new()!
@@ -81,12 +75,7 @@ public final class TarBuilder {
                 archive_entry_set_perm(e, 0o660)
                 archive_entry_set_rdevmajor(e, dev_t(major))
                 archive_entry_set_rdevminor(e, dev_t(minor))
-            case .claimedSize(let path, let size):
-                archive_entry_set_pathname(e, path)
-                archive_entry_set_filetype(e, UInt32(Glibc.S_IFREG))
-                archive_entry_set_perm(e, 0o644)
-                archive_entry_set_size(e, size)
-            case .zeros(let path, let size):
+            case .claimedSize(let path, let size), .zeros(let path, let size):
                 archive_entry_set_pathname(e, path)
                 archive_entry_set_filetype(e, UInt32(Glibc.S_IFREG))
                 archive_entry_set_perm(e, 0o644)
