@@ -20,7 +20,7 @@ public final class TreeReader: MemberSource {
 
     private struct Frame {
         var directory: Directory
-        var prefix: String
+        var prefix: FilePath
         var names: [FilePath]
         var next = 0
     }
@@ -64,8 +64,8 @@ public final class TreeReader: MemberSource {
         do {
             if let dir = root {
                 root = nil
-                try describe(path: ".", fd: dir.descriptor.rawValue, procPath: "/proc/self/fd/\(dir.rawValue)")
-                stack.append(Frame(directory: dir, prefix: "", names: try sortedNames(dir)))
+                try describe(path: ".", fd: dir.descriptor.rawValue, procPath: FilePath("/proc/self/fd/\(dir.rawValue)"))
+                stack.append(Frame(directory: dir, prefix: FilePath(), names: try sortedNames(dir)))
                 return entry
             }
             while var frame = stack.popLast() {
@@ -73,7 +73,7 @@ public final class TreeReader: MemberSource {
                 let name = frame.names[frame.next]
                 frame.next += 1
                 stack.append(frame)
-                try member(name, in: frame.directory, path: frame.prefix + name.string)
+                try member(name, in: frame.directory, path: frame.prefix.appending(name.components))
                 return entry
             }
             return nil
@@ -86,18 +86,18 @@ public final class TreeReader: MemberSource {
         try dir.entryNames().sorted { $0.string.utf8.lexicographicallyPrecedes($1.string.utf8) }
     }
 
-    private func member(_ name: FilePath, in parent: Directory, path: String) throws {
+    private func member(_ name: FilePath, in parent: Directory, path: FilePath) throws {
         var st = stat()
         _ = try name.withPlatformString { n in
             try retryingInterrupts("fstatat", path: parent.child(name)) { fstatat(parent.rawValue, n, &st, AT_SYMLINK_NOFOLLOW) }
         }
-        let procPath = "/proc/self/fd/\(parent.rawValue)/\(name.string)"
+        let procPath = FilePath("/proc/self/fd/\(parent.rawValue)").appending(name.components)
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
             let dir = try parent.openDirectory(beneath: name)
             try describe(path: path, fd: dir.rawValue, procPath: procPath)
             if st.st_dev == rootDevice {
-                stack.append(Frame(directory: dir, prefix: path + "/", names: try sortedNames(dir)))
+                stack.append(Frame(directory: dir, prefix: path, names: try sortedNames(dir)))
             }
         case S_IFREG:
             let fd = try parent.openFile(name, O_RDONLY | O_NONBLOCK)
@@ -115,23 +115,25 @@ public final class TreeReader: MemberSource {
 
     /// Fills the entry from the open file (or, for entries that cannot be opened, from the
     /// `/proc/self/fd` path that names them through their parent without following them).
-    private func describe(path: String, fd: Int32, procPath: String) throws {
+    private func describe(path: FilePath, fd: Int32, procPath: FilePath) throws {
         archive_entry_clear(entry.pointer)
-        archive_entry_copy_pathname(entry.pointer, path)
-        archive_entry_copy_sourcepath(entry.pointer, procPath)
+        entry.filePath = path
         var st = stat()
-        if fd >= 0 {
-            try retryingInterrupts("fstat", path: path) { fstat(fd, &st) }
-        } else {
-            try retryingInterrupts("lstat", path: path) { lstat(procPath, &st) }
-        }
-        if archive_read_disk_entry_from_file(disk, entry.pointer, fd, &st) < ARCHIVE_WARN {
-            throw ArchiveError.libarchive(disk, "cannot read \(sourceName)/\(path)")
-        }
-        if st.st_mode & S_IFMT != S_IFLNK {
-            for name in [PosixACL.accessAttribute, PosixACL.defaultAttribute] {
-                let size = lgetxattr(procPath, name, buffer, 1 << 16)
-                if size > 0 { archive_entry_xattr_add_entry(entry.pointer, name, buffer, size) }
+        try procPath.withPlatformString { source in
+            archive_entry_copy_sourcepath(entry.pointer, source)
+            if fd >= 0 {
+                try retryingInterrupts("fstat", path: path.string) { fstat(fd, &st) }
+            } else {
+                try retryingInterrupts("lstat", path: path.string) { lstat(source, &st) }
+            }
+            if archive_read_disk_entry_from_file(disk, entry.pointer, fd, &st) < ARCHIVE_WARN {
+                throw ArchiveError.libarchive(disk, "cannot read \(sourceName)/\(path)")
+            }
+            if st.st_mode & S_IFMT != S_IFLNK {
+                for name in [PosixACL.accessAttribute, PosixACL.defaultAttribute] {
+                    let size = lgetxattr(source, name, buffer, 1 << 16)
+                    if size > 0 { archive_entry_xattr_add_entry(entry.pointer, name, buffer, size) }
+                }
             }
         }
         var linked: OpaquePointer? = entry.pointer

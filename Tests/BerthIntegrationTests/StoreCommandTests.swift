@@ -82,6 +82,7 @@ import Testing
             setfacl -m u:1000:rwx,u:4242:r '\(src)/shared' && setfacl -d -m g:100:rx '\(src)/shared'
             truncate -s 64M '\(src)/sparse' && echo tail >> '\(src)/sparse'
             chmod 1777 '\(src)/shared'
+            echo latin1 > "\(src)/$(printf 'caf\\351')"
             touch -h -d '2001-02-03 04:05:06.789' '\(src)/abs-link' '\(src)/usr/bin'
             """)
         #expect(made.status == 0, "\(made)")
@@ -105,6 +106,8 @@ import Testing
         #expect(try berth(["export", "copy", file], store: tmp).status == 0)
         #expect(try berth(["import", "-q", file, "again"], store: tmp).status == 0)
         try expectSameTree(tmp.appending("store/again"), FilePath(src))
+        // A name that is not UTF-8 keeps its bytes all the way.
+        #expect(try shell("test \"$(cat '\(tmp.string)/store/again/'\"$(printf 'caf\\351')\")\" = latin1").status == 0)
     }
 
     @Test func unwrapsATarballOfOneDirectory() throws {
