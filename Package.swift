@@ -24,9 +24,14 @@ let package = Package(
             dependencies: ["CArchive", "BerthSystem", .product(name: "Crypto", package: "swift-crypto")]
         ),
         .target(name: "BerthStore", dependencies: ["BerthArchive", "BerthSystem"]),
+        .target(name: "BerthLaunch", dependencies: ["BerthSystem", "CBerth"]),
         .executableTarget(
             name: "berth",
-            dependencies: ["BerthStore", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: [
+                "BerthStore", "BerthLaunch",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
         ),
         .target(
             name: "BerthTestSupport",

@@ -46,11 +46,13 @@ public final class Directory {
     /// Opens the directory at relative `path` beneath this one: no symlink, no `..` out of it
     /// and no mount point is crossed on the way (openat2 with RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS
     /// |RESOLVE_NO_XDEV). The kernel enforces it, so a tree that changes meanwhile cannot redirect it.
-    /// A `pathOnly` directory (CBERTH_O_PATH) serves as the base of `*at` calls but cannot be read.
-    public func openDirectory(beneath path: FilePath, pathOnly: Bool = false) throws -> Directory {
+    /// A `pathOnly` directory (O_PATH) serves as the base of `*at` calls but cannot be read.
+    /// `crossingMounts` lets the walk enter file systems mounted below (the container's own
+    /// /proc and /dev, while it is set up).
+    public func openDirectory(beneath path: FilePath, pathOnly: Bool = false, crossingMounts: Bool = false) throws -> Directory {
         let flags = UInt64(O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW | (pathOnly ? CBERTH_O_PATH : O_RDONLY))
         let resolve = UInt64(CBERTH_RESOLVE_BENEATH | CBERTH_RESOLVE_NO_SYMLINKS | CBERTH_RESOLVE_NO_MAGICLINKS
-            | CBERTH_RESOLVE_NO_XDEV)
+            | (crossingMounts ? 0 : CBERTH_RESOLVE_NO_XDEV))
         let fd = try call("openat2", path) { cberth_openat2(rawValue, $0, flags, 0, resolve) }
         return Directory(Descriptor(owning: fd), displayPath: child(path))
     }

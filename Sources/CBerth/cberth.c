@@ -4,7 +4,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <net/if.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <stdio.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -51,3 +58,79 @@ int64_t cberth_birth_time(int dirfd, const char *path, int flags) {
 dev_t cberth_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
 unsigned int cberth_major(dev_t dev) { return major(dev); }
 unsigned int cberth_minor(dev_t dev) { return minor(dev); }
+
+int cberth_pivot_root(const char *new_root, const char *put_old) {
+    return (int)syscall(SYS_pivot_root, new_root, put_old);
+}
+
+int cberth_drop_bounding_capability(int cap) { return prctl(PR_CAPBSET_DROP, cap, 0, 0, 0); }
+
+int cberth_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
+
+int cberth_interface_up(const char *name) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct ifreq ifr = {0};
+    strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+    int rc = ioctl(fd, SIOCGIFFLAGS, &ifr);
+    if (rc == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        rc = ioctl(fd, SIOCSIFFLAGS, &ifr);
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return rc;
+}
+
+int cberth_close_from(unsigned int first) { return (int)syscall(SYS_close_range, first, ~0U, 0); }
+
+int cberth_sigrtmin_plus(int n) { return SIGRTMIN + n; }
+
+pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], char *const envp[], int spec_fd) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) < 0) return -1;
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < _NSIG; sig++) (void)sigaction(sig, &dfl, NULL);
+        if (spec_fd >= 0) {
+            if (spec_fd == 3) {
+                if (fcntl(3, F_SETFD, 0) < 0) goto fail;
+            } else if (dup2(spec_fd, 3) < 0) {
+                goto fail;
+            }
+        }
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(path, argv, envp);
+    fail:;
+        int e = errno;
+        (void)!write(report[1], &e, sizeof e);
+        _exit(127);
+    }
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    close(report[1]);
+    if (pid < 0) {
+        close(report[0]);
+        errno = saved;
+        return -1;
+    }
+    int e = 0;
+    ssize_t n;
+    do { n = read(report[0], &e, sizeof e); } while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == (ssize_t)sizeof e) {
+        while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
+        errno = e;
+        return -1;
+    }
+    return pid;
+}

@@ -1,4 +1,5 @@
 import ArgumentParser
+import BerthLaunch
 import BerthStore
 import Foundation
 
@@ -8,19 +9,29 @@ struct Berth: ParsableCommand {
         commandName: "berth",
         abstract: "Import, keep and boot machine images, as systemd-nspawn and machinectl do.",
         subcommands: [
+            RunCommand.self, BootCommand.self,
             ImportCommand.self, ExportCommand.self, ListCommand.self, ShowCommand.self,
             RenameCommand.self, RemoveCommand.self, ReadOnlyCommand.self,
-        ]
+        ],
+        defaultSubcommand: RunCommand.self
     )
 
     @OptionGroup var store: StoreOptions
 
     /// Parses, runs, and turns every failure into one line `berth: error: ...` and a non-zero exit.
     static func main() {
+        // The container's first process is a fresh exec of berth: no parsing, straight to work.
+        if CommandLine.arguments.count == 2 && CommandLine.arguments[1] == ContainerStage.subcommand {
+            ContainerStage.main()
+        }
         do {
             var command = try parseAsRoot()
             try command.run()
+        } catch let code as ExitCode {
+            Foundation.exit(code.rawValue)  // the container's own status
         } catch let error as StoreError {
+            fail(error.message)
+        } catch let error as LaunchError {
             fail(error.message)
         } catch {
             let code = exitCode(for: error)

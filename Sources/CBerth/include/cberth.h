@@ -22,6 +22,13 @@
 #define CBERTH_RENAME_NOREPLACE 1
 #define CBERTH_RENAME_EXCHANGE  2
 
+// clone(2) namespace flags.
+#define CBERTH_CLONE_NEWNS   0x00020000
+#define CBERTH_CLONE_NEWUTS  0x04000000
+#define CBERTH_CLONE_NEWIPC  0x08000000
+#define CBERTH_CLONE_NEWPID  0x20000000
+#define CBERTH_CLONE_NEWNET  0x40000000
+
 // Inode flags for FS_IOC_GETFLAGS / FS_IOC_SETFLAGS.
 #define CBERTH_FS_IMMUTABLE_FL 0x00000010
 
@@ -45,5 +52,27 @@ int64_t cberth_birth_time(int dirfd, const char *path, int flags);
 dev_t cberth_makedev(unsigned int major, unsigned int minor);
 unsigned int cberth_major(dev_t dev);
 unsigned int cberth_minor(dev_t dev);
+
+
+// Namespaces, mounts and capabilities, for the container's launch.
+
+/// pivot_root(2).
+int cberth_pivot_root(const char *new_root, const char *put_old);
+/// prctl(PR_CAPBSET_DROP, cap).
+int cberth_drop_bounding_capability(int cap);
+/// prctl(PR_SET_PDEATHSIG, sig).
+int cberth_set_parent_death_signal(int sig);
+/// Sets IFF_UP on a network interface (SIOCGIFFLAGS/SIOCSIFFLAGS on an AF_INET socket).
+int cberth_interface_up(const char *name);
+/// close_range(2) from `first` to the last descriptor.
+int cberth_close_from(unsigned int first);
+/// SIGRTMIN+n (glibc computes SIGRTMIN at run time).
+int cberth_sigrtmin_plus(int n);
+
+/// The one fork/exec routine: clone(2) with `flags` (namespace flags; SIGCHLD is added), and in the
+/// child only async-signal-safe calls: default signal dispositions, `spec_fd` duplicated to 3
+/// (when not -1), no signal blocked, execve(path, argv, envp). A failure before
+/// execve succeeds comes back over a close-on-exec pipe: -1 with errno set, and the child reaped.
+pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], char *const envp[], int spec_fd);
 
 #endif

@@ -1,0 +1,260 @@
+import BerthSystem
+import CBerth
+import Glibc
+import SystemPackage
+
+/// The container's first process. The supervisor starts it in new mount, PID, UTS and IPC
+/// namespaces (and network, with --private-network) as a fresh exec of berth, so it runs
+/// single-threaded with no state from the supervisor; it sets the container up as
+/// systemd-nspawn does and then execs the payload, which becomes PID 1.
+public enum ContainerStage {
+    /// The hidden subcommand that runs this stage.
+    public static let subcommand = "__container-stage"
+
+    /// The capability bounding set systemd-nspawn 252 keeps by default (`CapBnd` 0xfcecafff):
+    /// all of 0-31 but CAP_NET_ADMIN (12), CAP_IPC_LOCK (14), CAP_SYS_MODULE (16), CAP_SYS_RAWIO (17),
+    /// CAP_SYS_PACCT (20), CAP_SYS_RESOURCE (24) and CAP_SYS_TIME (25), and none from 32 up.
+    /// With a private network the container may manage it, so CAP_NET_ADMIN stays, as in nspawn.
+    static func keptCapabilities(privateNetwork: Bool) -> UInt64 {
+        0xfcec_afff | (privateNetwork ? 1 << 12 : 0)
+    }
+
+    /// Reads the spec from descriptor 3, sets up, execs. Never returns.
+    public static func main() -> Never {
+        do {
+            try run()
+        } catch {
+            let text = "berth: error: cannot start the container: \(error)\n"
+            _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
+            _exit(1)
+        }
+    }
+
+    private static func readSpec() throws -> LaunchSpec {
+        let fd = Descriptor(owning: 3)
+        var bytes: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while true {
+            let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0.baseAddress!, count: $0.count) }
+            if n == 0 { break }
+            bytes += buffer[..<n]
+        }
+        guard let spec = LaunchSpec(decoding: bytes) else { throw LaunchError("the launch description is damaged") }
+        return spec
+    }
+
+    private static func run() throws -> Never {
+        let spec = try readSpec()
+        // If the supervisor dies, so does the container: PID 1's death ends the PID namespace,
+        // and with its last process the mount namespace and every mount in it.
+        _ = cberth_set_parent_death_signal(SIGKILL)
+        if getppid() == 0 && kill(1, 0) != 0 { _exit(1) }
+
+        try Mount.makePrivate("/")
+        let root = FilePath(spec.root)
+        try Mount.bind(root, at: root)
+        let tree = try Directory(opening: root)
+        try mountAPIFileSystems(in: tree, spec: spec)
+        for bind in spec.bindMounts { try mountBind(bind, in: tree) }
+        if spec.readOnly { try Mount.remountReadOnly(root) }
+
+        try spec.hostname.withCString { name in
+            _ = try retryingInterrupts("sethostname") { sethostname(name, strlen(name)) }
+        }
+        if spec.privateNetwork {
+            _ = try retryingInterrupts("bring up lo") { cberth_interface_up("lo") }
+        }
+        try Mount.pivotRoot(to: root)
+        try dropCapabilities(keeping: keptCapabilities(privateNetwork: spec.privateNetwork))
+        try exec(spec)
+    }
+
+    // MARK: File systems
+
+    /// Opens (making it if missing) the directory `path` beneath the root, never through a
+    /// symlink, and returns the /proc path that names exactly it, for mount(2) to use as target.
+    private static func target(_ path: FilePath, in tree: Directory, file: Bool = false) throws -> (FilePath, Descriptor) {
+        var current = tree
+        let components = Array(path.components)
+        for (index, component) in components.enumerated() {
+            let name = FilePath(root: nil, [component])
+            let last = index == components.count - 1
+            if try current.status(name) == nil {
+                if last && file {
+                    _ = try current.createFile(name, mode: 0o644)
+                } else {
+                    try current.makeDirectory(name, mode: 0o755)
+                }
+            }
+            if last && file {
+                let fd = try current.openFile(name, CBERTH_O_PATH)
+                return (FilePath("/proc/self/fd/\(fd.rawValue)"), fd)
+            }
+            current = try current.openDirectory(beneath: name, pathOnly: true, crossingMounts: true)
+        }
+        return (FilePath("/proc/self/fd/\(current.rawValue)"), current.descriptor)
+    }
+
+    private static func mountAPIFileSystems(in tree: Directory, spec: LaunchSpec) throws {
+        let nosuid = UInt(MS_NOSUID), nodev = UInt(MS_NODEV), noexec = UInt(MS_NOEXEC)
+
+        var (point, hold) = try target("proc", in: tree)
+        try Mount.make("proc", at: point, flags: nosuid | nodev | noexec)
+        withExtendedLifetime(hold) {}
+        // What a container must not change or read of the host's kernel, as nspawn protects it.
+        let proc = try tree.openDirectory(beneath: "proc", pathOnly: true, crossingMounts: true)
+        for name in ["sys", "sysrq-trigger"] where try proc.status(FilePath(name)) != nil {
+            let p = FilePath("/proc/self/fd/\(proc.rawValue)/\(name)")
+            try Mount.bind(p, at: p, recursive: name == "sys")
+            try Mount.remountReadOnly(p, extraFlags: nosuid | nodev | noexec)
+        }
+        for name in ["kcore", "keys", "kallsyms", "timer_list", "sched_debug", "latency_stats", "key-users"]
+            where try proc.status(FilePath(name))?.kind == .regular {
+            try Mount.bind("/dev/null", at: FilePath("/proc/self/fd/\(proc.rawValue)/\(name)"), recursive: false)
+        }
+        for name in ["acpi", "scsi", "irq", "bus", "fs"] where try proc.status(FilePath(name))?.kind == .directory {
+            try Mount.make("tmpfs", at: FilePath("/proc/self/fd/\(proc.rawValue)/\(name)"),
+                           flags: UInt(MS_RDONLY) | nosuid | nodev | noexec, options: "mode=555")
+        }
+
+        (point, hold) = try target("sys", in: tree)
+        try Mount.make("sysfs", at: point, flags: UInt(MS_RDONLY) | nosuid | nodev | noexec)
+
+        (point, hold) = try target("dev", in: tree)
+        try Mount.make("tmpfs", at: point, flags: nosuid, options: "mode=755")
+        let dev = try tree.openDirectory(beneath: "dev", pathOnly: true, crossingMounts: true)
+        for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
+                                     ("urandom", 1, 9), ("tty", 5, 0)] as [(String, UInt32, UInt32)] {
+            try dev.makeNode(FilePath(name), mode: S_IFCHR | 0o666, device: makeDevice(major: major, minor: minor))
+            try dev.setMode(FilePath(name), 0o666)
+        }
+        for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                               ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")] {
+            try target.withCString { try dev.makeSymlink(FilePath(name), target: $0) }
+        }
+        for name in ["pts", "shm", "mqueue"] { try dev.makeDirectory(FilePath(name), mode: 0o755) }
+        let devPath = FilePath("/proc/self/fd/\(dev.rawValue)")
+        try Mount.make("devpts", at: devPath.appending("pts"), flags: nosuid | noexec,
+                       options: "newinstance,ptmxmode=0666,mode=620,gid=5")
+        try Mount.make("tmpfs", at: devPath.appending("shm"), flags: nosuid | nodev, options: "mode=1777")
+        try Mount.make("mqueue", at: devPath.appending("mqueue"), flags: nosuid | nodev | noexec)
+        // The console: the terminal berth runs on, or /dev/null when there is none.
+        _ = try dev.createFile("console", mode: 0o600)
+        let console = ttyname(0).map { String(cString: $0) } ?? "/dev/null"
+        try Mount.bind(FilePath(console), at: devPath.appending("console"), recursive: false)
+
+        (point, hold) = try target("run", in: tree)
+        try Mount.make("tmpfs", at: point, flags: nosuid | nodev, options: "mode=755")
+        (point, hold) = try target("tmp", in: tree)
+        try Mount.make("tmpfs", at: point, flags: nosuid | nodev, options: "mode=1777")
+        withExtendedLifetime(hold) {}
+
+        // The host's resolver settings, read-only, where the image keeps a plain file (nspawn's
+        // default copies it in; a bind leaves the image as it was).
+        if let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
+           try etc.status("resolv.conf")?.kind == .regular,
+           try FileStatus.of("/etc/resolv.conf") != nil {
+            let p = FilePath("/proc/self/fd/\(etc.rawValue)/resolv.conf")
+            try Mount.bind("/etc/resolv.conf", at: p, recursive: false)
+            try Mount.remountReadOnly(p, extraFlags: nosuid | nodev | noexec)
+        }
+    }
+
+    /// --bind/--bind-ro: the source is the user's host path; the destination is made inside the
+    /// image, of the source's type, without following any symlink the image holds.
+    private static func mountBind(_ bind: LaunchSpec.BindMount, in tree: Directory) throws {
+        guard let source = try FileStatus.of(FilePath(bind.source)) else {
+            throw LaunchError("--bind source \(bind.source) does not exist")
+        }
+        let (point, hold) = try target(FilePath(bind.destination), in: tree, file: source.kind != .directory)
+        try Mount.bind(FilePath(bind.source), at: point)
+        if bind.readOnly { try Mount.remountReadOnly(point) }
+        withExtendedLifetime(hold) {}
+    }
+
+    private static func dropCapabilities(keeping kept: UInt64) throws {
+        var last = 40
+        if let file = fopen("/proc/sys/kernel/cap_last_cap", "re") {
+            var value: Int32 = 0
+            if fscanf_int(file, &value) { last = Int(value) }
+            fclose(file)
+        }
+        for cap in 0...last where kept & (1 << UInt64(cap)) == 0 {
+            _ = try retryingInterrupts("drop capability \(cap)") { cberth_drop_bounding_capability(Int32(cap)) }
+        }
+    }
+
+    // MARK: The payload
+
+    private static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+    private static func exec(_ spec: LaunchSpec) throws -> Never {
+        let user = try ImageUser.lookup(spec.user ?? "root")
+        var environment = [
+            "PATH=\(defaultPath)", "container=berth", "container_uuid=\(spec.uuid)", "TERM=\(spec.term)",
+            "HOME=\(user.home)", "USER=\(user.name)", "LOGNAME=\(user.name)", "SHELL=\(user.shell)",
+        ]
+        for setting in spec.environment {
+            let key = setting.prefix { $0 != "=" }
+            environment.removeAll { $0.hasPrefix(key + "=") }
+            environment.append(setting)
+        }
+
+        var argv: [String]
+        var program: String
+        if spec.boot {
+            guard let initPath = ["/usr/lib/systemd/systemd", "/lib/systemd/systemd", "/sbin/init"].first(where: { (path: String) in access(path, X_OK) == 0 }) else {
+                throw LaunchError("the image has no init (/usr/lib/systemd/systemd, /lib/systemd/systemd or /sbin/init)")
+            }
+            program = initPath
+            argv = [initPath] + spec.arguments
+        } else if spec.arguments.isEmpty {
+            // The user's login shell, in their home, as nspawn starts it.
+            program = user.shell
+            argv = ["-" + (user.shell.split(separator: "/").last.map(String.init) ?? "sh")]
+        } else {
+            program = try resolve(spec.arguments[0])
+            argv = spec.arguments
+        }
+
+        let directory = spec.workingDirectory ?? (spec.arguments.isEmpty && !spec.boot ? user.home : "/")
+        if chdir(directory) != 0 { throw LaunchError("cannot change to \(directory) in the container: \(SystemError.last("chdir").errno)") }
+
+        if user.uid != 0 || spec.user != nil {
+            var groups = user.groups
+            _ = try retryingInterrupts("setgroups") { setgroups(groups.count, &groups) }
+            _ = try retryingInterrupts("setgid") { setgid(user.gid) }
+            _ = try retryingInterrupts("setuid") { setuid(user.uid) }
+        }
+        _ = cberth_close_from(3)
+
+        let cArgs = argv.map { strdup($0) } + [nil]
+        let cEnv = environment.map { strdup($0) } + [nil]
+        execve(program, cArgs, cEnv)
+        throw LaunchError("cannot run \(program): \(SystemError.last("execve").errno)")
+    }
+
+    /// `name` as execvp would find it on the container's PATH.
+    private static func resolve(_ name: String) throws -> String {
+        if name.contains("/") { return name }
+        for dir in defaultPath.split(separator: ":") {
+            let candidate = "\(dir)/\(name)"
+            if access(candidate, X_OK) == 0 { return candidate }
+        }
+        throw LaunchError("\(name) is not in the container's PATH")
+    }
+}
+
+private func fscanf_int(_ file: UnsafeMutablePointer<FILE>, _ value: inout Int32) -> Bool {
+    var buffer = [CChar](repeating: 0, count: 16)
+    guard fgets(&buffer, 16, file) != nil else { return false }
+    guard let n = Int32(String(cString: buffer).trimmingWhitespace) else { return false }
+    value = n
+    return true
+}
+
+private extension String {
+    var trimmingWhitespace: String {
+        String(self.drop { $0 == " " || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\n" }.reversed())
+    }
+}

@@ -1,0 +1,94 @@
+/// A container launch, described as a value: what the command line asked for, resolved to a
+/// root directory. The supervisor hands it to the container's first process as NUL-separated
+/// key/value pairs on descriptor 3.
+public struct LaunchSpec: Equatable, Sendable {
+    public struct BindMount: Equatable, Sendable {
+        public var source: String
+        public var destination: String
+        public var readOnly: Bool
+
+        public init(source: String, destination: String, readOnly: Bool) {
+            self.source = source
+            self.destination = destination
+            self.readOnly = readOnly
+        }
+    }
+
+    /// The tree to run, as a host path.
+    public var root: String
+    public var machineName: String
+    public var hostname: String
+    /// The command, or with `boot` the arguments for init; empty for the root shell.
+    public var arguments: [String] = []
+    public var boot = false
+    public var readOnly = false
+    public var privateNetwork = false
+    /// `NAME=VALUE` settings from -E, already resolved.
+    public var environment: [String] = []
+    public var bindMounts: [BindMount] = []
+    public var workingDirectory: String?
+    public var user: String?
+    public var uuid: String
+    public var term: String
+
+    public init(root: String, machineName: String, uuid: String, term: String) {
+        self.root = root
+        self.machineName = machineName
+        self.hostname = machineName
+        self.uuid = uuid
+        self.term = term
+    }
+
+    func encoded() -> [UInt8] {
+        var fields: [(String, String)] = [
+            ("root", root), ("machine", machineName), ("hostname", hostname), ("uuid", uuid), ("term", term),
+            ("boot", boot ? "1" : "0"), ("read-only", readOnly ? "1" : "0"),
+            ("private-network", privateNetwork ? "1" : "0"),
+        ]
+        fields += arguments.map { ("arg", $0) } + environment.map { ("env", $0) }
+        for bind in bindMounts {
+            fields += [("bind-source", bind.source), ("bind-destination", bind.destination), ("bind-ro", bind.readOnly ? "1" : "0")]
+        }
+        if let workingDirectory { fields.append(("chdir", workingDirectory)) }
+        if let user { fields.append(("user", user)) }
+        var bytes: [UInt8] = []
+        for (key, value) in fields {
+            bytes += Array(key.utf8) + [0] + Array(value.utf8) + [0]
+        }
+        return bytes
+    }
+
+    init?(decoding bytes: [UInt8]) {
+        let parts = bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
+        guard parts.count % 2 == 1, parts.last == "" else { return nil }
+        var single: [String: String] = [:]
+        var spec = LaunchSpec(root: "", machineName: "", uuid: "", term: "")
+        var bind = BindMount(source: "", destination: "", readOnly: false)
+        for i in stride(from: 0, to: parts.count - 1, by: 2) {
+            let (key, value) = (parts[i], parts[i + 1])
+            switch key {
+            case "arg": spec.arguments.append(value)
+            case "env": spec.environment.append(value)
+            case "bind-source": bind.source = value
+            case "bind-destination": bind.destination = value
+            case "bind-ro":
+                bind.readOnly = value == "1"
+                spec.bindMounts.append(bind)
+            default: single[key] = value
+            }
+        }
+        guard let root = single["root"], let machine = single["machine"], let hostname = single["hostname"],
+              let uuid = single["uuid"], let term = single["term"] else { return nil }
+        spec.root = root
+        spec.machineName = machine
+        spec.hostname = hostname
+        spec.uuid = uuid
+        spec.term = term
+        spec.boot = single["boot"] == "1"
+        spec.readOnly = single["read-only"] == "1"
+        spec.privateNetwork = single["private-network"] == "1"
+        spec.workingDirectory = single["chdir"]
+        spec.user = single["user"]
+        self = spec
+    }
+}

@@ -1,0 +1,53 @@
+import BerthSystem
+import CBerth
+import Glibc
+
+/// The berth process the user started: it starts the container's first process in new
+/// namespaces, passes it the launch description, relays signals, and returns its exit status.
+/// Every mount the container makes lives in the container's own mount namespace and goes with
+/// its last process; the supervisor makes none on the host.
+public enum Supervisor {
+    /// Runs `spec` and returns the exit status berth should exit with: the command's own, or
+    /// 128 plus the signal that killed it.
+    public static func run(_ spec: LaunchSpec, executable: String = "/proc/self/exe") throws -> Int32 {
+        var flags = UInt(CBERTH_CLONE_NEWNS | CBERTH_CLONE_NEWPID | CBERTH_CLONE_NEWUTS | CBERTH_CLONE_NEWIPC)
+        if spec.privateNetwork { flags |= UInt(CBERTH_CLONE_NEWNET) }
+
+        // Signals are taken synchronously (sigwaitinfo), so block them before the child exists.
+        var handled = sigset_t()
+        sigemptyset(&handled)
+        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP] { sigaddset(&handled, sig) }
+        pthread_sigmask(SIG_BLOCK, &handled, nil)
+
+        var fds: [Int32] = [-1, -1]
+        _ = try retryingInterrupts("pipe") { pipe(&fds) }
+        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+        let reader = Descriptor(owning: fds[0]), writer = Descriptor(owning: fds[1])
+        let argv = [strdup("berth"), strdup(ContainerStage.subcommand), nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        defer { argv.forEach { free($0) } }
+        let pid = cberth_spawn(flags, executable, argv, envp, reader.rawValue)
+        guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
+        withExtendedLifetime(reader) {}
+        try spec.encoded().withUnsafeBytes { try writer.writeAll($0) }
+        _ = consume writer
+
+        var interrupts = 0
+        while true {
+            var info = siginfo_t()
+            let sig = sigwaitinfo(&handled, &info)
+            if sig < 0 { continue }
+            if sig == SIGCHLD {
+                var status: Int32 = 0
+                let done = waitpid(pid, &status, WNOHANG)
+                guard done == pid else { continue }
+                if status & 0x7f == 0 { return (status >> 8) & 0xff }  // exited
+                return 128 + (status & 0x7f)  // killed by a signal
+            }
+            // A booted system is asked to power off (systemd's SIGRTMIN+3); a command, or a
+            // second request, ends the container at once.
+            interrupts += 1
+            kill(pid, spec.boot && interrupts == 1 ? cberth_sigrtmin_plus(3) : SIGKILL)
+        }
+    }
+}

@@ -1,0 +1,53 @@
+import Glibc
+
+/// A user as the image's own /etc/passwd and /etc/group describe it (never the host's).
+struct ImageUser {
+    var name: String
+    var uid: uid_t
+    var gid: gid_t
+    var home: String
+    var shell: String
+    var groups: [gid_t]
+
+    /// Looks `user` (a name or a number) up in the files of the current root.
+    static func lookup(_ user: String) throws -> ImageUser {
+        let passwd = readLines("/etc/passwd")
+        let entry = passwd.first { $0[0] == user } ?? passwd.first { fields in UInt32(user).map { fields[2] == String($0) } ?? false }
+        guard let entry, let uid = uid_t(entry[2]), let gid = gid_t(entry[3]) else {
+            throw LaunchError("user '\(user)' is not in the image's /etc/passwd")
+        }
+        let name = entry[0]
+        let groups = readLines("/etc/group").compactMap { fields -> gid_t? in
+            guard fields.count >= 4, fields[3].split(separator: ",").contains(Substring(name)) else { return nil }
+            return gid_t(fields[2])
+        }
+        return ImageUser(name: name, uid: uid, gid: gid, home: entry[5].isEmpty ? "/" : entry[5],
+                         shell: entry[6].isEmpty ? "/bin/sh" : entry[6], groups: groups)
+    }
+
+    /// The lines of a colon-separated database with at least seven fields (padded with "").
+    private static func readLines(_ path: String) -> [[String]] {
+        guard let file = fopen(path, "re") else { return [] }
+        defer { fclose(file) }
+        var lines: [[String]] = []
+        var line: UnsafeMutablePointer<CChar>?
+        var capacity = 0
+        while getline(&line, &capacity, file) > 0, let line {
+            var text = String(cString: line)
+            if text.hasSuffix("\n") { text.removeLast() }
+            if text.hasPrefix("#") || text.isEmpty { continue }
+            var fields = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            while fields.count < 7 { fields.append("") }
+            lines.append(fields)
+        }
+        free(line)
+        return lines
+    }
+}
+
+/// Why a container could not be started.
+public struct LaunchError: Error, CustomStringConvertible {
+    public var message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,119 @@
+import ArgumentParser
+import BerthLaunch
+import BerthStore
+import BerthSystem
+import Foundation
+import SystemPackage
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a command, a shell, or with -b the init of an image or directory, as systemd-nspawn does.")
+
+    @OptionGroup var store: StoreOptions
+    @Option(name: [.customShort("D"), .long], help: "The directory tree to run.") var directory: String?
+    @Option(name: [.customShort("M"), .long], help: "The image in the store to run.") var machine: String?
+    @Flag(name: [.customShort("b"), .long], help: "Boot the image's init; the arguments go to it.") var boot = false
+    @Flag(name: [.customShort("x"), .long], help: "Run on a throwaway layer (not yet available).") var ephemeral = false
+    @Flag(name: .customLong("read-only"), help: "Mount the tree read-only.") var readOnly = false
+    @Option(name: [.customShort("E"), .customLong("setenv")], help: "Set NAME=VALUE (NAME alone copies berth's own).")
+    var setenv: [String] = []
+    @Option(help: "Bind SRC[:DST] from the host, writable.") var bind: [String] = []
+    @Option(name: .customLong("bind-ro"), help: "Bind SRC[:DST] from the host, read-only.") var bindReadOnly: [String] = []
+    @Option(help: "The working directory in the container.") var chdir: String?
+    @Option(name: [.customShort("u"), .long], help: "Run as USER from the image's user database.") var user: String?
+    @Option(help: "The container's hostname (default: the machine name).") var hostname: String?
+    @Flag(name: .customLong("private-network"), help: "Only a loopback interface.") var privateNetwork = false
+    @Flag(name: .customLong("as-pid2"), help: "Run the command as PID 2 under a stub init (not yet available).") var asPID2 = false
+    @Flag(name: [.customShort("q"), .long], help: "Print no status messages.") var quiet = false
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, or with -b init's arguments.")
+    var arguments: [String] = []
+
+    func run() throws {
+        if ephemeral { throw StoreError("--ephemeral needs overlay layers, which this berth does not have yet; copy the image with 'berth import DIR NAME' instead") }
+        if asPID2 { throw StoreError("--as-pid2 is not available yet; run the command as PID 1 (the default)") }
+        var args = arguments
+        if args.first == "--" { args.removeFirst() }
+
+        let (root, name, imageStore) = try resolveRoot()
+        let tree = FilePath(root)
+        guard (try? FileStatus.of(tree.appending("usr")))??.kind == .directory else {
+            throw StoreError("\(root) is not an OS tree: it has no /usr; give the root of an installed system")
+        }
+        // Writers hold the image alone; read-only runs may share it.
+        let lock = try Descriptor.open(tree, O_RDONLY | O_DIRECTORY)
+        guard try lock.lock(readOnly ? .shared : .exclusive, wait: false) else {
+            throw StoreError("\(name) is in use by another container; stop it, or run this one --read-only")
+        }
+        withExtendedLifetime(imageStore) {}
+
+        let environment = ProcessInfo.processInfo.environment
+        let onTerminal = Terminal.isTerminal(0)
+        var spec = LaunchSpec(root: root, machineName: name, uuid: UUID().uuidString.lowercased(),
+                              term: onTerminal ? environment["TERM"] ?? "vt220" : "dumb")
+        spec.hostname = hostname ?? name
+        spec.arguments = args
+        spec.boot = boot
+        spec.readOnly = readOnly
+        spec.privateNetwork = privateNetwork
+        spec.workingDirectory = chdir
+        spec.user = user
+        spec.environment = try setenv.compactMap { setting in
+            if setting.contains("=") { return setting }
+            guard !setting.isEmpty else { throw StoreError("-E takes NAME=VALUE or NAME") }
+            return environment[setting].map { "\(setting)=\($0)" }
+        }
+        spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
+        let status = try Supervisor.run(spec)
+        withExtendedLifetime(lock) {}
+        throw ExitCode(status)
+    }
+
+    /// The tree to run, its machine name, and the store holding it (kept open for its lock).
+    private func resolveRoot() throws -> (String, String, ImageStore?) {
+        switch (directory, machine) {
+        case (let path?, nil):
+            guard let real = realpath(path, nil) else {
+                throw StoreError("cannot use \(path) as the container's root: it does not exist")
+            }
+            defer { free(real) }
+            let root = String(cString: real)
+            guard root != "/" else { throw StoreError("-D / would run the host's own root; give another directory") }
+            return (root, FilePath(root).lastComponent?.string ?? root, nil)
+        case (nil, let name?):
+            let image = try ImageName(name)
+            let store = try store.open(create: false)
+            guard try store.imageExists(image) else {
+                throw StoreError("no image '\(name)' in \(store.root); 'berth list' shows the images there")
+            }
+            return (store.path(of: image).string, image.rawValue, store)
+        case (nil, nil):
+            throw StoreError("give the tree to run: -D DIR, or -M NAME for an image in the store")
+        default:
+            throw StoreError("give -D or -M, not both")
+        }
+    }
+
+    private func bindMount(_ text: String, readOnly: Bool) throws -> LaunchSpec.BindMount {
+        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        guard let source = parts.first, source.hasPrefix("/") else {
+            throw StoreError("--bind takes SRC[:DST] with an absolute SRC, not '\(text)'")
+        }
+        let destination = parts.count > 1 ? parts[1] : source
+        guard destination.hasPrefix("/") else { throw StoreError("--bind destination must be absolute, not '\(destination)'") }
+        return LaunchSpec.BindMount(source: source, destination: destination, readOnly: readOnly)
+    }
+}
+
+struct BootCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "boot", abstract: "Boot an image: berth run -b -M NAME.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The image.") var name: String
+    @Argument(parsing: .captureForPassthrough, help: "Arguments for init.") var arguments: [String] = []
+
+    func run() throws {
+        var command = try RunCommand.parse(["-b", "-M", name] + (store.store.map { ["--store", $0] } ?? []) + ["--"] + arguments)
+        try command.run()
+    }
+}
