@@ -129,7 +129,7 @@ public enum ContainerStage {
             try dev.setMode(FilePath(name), 0o666)
         }
         for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                               ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx"), ("core", "/proc/kcore")] {
+                               ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
             try target.withCString { try dev.makeSymlink(FilePath(name), target: $0) }
         }
         for name in ["pts", "shm", "mqueue"] { try dev.makeDirectory(FilePath(name), mode: 0o755) }
@@ -141,7 +141,7 @@ public enum ContainerStage {
         // The console: the terminal berth runs on, or /dev/null when there is none.
         _ = try dev.createFile("console", mode: 0o600)
         let console = ttyname(0).map { String(cString: $0) } ?? "/dev/null"
-        try Mount.bind(FilePath(console), at: devPath.appending("console"), recursive: false)
+        try Mount.bind(FilePath(console), onto: dev.openFile("console", CBERTH_O_PATH), readOnly: false)
 
         (point, hold) = try target("run", in: tree)
         try Mount.make("tmpfs", at: point, flags: nosuid | nodev, options: "mode=755")
@@ -154,9 +154,7 @@ public enum ContainerStage {
         if let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
            try etc.status("resolv.conf")?.kind == .regular,
            try FileStatus.of("/etc/resolv.conf") != nil {
-            let p = FilePath("/proc/self/fd/\(etc.rawValue)/resolv.conf")
-            try Mount.bind("/etc/resolv.conf", at: p, recursive: false)
-            try Mount.remountReadOnly(p, extraFlags: nosuid | nodev | noexec)
+            try Mount.bind("/etc/resolv.conf", onto: etc.openFile("resolv.conf", CBERTH_O_PATH), readOnly: true)
         }
     }
 
@@ -166,10 +164,8 @@ public enum ContainerStage {
         guard let source = try FileStatus.of(FilePath(bind.source)) else {
             throw LaunchError("--bind source \(bind.source) does not exist")
         }
-        let (point, hold) = try target(FilePath(bind.destination), in: tree, file: source.kind != .directory)
-        try Mount.bind(FilePath(bind.source), at: point)
-        if bind.readOnly { try Mount.remountReadOnly(point) }
-        withExtendedLifetime(hold) {}
+        let (_, destination) = try target(FilePath(bind.destination), in: tree, file: source.kind != .directory)
+        try Mount.bind(FilePath(bind.source), onto: destination, readOnly: bind.readOnly)
     }
 
     private static func dropCapabilities(keeping kept: UInt64) throws {

@@ -21,6 +21,16 @@ public enum Mount {
         }
     }
 
+    /// Binds `source` (recursively) onto exactly the directory or file `target` is open on,
+    /// read-only if asked. The target is not looked up by path, so nothing can redirect it.
+    public static func bind(_ source: FilePath, onto target: Descriptor, readOnly: Bool) throws {
+        try source.withPlatformString { s in
+            _ = try retryingInterrupts("bind mount of \(source)", path: source.string) {
+                cberth_bind_at_fd(s, target.rawValue, readOnly ? 1 : 0)
+            }
+        }
+    }
+
     /// Makes the bind mount at `target` read-only, keeping nosuid/nodev/noexec as given.
     public static func remountReadOnly(_ target: FilePath, extraFlags: UInt = 0) throws {
         try call("read-only remount", target) { t in

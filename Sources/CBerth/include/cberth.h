@@ -56,6 +56,11 @@ unsigned int cberth_minor(dev_t dev);
 
 // Namespaces, mounts and capabilities, for the container's launch.
 
+/// A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE, recursive),
+/// made read-only (mount_setattr(2)) when asked, then attached exactly at the object `target_fd`
+/// refers to (move_mount(2) with both paths empty): no path is looked up at the target, so no
+/// symlink there can redirect the mount.
+int cberth_bind_at_fd(const char *path, int target_fd, int read_only);
 /// pivot_root(2).
 int cberth_pivot_root(const char *new_root, const char *put_old);
 /// prctl(PR_CAPBSET_DROP, cap).

@@ -1,0 +1,168 @@
+import BerthSystem
+import BerthTestSupport
+import Foundation
+import SystemPackage
+import Testing
+
+/// `berth run` on the real Debian root, side by side with systemd-nspawn where it can be.
+@Suite(.serialized) struct RunTests {
+    /// A store with the Debian image imported as "deb", made once for the suite.
+    static let shared: TemporaryDirectory = {
+        let tmp = try! TemporaryDirectory("run")
+        let result = try! berth(["import", "-q", Fixtures.debianZstd, "deb"], store: tmp)
+        precondition(result.status == 0, "\(result)")
+        return tmp
+    }()
+
+    var image: String { Self.shared.appending("store/deb").string }
+
+    func inContainer(_ script: String, options: [String] = [], input: String? = nil) throws -> CommandResult {
+        try berth(["run", "-q", "-D", image] + options + ["/bin/sh", "-c", script], store: Self.shared, input: input)
+    }
+
+    /// nspawn 252 relays a command's output through a pty even when berth's caller pipes it, so
+    /// its lines end in CR LF; berth passes the streams straight through.
+    func inNspawn(_ script: String) throws -> CommandResult {
+        var result = try run("/usr/bin/systemd-nspawn", ["--register=no", "--keep-unit", "-q", "-D", image, "/bin/sh", "-c", script])
+        result.stdout = result.stdout.replacingOccurrences(of: "\r\n", with: "\n")
+        return result
+    }
+
+    @Test func theCommandIsPID1AndItsStatusIsBerths() throws {
+        let result = try inContainer("echo $$ $(hostname); exit 7")
+        #expect(result.status == 7, "\(result)")
+        #expect(result.stdout == "1 deb\n", "\(result)")
+    }
+
+    @Test func aSignalToBerthEndsTheCommandWithADistinctStatus() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: berthBinary)
+        process.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "-D", image, "/bin/sleep", "30"]
+        try process.run()
+        usleep(500_000)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        // PID 1 of a command ignores SIGTERM, so berth ends it with SIGKILL: 128 + 9.
+        #expect(process.terminationStatus == 137)
+        #expect(try shell("pgrep -f '^/bin/sleep 30$'").status != 0)
+    }
+
+    @Test(arguments: [
+        "grep CapBnd /proc/self/status",
+        "readlink /proc/1/ns/pid >/dev/null && echo pid-ns-ok",
+        "ls /dev | sort | tr '\\n' ' '",
+        "cat /proc/1/cmdline | tr '\\0' ' '; echo",
+        "echo $container_uuid | grep -c .",
+        "echo $HOME $PATH",
+    ])
+    func whatTheContainerSeesMatchesNspawn(_ script: String) throws {
+        let ours = try inContainer(script), theirs = try inNspawn(script)
+        #expect(ours.status == 0 && theirs.status == 0, "\(ours)\n\(theirs)")
+        if script.hasPrefix("ls /dev") {
+            // nspawn adds /dev/net/tun and the like; every device berth makes is one nspawn makes.
+            let mine = Set(ours.stdout.split(separator: " ")), nspawns = Set(theirs.stdout.split(separator: " "))
+            #expect(mine.subtracting(nspawns).isEmpty, "berth has \(mine.subtracting(nspawns)) that nspawn has not")
+            #expect(mine.isSuperset(of: ["null", "zero", "full", "random", "urandom", "tty", "pts", "ptmx", "shm", "console"]))
+        } else {
+            #expect(ours.stdout == theirs.stdout, "berth: \(ours.stdout) nspawn: \(theirs.stdout)")
+        }
+    }
+
+    @Test func theKernelIsOutOfReach() throws {
+        let result = try inContainer("""
+            echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo wrote-proc-sys
+            test -e /proc/sysrq-trigger && (echo h > /proc/sysrq-trigger) 2>/dev/null && echo wrote-sysrq
+            head -c1 /proc/kallsyms | grep -q . && echo read-kallsyms
+            test -s /proc/keys && echo read-keys
+            touch /sys/kernel/x 2>/dev/null && echo wrote-sys
+            ls /proc/1/fd | tr '\\n' ' '
+            mount -t tmpfs none /mnt && echo mounted
+            """)
+        #expect(!result.stdout.contains("wrote") && !result.stdout.contains("read-"), "\(result)")
+        #expect(result.stdout.contains("0 1 2 "), "\(result)")
+        #expect(!result.stdout.contains("3 "), "PID 1 holds more than its standard streams: \(result)")
+        // A mount made inside stays inside.
+        #expect(result.stdout.contains("mounted"))
+        #expect(mounts(under: image).isEmpty, "\(mounts(under: image))")
+    }
+
+    @Test func optionsDoWhatNspawnsDo() throws {
+        let tmp = try TemporaryDirectory("options")
+        try writeFile(tmp.appending("file"), "from host\n")
+        try FileManager.default.createDirectory(atPath: tmp.appending("dir").string, withIntermediateDirectories: false)
+        let root = try berth(["run", "-q", "-D", image, "-E", "GREETING=hello", "-E", "COPIED", "--chdir", "/usr",
+                              "--hostname", "other", "--bind", "\(tmp.string):/mnt/one",
+                              "--bind-ro", "\(tmp.appending("dir").string):/mnt/ro",
+                              "--bind-ro", "\(tmp.appending("file").string):/etc/host-file", "/bin/sh", "-c", """
+            echo "$GREETING $COPIED"; pwd; hostname
+            cat /mnt/one/file; touch /mnt/one/written && echo rw-ok
+            touch /mnt/ro/x 2>/dev/null || echo ro-refused
+            cat /etc/host-file
+            """], store: Self.shared)
+        #expect(root.status == 0, "\(root)")
+        #expect(root.stdout == "hello \n/usr\nother\nfrom host\nrw-ok\nro-refused\nfrom host\n", "\(root)")
+        #expect(try FileStatus.of(tmp.appending("written")) != nil)
+        let nobody = try berth(["run", "-q", "-D", image, "-u", "nobody", "/usr/bin/id", "-u"], store: Self.shared)
+        #expect(nobody.stdout == "65534\n", "\(nobody)")
+        // The destination of a bind is made in the image, so remove what the test made.
+        _ = try shell("rmdir '\(image)/mnt/one' '\(image)/mnt/ro'; rm -f '\(image)/etc/host-file'")
+    }
+
+    @Test func privateNetworkHasOnlyLoopbackUp() throws {
+        let result = try inContainer("ls /sys/class/net | tr '\\n' ' '; cat /sys/class/net/lo/operstate; ip -o link show lo | grep -c UP",
+                                     options: ["--private-network"])
+        // lo's operstate is "unknown" even when it is up; `ip` says UP.
+        #expect(result.stdout == "lo unknown\n1\n", "\(result)")
+    }
+
+    @Test func readOnlyAndPipedInput() throws {
+        let ro = try inContainer("touch /etc/x 2>/dev/null && echo wrote || echo refused", options: ["--read-only"])
+        #expect(ro.stdout == "refused\n", "\(ro)")
+        let tmp = try TemporaryDirectory("stdin")
+        try writeFile(tmp.appending("in"), "piped line\n")
+        let piped = try berth(["run", "-q", "-D", image, "/bin/cat"], store: Self.shared, input: tmp.appending("in").string)
+        #expect(piped.stdout == "piped line\n", "\(piped)")
+    }
+
+    @Test func imagesByNameDefaultSubcommandAndRefusals() throws {
+        let byName = try run(berthBinary, ["--store", Self.shared.appending("store").string, "-qM", "deb", "/bin/cat", "/etc/hostname"])
+        #expect(byName.status == 0 && byName.stdout == "berth-test\n", "\(byName)")
+        expectCleanFailure(try berth(["run", "-D", "/", "/bin/true"], store: Self.shared), "-D / would run the host's own root")
+        let empty = try TemporaryDirectory("notos")
+        expectCleanFailure(try berth(["run", "-D", empty.string, "/bin/true"], store: Self.shared), "not an OS tree")
+        expectCleanFailure(try berth(["run", "-M", "missing", "/bin/true"], store: Self.shared), "no image 'missing'")
+        expectCleanFailure(try berth(["run", "/bin/true"], store: Self.shared), "give the tree to run")
+    }
+
+    @Test func aWritableRunHoldsTheImage() throws {
+        let first = Process()
+        first.executableURL = URL(fileURLWithPath: berthBinary)
+        first.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "-M", "deb", "/bin/sleep", "30"]
+        try first.run()
+        usleep(300_000)
+        #expect(first.isRunning, "the first run ended early")
+        defer { if first.isRunning { kill(first.processIdentifier, SIGKILL); first.waitUntilExit() } }
+        var busy = CommandResult(status: 0, stdout: "", stderr: "")
+        for _ in 0..<50 {
+            busy = try berth(["run", "-q", "-M", "deb", "/bin/true"], store: Self.shared)
+            if busy.status != 0 { break }
+            usleep(100_000)
+        }
+        expectCleanFailure(busy, "in use by another container")
+        expectCleanFailure(try berth(["remove", "deb"], store: Self.shared), "in use")
+        // Read-only runs share an image with each other, not with a writer.
+        expectCleanFailure(try berth(["run", "-q", "--read-only", "-M", "deb", "/bin/true"], store: Self.shared), "in use")
+
+        // Killing the supervisor takes the container with it, and frees the image at once.
+        kill(first.processIdentifier, SIGKILL)
+        first.waitUntilExit()
+        var again = CommandResult(status: 1, stdout: "", stderr: "")
+        for _ in 0..<50 {
+            again = try berth(["run", "-q", "-M", "deb", "/bin/true"], store: Self.shared)
+            if again.status == 0 { break }
+            usleep(100_000)
+        }
+        #expect(again.status == 0, "\(again)")
+        #expect(try shell("pgrep -f '^/bin/sleep 30$'").status != 0, "the container's process outlived its supervisor")
+    }
+}
