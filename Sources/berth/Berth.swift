@@ -1,7 +1,8 @@
 import ArgumentParser
 import BerthLaunch
 import BerthStore
-import Foundation
+import FoundationEssentials
+import Glibc
 
 @main
 struct Berth: ParsableCommand {
@@ -28,7 +29,7 @@ struct Berth: ParsableCommand {
             var command = try parseAsRoot()
             try command.run()
         } catch let code as ExitCode {
-            Foundation.exit(code.rawValue)  // the container's own status
+            Glibc.exit(code.rawValue)  // the container's own status
         } catch let error as StoreError {
             fail(error.message)
         } catch let error as LaunchError {
@@ -43,8 +44,8 @@ struct Berth: ParsableCommand {
     }
 
     static func fail(_ message: String, code: Int32 = 1) -> Never {
-        FileHandle.standardError.write(Data("berth: error: \(message)\n".utf8))
-        Foundation.exit(code)
+        writeOut(2, "berth: error: \(message)\n")
+        Glibc.exit(code)
     }
 }
 

@@ -1,7 +1,8 @@
 import ArgumentParser
 import BerthStore
 import BerthSystem
-import Foundation
+import FoundationEssentials
+import Glibc
 
 struct ImportCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

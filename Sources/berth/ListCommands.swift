@@ -1,6 +1,7 @@
 import ArgumentParser
 import BerthStore
-import Foundation
+import FoundationEssentials
+import Glibc
 
 struct ListCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List the images in the store.")
@@ -75,7 +76,7 @@ struct ImageRecord: Encodable {
         type = image.kind.rawValue
         readOnly = image.readOnly
         usage = image.usage
-        created = ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: TimeInterval(image.created)))
+        created = Date(timeIntervalSince1970: TimeInterval(image.created)).formatted(.iso8601)
         parent = image.parent
         path = image.path
         os = image.operatingSystem

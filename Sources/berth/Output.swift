@@ -1,4 +1,5 @@
-import Foundation
+import FoundationEssentials
+import Glibc
 
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
@@ -15,13 +16,34 @@ func formatSize(_ bytes: Int64) -> String {
         value /= 1024
         unit += 1
     }
-    return unit == 0 ? "\(bytes)B" : String(format: "%.1f%@", value, units[unit])
+    let tenths = Int((value * 10).rounded())
+    return unit == 0 ? "\(bytes)B" : "\(tenths / 10).\(tenths % 10)\(units[unit])"
 }
 
+/// Local time as machinectl prints it, YYYY-MM-DD HH:MM:SS.
 func formatDate(_ seconds: Int64) -> String {
-    let formatter = DateFormatter()
-    formatter.dateFormat = "yyyy-MM-dd HH:mm:ss"
-    return formatter.string(from: Date(timeIntervalSince1970: TimeInterval(seconds)))
+    var t = time_t(seconds)
+    var parts = tm()
+    localtime_r(&t, &parts)
+    var buffer = [CChar](repeating: 0, count: 32)
+    strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S", &parts)
+    return String(cString: buffer)
+}
+
+/// `text` padded with spaces to `width` (on the left with `right`).
+func pad(_ text: String, _ width: Int, right: Bool = false) -> String {
+    let fill = String(repeating: " ", count: max(0, width - text.count))
+    return right ? fill + text : text + fill
+}
+
+/// Writes all of `text` to a standard stream.
+func writeOut(_ fd: Int32, _ text: String) {
+    var bytes = Array(text.utf8)[...]
+    while !bytes.isEmpty {
+        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        if n < 0 { if errno == EINTR { continue } else { return } }
+        bytes = bytes.dropFirst(n)
+    }
 }
 
 func printTable(header: [String], rows: [[String]]) {
@@ -29,7 +51,7 @@ func printTable(header: [String], rows: [[String]]) {
     let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
     for row in all {
         let cells = row.enumerated().map { i, cell in
-            i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            i == row.count - 1 ? cell : pad(cell, widths[i])
         }
         print(cells.joined(separator: "  "))
     }

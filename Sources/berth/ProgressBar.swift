@@ -1,6 +1,7 @@
 import BerthArchive
 import BerthSystem
-import Foundation
+import FoundationEssentials
+import Glibc
 
 /// A one-line progress display on the terminal: bytes and entries, rate, and time left when
 /// the source's size is known.
@@ -17,18 +18,18 @@ final class ProgressBar {
         if let size = p.inputSize, size > 0 {
             let fraction = min(1, Double(p.inputBytesRead) / Double(size))
             let left = rate > 0 ? Double(size - p.inputBytesRead) / rate : 0
-            line += String(format: ", %.0fs left", max(0, left))
+            line += ", \(Int(max(0, left).rounded()))s left"
             let width = max(10, min(40, columns - line.count - 10))
             let filled = Int(fraction * Double(width))
             line = "[" + String(repeating: "#", count: filled) + String(repeating: "-", count: width - filled)
-                + String(format: "] %3.0f%% ", fraction * 100) + line
+                + "] " + pad(String(Int((fraction * 100).rounded())), 3, right: true) + "% " + line
         }
         if line.count > columns - 1 { line = String(line.prefix(columns - 1)) }
-        FileHandle.standardOutput.write(Data(("\r\u{1B}[K" + line).utf8))
+        writeOut(1, "\r\u{1B}[K" + line)
         drawn = true
     }
 
     func finish() {
-        if drawn { FileHandle.standardOutput.write(Data("\r\u{1B}[K".utf8)) }
+        if drawn { writeOut(1, "\r\u{1B}[K") }
     }
 }

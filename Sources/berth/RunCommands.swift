@@ -2,7 +2,8 @@ import ArgumentParser
 import BerthLaunch
 import BerthStore
 import BerthSystem
-import Foundation
+import FoundationEssentials
+import Glibc
 import SystemPackage
 
 struct RunCommand: ParsableCommand {

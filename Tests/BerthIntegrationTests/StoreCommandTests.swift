@@ -182,7 +182,9 @@ import Testing
         (["rename", "nothing", "other"], "no image 'nothing'"),
         (["show", "nothing"], "no image 'nothing'"),
         (["read-only", "nothing", "maybe"], "true or false"),
-        (["frobnicate"], "berth --help"),
+        // run is the default subcommand, as nspawn takes a command: an unknown word is a command to run.
+        (["frobnicate"], "give the tree to run"),
+        (["import", "--bogus"], "berth --help"),
     ] as [([String], String)])
     func badInputGetsOneLine(_ arguments: [String], _ expected: String) throws {
         let tmp = try TemporaryDirectory("bad")
