@@ -47,8 +47,7 @@ public enum ContainerStage {
         let spec = try readSpec()
         // If the supervisor dies, so does the container: PID 1's death ends the PID namespace,
         // and with its last process the mount namespace and every mount in it.
-        _ = cberth_set_parent_death_signal(SIGKILL)
-        if getppid() == 0 && kill(1, 0) != 0 { _exit(1) }
+        _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
 
         try Mount.makePrivate("/")
         let root = FilePath(spec.root)
@@ -169,15 +168,18 @@ public enum ContainerStage {
     }
 
     private static func dropCapabilities(keeping kept: UInt64) throws {
-        var last = 40
-        if let file = fopen("/proc/sys/kernel/cap_last_cap", "re") {
-            var value: Int32 = 0
-            if fscanf_int(file, &value) { last = Int(value) }
-            fclose(file)
-        }
+        // The highest capability this kernel knows; dropping past it fails with EINVAL.
+        let last = (try? readFile("/proc/sys/kernel/cap_last_cap")).flatMap { Int($0.filter(\.isNumber)) } ?? 40
         for cap in 0...last where kept & (1 << UInt64(cap)) == 0 {
             _ = try retryingInterrupts("drop capability \(cap)") { cberth_drop_bounding_capability(Int32(cap)) }
         }
+    }
+
+    private static func readFile(_ path: FilePath) throws -> String {
+        let fd = try Descriptor.open(path, O_RDONLY)
+        var buffer = [UInt8](repeating: 0, count: 256)
+        let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0.baseAddress!, count: $0.count) }
+        return String(decoding: buffer[..<n], as: UTF8.self)
     }
 
     // MARK: The payload
@@ -238,19 +240,5 @@ public enum ContainerStage {
             if access(candidate, X_OK) == 0 { return candidate }
         }
         throw LaunchError("\(name) is not in the container's PATH")
-    }
-}
-
-private func fscanf_int(_ file: UnsafeMutablePointer<FILE>, _ value: inout Int32) -> Bool {
-    var buffer = [CChar](repeating: 0, count: 16)
-    guard fgets(&buffer, 16, file) != nil else { return false }
-    guard let n = Int32(String(cString: buffer).trimmingWhitespace) else { return false }
-    value = n
-    return true
-}
-
-private extension String {
-    var trimmingWhitespace: String {
-        String(self.drop { $0 == " " || $0 == "\n" }.reversed().drop { $0 == " " || $0 == "\n" }.reversed())
     }
 }

@@ -36,7 +36,7 @@ struct RunCommand: ParsableCommand {
         var args = arguments
         if args.first == "--" { args.removeFirst() }
 
-        let (root, name, imageStore) = try resolveRoot()
+        let (root, name) = try resolveRoot()
         let tree = FilePath(root)
         guard (try? FileStatus.of(tree.appending("usr")))??.kind == .directory else {
             throw StoreError("\(root) is not an OS tree: it has no /usr; give the root of an installed system")
@@ -46,7 +46,6 @@ struct RunCommand: ParsableCommand {
         guard try lock.lock(readOnly ? .shared : .exclusive, wait: false) else {
             throw StoreError("\(name) is in use by another container; stop it, or run this one --read-only")
         }
-        withExtendedLifetime(imageStore) {}
 
         let environment = ProcessInfo.processInfo.environment
         let onTerminal = Terminal.isTerminal(0)
@@ -70,8 +69,8 @@ struct RunCommand: ParsableCommand {
         throw ExitCode(status)
     }
 
-    /// The tree to run, its machine name, and the store holding it (kept open for its lock).
-    private func resolveRoot() throws -> (String, String, ImageStore?) {
+    /// The tree to run and its machine name.
+    private func resolveRoot() throws -> (String, String) {
         switch (directory, machine) {
         case (let path?, nil):
             guard let real = realpath(path, nil) else {
@@ -80,14 +79,14 @@ struct RunCommand: ParsableCommand {
             defer { free(real) }
             let root = String(cString: real)
             guard root != "/" else { throw StoreError("-D / would run the host's own root; give another directory") }
-            return (root, FilePath(root).lastComponent?.string ?? root, nil)
+            return (root, FilePath(root).lastComponent?.string ?? root)
         case (nil, let name?):
             let image = try ImageName(name)
             let store = try store.open(create: false)
             guard try store.imageExists(image) else {
                 throw StoreError("no image '\(name)' in \(store.root); 'berth list' shows the images there")
             }
-            return (store.path(of: image).string, image.rawValue, store)
+            return (store.path(of: image).string, image.rawValue)
         case (nil, nil):
             throw StoreError("give the tree to run: -D DIR, or -M NAME for an image in the store")
         default:
