@@ -49,6 +49,11 @@ public enum ContainerStage {
         // and with its last process the mount namespace and every mount in it.
         _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
 
+        if let cgroup = spec.deviceCgroup {
+            // "0" is the writing process: this one, before it makes or opens any device.
+            let procs = try Descriptor.open(FilePath(cgroup).appending("cgroup.procs"), O_WRONLY)
+            try procs.writeAll("0\n")
+        }
         try Mount.makePrivate("/")
         let root = FilePath(spec.root)
         try Mount.bind(root, at: root)

@@ -30,6 +30,8 @@ public struct LaunchSpec: Equatable, Sendable {
     public var user: String?
     public var uuid: String
     public var term: String
+    /// The devices cgroup the container's first process joins before anything else runs.
+    var deviceCgroup: String?
 
     public init(root: String, machineName: String, uuid: String, term: String) {
         self.root = root
@@ -51,6 +53,7 @@ public struct LaunchSpec: Equatable, Sendable {
         }
         if let workingDirectory { fields.append(("chdir", workingDirectory)) }
         if let user { fields.append(("user", user)) }
+        if let deviceCgroup { fields.append(("device-cgroup", deviceCgroup)) }
         var bytes: [UInt8] = []
         for (key, value) in fields {
             bytes += Array(key.utf8) + [0] + Array(value.utf8) + [0]
@@ -89,6 +92,7 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.privateNetwork = single["private-network"] == "1"
         spec.workingDirectory = single["chdir"]
         spec.user = single["user"]
+        spec.deviceCgroup = single["device-cgroup"]
         self = spec
     }
 }

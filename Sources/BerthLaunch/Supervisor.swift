@@ -10,6 +10,10 @@ public enum Supervisor {
     /// Runs `spec` and returns the exit status berth should exit with: the command's own, or
     /// 128 plus the signal that killed it.
     public static func run(_ spec: LaunchSpec, executable: String = "/proc/self/exe") throws -> Int32 {
+        var spec = spec
+        let devices = try DeviceCgroup.make(name: "berth-\(spec.uuid)")
+        spec.deviceCgroup = devices?.path.string
+        defer { devices?.remove() }
         var flags = UInt(CBERTH_CLONE_NEWNS | CBERTH_CLONE_NEWPID | CBERTH_CLONE_NEWUTS | CBERTH_CLONE_NEWIPC)
         if spec.privateNetwork { flags |= UInt(CBERTH_CLONE_NEWNET) }
 

@@ -86,6 +86,23 @@ import Testing
         #expect(mounts(under: image).isEmpty, "\(mounts(under: image))")
     }
 
+    @Test func hostDisksAreOutOfReach() throws {
+        // The host's first disk, by its numbers, made inside and planted in the image beforehand.
+        let disk = try shell("stat -c '%t %T' $(findmnt -no SOURCE / | head -1)").stdout.split(separator: " ")
+            .compactMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }
+        #expect(disk.count == 2)
+        let (major, minor) = (disk[0], disk[1])
+        #expect(try shell("mknod '\(image)/root/planted' b \(major) \(minor)").status == 0)
+        defer { _ = try? shell("rm -f '\(image)/root/planted'") }
+        let result = try inContainer("""
+            mknod /tmp/disk b \(major) \(minor) 2>/dev/null && echo made-node
+            head -c 512 /tmp/disk >/dev/null 2>&1 && echo read-made
+            head -c 512 /root/planted >/dev/null 2>&1 && echo read-planted
+            echo x > /dev/null && head -c 1 /dev/urandom >/dev/null && echo pseudo-devices-ok
+            """)
+        #expect(result.stdout == "pseudo-devices-ok\n", "\(result)")
+    }
+
     @Test func optionsDoWhatNspawnsDo() throws {
         let tmp = try TemporaryDirectory("options")
         try writeFile(tmp.appending("file"), "from host\n")
@@ -163,6 +180,9 @@ import Testing
             usleep(100_000)
         }
         #expect(again.status == 0, "\(again)")
+        // The next run also removed the device cgroup the killed supervisor left.
+        let leftover = try shell("ls /sys/fs/cgroup/devices 2>/dev/null | grep '^berth-' || true").stdout
+        #expect(leftover.isEmpty, "\(leftover)")
         #expect(try shell("pgrep -f '^/bin/sleep 30$'").status != 0, "the container's process outlived its supervisor")
     }
 }
