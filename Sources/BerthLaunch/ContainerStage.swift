@@ -54,6 +54,12 @@ public enum ContainerStage {
             let procs = try Descriptor.open(FilePath(cgroup).appending("cgroup.procs"), O_WRONLY)
             try procs.writeAll("0\n")
         }
+        if let cgroup = spec.systemCgroup {
+            let procs = try Descriptor.open(FilePath(cgroup).appending("cgroup.procs"), O_WRONLY)
+            try procs.writeAll("0\n")
+            // The container's cgroup becomes the root of what it sees under /sys/fs/cgroup.
+            _ = try retryingInterrupts("unshare(CLONE_NEWCGROUP)") { cberth_unshare_cgroup_namespace() }
+        }
         try Mount.makePrivate("/")
         let root = FilePath(spec.root)
         try Mount.bind(root, at: root)
@@ -123,6 +129,10 @@ public enum ContainerStage {
 
         (point, hold) = try target("sys", in: tree)
         try Mount.make("sysfs", at: point, flags: UInt(MS_RDONLY) | nosuid | nodev | noexec)
+        if spec.systemCgroup != nil {
+            let sys = try tree.openDirectory(beneath: "sys/fs/cgroup", pathOnly: true, crossingMounts: true)
+            try Mount.make("cgroup2", at: FilePath("/proc/self/fd/\(sys.rawValue)"), flags: nosuid | nodev | noexec)
+        }
 
         (point, hold) = try target("dev", in: tree)
         try Mount.make("tmpfs", at: point, flags: nosuid, options: "mode=755")

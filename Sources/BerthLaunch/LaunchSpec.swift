@@ -32,6 +32,8 @@ public struct LaunchSpec: Equatable, Sendable {
     public var term: String
     /// The devices cgroup the container's first process joins before anything else runs.
     var deviceCgroup: String?
+    /// The unified-hierarchy cgroup a booted system runs in, as its own root.
+    var systemCgroup: String?
 
     public init(root: String, machineName: String, uuid: String, term: String) {
         self.root = root
@@ -54,6 +56,7 @@ public struct LaunchSpec: Equatable, Sendable {
         if let workingDirectory { fields.append(("chdir", workingDirectory)) }
         if let user { fields.append(("user", user)) }
         if let deviceCgroup { fields.append(("device-cgroup", deviceCgroup)) }
+        if let systemCgroup { fields.append(("system-cgroup", systemCgroup)) }
         var bytes: [UInt8] = []
         for (key, value) in fields {
             bytes += Array(key.utf8) + [0] + Array(value.utf8) + [0]
@@ -93,6 +96,7 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.workingDirectory = single["chdir"]
         spec.user = single["user"]
         spec.deviceCgroup = single["device-cgroup"]
+        spec.systemCgroup = single["system-cgroup"]
         self = spec
     }
 }

@@ -14,6 +14,9 @@ public enum Supervisor {
         let devices = try DeviceCgroup.make(name: "berth-\(spec.uuid)")
         spec.deviceCgroup = devices?.path.string
         defer { devices?.remove() }
+        let system = spec.boot ? try SystemCgroup.make(name: "berth-\(spec.uuid)") : nil
+        spec.systemCgroup = system?.path.string
+        defer { system?.remove() }
         var flags = UInt(CBERTH_CLONE_NEWNS | CBERTH_CLONE_NEWPID | CBERTH_CLONE_NEWUTS | CBERTH_CLONE_NEWIPC)
         if spec.privateNetwork { flags |= UInt(CBERTH_CLONE_NEWNET) }
 
@@ -46,7 +49,12 @@ public enum Supervisor {
                 let done = waitpid(pid, &status, WNOHANG)
                 guard done == pid else { continue }
                 if status & 0x7f == 0 { return (status >> 8) & 0xff }  // exited
-                return 128 + (status & 0x7f)  // killed by a signal
+                let signal = status & 0x7f
+                // reboot(2) in a PID namespace ends its init with SIGINT for power-off and halt,
+                // SIGHUP for reboot; nspawn returns 0 and 133 for them.
+                if spec.boot && signal == SIGINT { return 0 }
+                if spec.boot && signal == SIGHUP { return 133 }
+                return 128 + signal  // killed by a signal
             }
             // A booted system is asked to power off (systemd's SIGRTMIN+3); a command, or a
             // second request, ends the container at once.

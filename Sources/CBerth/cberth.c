@@ -7,6 +7,7 @@
 #include <net/if.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -159,3 +160,5 @@ int cberth_bind_at_fd(const char *path, int target_fd, int read_only) {
     errno = saved;
     return rc;
 }
+
+int cberth_unshare_cgroup_namespace(void) { return unshare(CLONE_NEWCGROUP); }

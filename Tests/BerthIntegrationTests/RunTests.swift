@@ -86,6 +86,67 @@ import Testing
         #expect(mounts(under: image).isEmpty, "\(mounts(under: image))")
     }
 
+    /// Installs a unit that, once multi-user.target is reached, records the state and the failed
+    /// units in /out and then runs `systemctl ACTION`; returns a function that removes it.
+    func installProbe(_ action: String) throws -> () -> Void {
+        let unit = """
+            [Unit]
+            After=multi-user.target
+            [Service]
+            Type=oneshot
+            ExecStart=/bin/sh -c 'systemctl is-active multi-user.target > /out/state; systemctl --failed --no-legend --plain > /out/failed; systemctl \(action)'
+            [Install]
+            WantedBy=multi-user.target
+            """
+        try writeFile(FilePath(image).appending("etc/systemd/system/berth-probe.service"), unit)
+        let wants = FilePath(image).appending("etc/systemd/system/multi-user.target.wants")
+        #expect(try shell("mkdir -p '\(wants.string)' && ln -sf ../berth-probe.service '\(wants.string)/berth-probe.service'").status == 0)
+        let image = image
+        return { _ = try? shell("rm -f '\(image)/etc/systemd/system/berth-probe.service' '\(wants.string)/berth-probe.service'; rmdir '\(image)/out' 2>/dev/null") }
+    }
+
+    @Test func bootsToMultiUserAndPowersOffAsNspawnDoes() throws {
+        let remove = try installProbe("poweroff")
+        defer { remove() }
+        for tool in ["berth", "nspawn"] {
+            let out = try TemporaryDirectory("boot-\(tool)")
+            let result = tool == "berth"
+                ? try berth(["run", "-q", "-b", "-M", "deb", "--bind", "\(out.string):/out"], store: Self.shared)
+                : try run("/usr/bin/timeout", ["120", "/usr/bin/systemd-nspawn", "--register=no", "--keep-unit", "-q", "-b", "-D", image, "--bind", "\(out.string):/out"])
+            #expect(result.status == 0, "\(tool): \(result)")
+            #expect(try readFile(out.appending("state")) == Array("active\n".utf8), "\(tool)")
+            // No unit failed, so nothing in the container's setup got in systemd's way.
+            let failed = String(decoding: try readFile(out.appending("failed")), as: UTF8.self)
+            #expect(failed.isEmpty, "\(tool): failed units: \(failed)")
+        }
+        let leftover = try shell("ls /sys/fs/cgroup/unified /sys/fs/cgroup/devices 2>/dev/null | grep '^berth-' || true").stdout
+        #expect(leftover.isEmpty, "cgroups left: \(leftover)")
+    }
+
+    @Test func aRebootReturns133() throws {
+        let remove = try installProbe("reboot")
+        defer { remove() }
+        let out = try TemporaryDirectory("reboot")
+        let result = try berth(["run", "-q", "-b", "-M", "deb", "--bind", "\(out.string):/out"], store: Self.shared)
+        #expect(result.status == 133, "\(result)")
+        #expect(try readFile(out.appending("state")) == Array("active\n".utf8))
+    }
+
+    @Test func sigtermPowersABootedSystemOffCleanly() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: berthBinary)
+        process.arguments = ["--store", Self.shared.appending("store").string, "boot", "deb"]
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        usleep(2_000_000)
+        #expect(process.isRunning)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        // systemd got SIGRTMIN+3, stopped its units and powered off: status 0, not 137.
+        #expect(process.terminationStatus == 0)
+        #expect(mounts(under: image).isEmpty)
+    }
+
     @Test func hostDisksAreOutOfReach() throws {
         // The host's first disk, by its numbers, made inside and planted in the image beforehand.
         let disk = try shell("stat -c '%t %T' $(findmnt -no SOURCE / | head -1)").stdout.split(separator: " ")

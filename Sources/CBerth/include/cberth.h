@@ -61,6 +61,8 @@ unsigned int cberth_minor(dev_t dev);
 /// refers to (move_mount(2) with both paths empty): no path is looked up at the target, so no
 /// symlink there can redirect the mount.
 int cberth_bind_at_fd(const char *path, int target_fd, int read_only);
+/// unshare(CLONE_NEWCGROUP).
+int cberth_unshare_cgroup_namespace(void);
 /// pivot_root(2).
 int cberth_pivot_root(const char *new_root, const char *put_old);
 /// prctl(PR_CAPBSET_DROP, cap).
