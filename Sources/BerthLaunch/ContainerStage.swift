@@ -49,14 +49,8 @@ public enum ContainerStage {
         // and with its last process the mount namespace and every mount in it.
         _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
 
-        if let cgroup = spec.deviceCgroup {
-            // "0" is the writing process: this one, before it makes or opens any device.
-            let procs = try Descriptor.open(FilePath(cgroup).appending("cgroup.procs"), O_WRONLY)
-            try procs.writeAll("0\n")
-        }
-        if let cgroup = spec.systemCgroup {
-            let procs = try Descriptor.open(FilePath(cgroup).appending("cgroup.procs"), O_WRONLY)
-            try procs.writeAll("0\n")
+        // The supervisor placed this process in its cgroups before sending the description.
+        if spec.systemCgroup != nil {
             // The container's cgroup becomes the root of what it sees under /sys/fs/cgroup.
             _ = try retryingInterrupts("unshare(CLONE_NEWCGROUP)") { cberth_unshare_cgroup_namespace() }
         }

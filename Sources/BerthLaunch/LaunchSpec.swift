@@ -30,8 +30,6 @@ public struct LaunchSpec: Equatable, Sendable {
     public var user: String?
     public var uuid: String
     public var term: String
-    /// The devices cgroup the container's first process joins before anything else runs.
-    var deviceCgroup: String?
     /// The unified-hierarchy cgroup a booted system runs in, as its own root.
     var systemCgroup: String?
 
@@ -55,7 +53,6 @@ public struct LaunchSpec: Equatable, Sendable {
         }
         if let workingDirectory { fields.append(("chdir", workingDirectory)) }
         if let user { fields.append(("user", user)) }
-        if let deviceCgroup { fields.append(("device-cgroup", deviceCgroup)) }
         if let systemCgroup { fields.append(("system-cgroup", systemCgroup)) }
         var bytes: [UInt8] = []
         for (key, value) in fields {
@@ -95,7 +92,6 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.privateNetwork = single["private-network"] == "1"
         spec.workingDirectory = single["chdir"]
         spec.user = single["user"]
-        spec.deviceCgroup = single["device-cgroup"]
         spec.systemCgroup = single["system-cgroup"]
         self = spec
     }

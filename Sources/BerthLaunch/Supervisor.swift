@@ -11,9 +11,7 @@ public enum Supervisor {
     /// 128 plus the signal that killed it.
     public static func run(_ spec: LaunchSpec, executable: String = "/proc/self/exe") throws -> Int32 {
         var spec = spec
-        let devices = try DeviceCgroup.make(name: "berth-\(spec.uuid)")
-        spec.deviceCgroup = devices?.path.string
-        defer { devices?.remove() }
+        let devices = try DeviceCgroup.shared()
         let system = spec.boot ? try SystemCgroup.make(name: "berth-\(spec.uuid)") : nil
         spec.systemCgroup = system?.path.string
         defer { system?.remove() }
@@ -36,6 +34,16 @@ public enum Supervisor {
         let pid = cberth_spawn(flags, executable, argv, envp, reader.rawValue)
         guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
         withExtendedLifetime(reader) {}
+        // The child waits for its description before doing anything, so it is placed in its
+        // cgroups first (a v1 migration takes milliseconds; it overlaps the child's start).
+        do {
+            try devices?.write("cgroup.procs", "\(pid)")
+            try system?.write("cgroup.procs", "\(pid)")
+        } catch {
+            kill(pid, SIGKILL)
+            waitpid(pid, nil, 0)
+            throw error
+        }
         try spec.encoded().withUnsafeBytes { try writer.writeAll($0) }
         _ = consume writer
 

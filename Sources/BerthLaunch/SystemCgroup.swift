@@ -28,6 +28,11 @@ struct SystemCgroup {
         return SystemCgroup(path: path)
     }
 
+    func write(_ file: String, _ value: String) throws {
+        let fd = try Descriptor.open(path.appending(file), O_WRONLY)
+        try fd.writeAll(value + "\n")
+    }
+
     /// Removes the cgroup and whatever systemd made inside it, deepest first. rmdir fails on a
     /// cgroup that still has processes, so nothing alive is touched.
     func remove() { Self.removeTree(path) }
