@@ -43,11 +43,6 @@ public enum Mount {
         try call("make private", target) { t in Glibc.mount(nil, t, nil, UInt(MS_REC | MS_PRIVATE), nil) }
     }
 
-    /// Detaches the mount at `target` (and what is below it).
-    public static func detach(_ target: FilePath) throws {
-        try call("umount", target) { t in Glibc.umount2(t, Int32(MNT_DETACH)) }
-    }
-
     /// Makes `newRoot` the root of this mount namespace and drops the old root entirely.
     /// pivot_root(".", ".") stacks the old root under the new one, where one detach removes it.
     public static func pivotRoot(to newRoot: FilePath) throws {
