@@ -8,7 +8,7 @@ import Testing
 @Suite(.serialized) struct RunTests {
     /// A store with the Debian image imported as "deb", made once for the suite.
     static let shared: TemporaryDirectory = {
-        let tmp = try! TemporaryDirectory("run")
+        let tmp = try! TemporaryDirectory.forProcess("run")
         let result = try! berth(["import", "-q", Fixtures.debianZstd, "deb"], store: tmp)
         precondition(result.status == 0, "\(result)")
         return tmp

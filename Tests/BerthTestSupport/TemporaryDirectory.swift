@@ -16,10 +16,28 @@ public final class TemporaryDirectory {
     public func appending(_ name: String) -> FilePath { path.appending(name) }
     public var string: String { path.string }
 
-    deinit {
+    deinit { remove() }
+
+    /// Removes the directory and everything in it (never crossing a mount point).
+    public func remove() {
         guard let parent = try? Directory(opening: path.removingLastComponent()),
               let name = path.lastComponent else { return }
         try? parent.removeTree(FilePath(root: nil, [name]))
+    }
+}
+
+/// Directories that live as long as the test process (shared fixtures held in statics, which
+/// Swift never deinitializes) and are removed when it exits.
+nonisolated(unsafe) private var atExit: [TemporaryDirectory] = []
+
+extension TemporaryDirectory {
+    /// A temporary directory removed when the process exits, for fixtures shared by a suite.
+    public static func forProcess(_ label: String) throws -> TemporaryDirectory {
+        let dir = try TemporaryDirectory(label)
+        // Statics keep their own reference, so the directories are removed explicitly.
+        if atExit.isEmpty { atexit { atExit.forEach { $0.remove() } } }
+        atExit.append(dir)
+        return dir
     }
 }
 
