@@ -49,6 +49,13 @@ public enum ContainerStage {
         // and with its last process the mount namespace and every mount in it.
         _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
 
+        if let console = spec.console {
+            // The pty becomes the container's terminal: a new session, then its controlling tty.
+            let fd = try Descriptor.open(FilePath(console), O_RDWR)
+            _ = try retryingInterrupts("setsid") { setsid() }
+            _ = try retryingInterrupts("TIOCSCTTY") { cberth_set_controlling_terminal(fd.rawValue) }
+            for target in [0, 1, 2] as [Int32] { _ = try retryingInterrupts("dup2") { dup2(fd.rawValue, target) } }
+        }
         // The supervisor placed this process in its cgroups before sending the description.
         if spec.systemCgroup != nil {
             // The container's cgroup becomes the root of what it sees under /sys/fs/cgroup.

@@ -32,6 +32,8 @@ public struct LaunchSpec: Equatable, Sendable {
     public var term: String
     /// The unified-hierarchy cgroup a booted system runs in, as its own root.
     var systemCgroup: String?
+    /// The pty slave that becomes the container's terminal, when berth runs on one.
+    var console: String?
 
     public init(root: String, machineName: String, uuid: String, term: String) {
         self.root = root
@@ -54,6 +56,7 @@ public struct LaunchSpec: Equatable, Sendable {
         if let workingDirectory { fields.append(("chdir", workingDirectory)) }
         if let user { fields.append(("user", user)) }
         if let systemCgroup { fields.append(("system-cgroup", systemCgroup)) }
+        if let console { fields.append(("console", console)) }
         var bytes: [UInt8] = []
         for (key, value) in fields {
             bytes += Array(key.utf8) + [0] + Array(value.utf8) + [0]
@@ -93,6 +96,7 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.workingDirectory = single["chdir"]
         spec.user = single["user"]
         spec.systemCgroup = single["system-cgroup"]
+        spec.console = single["console"]
         self = spec
     }
 }

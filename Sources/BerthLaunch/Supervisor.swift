@@ -21,8 +21,13 @@ public enum Supervisor {
         // Signals are taken synchronously (sigwaitinfo), so block them before the child exists.
         var handled = sigset_t()
         sigemptyset(&handled)
-        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP] { sigaddset(&handled, sig) }
+        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGWINCH] { sigaddset(&handled, sig) }
         pthread_sigmask(SIG_BLOCK, &handled, nil)
+        // On a terminal the container gets a pty of its own; elsewhere the streams pass through.
+        let console = Terminal.isTerminal(0) && Terminal.isTerminal(1) ? try ConsoleRelay() : nil
+        spec.console = console?.slavePath
+        let signals = try retryingInterrupts("signalfd") { cberth_signalfd(&handled) }
+        defer { close(signals) }
 
         var fds: [Int32] = [-1, -1]
         _ = try retryingInterrupts("pipe") { pipe(&fds) }
@@ -49,13 +54,20 @@ public enum Supervisor {
 
         var interrupts = 0
         while true {
-            var info = siginfo_t()
-            let sig = sigwaitinfo(&handled, &info)
-            if sig < 0 { continue }
+            let sig: Int32
+            if let console {
+                sig = console.relay(signals: signals) { kill(pid, SIGKILL) }
+            } else {
+                var info = siginfo_t()
+                sig = sigwaitinfo(&handled, &info)
+            }
+            if sig < 0 || sig == SIGWINCH { continue }
             if sig == SIGCHLD {
                 var status: Int32 = 0
                 let done = waitpid(pid, &status, WNOHANG)
                 guard done == pid else { continue }
+                console?.drain()
+                console?.restore()
                 if status & 0x7f == 0 { return (status >> 8) & 0xff }  // exited
                 let signal = status & 0x7f
                 // reboot(2) in a PID namespace ends its init with SIGINT for power-off and halt,

@@ -8,6 +8,9 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sched.h>
+#include <stdlib.h>
+#include <sys/signalfd.h>
+#include <termios.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -162,3 +165,37 @@ int cberth_bind_at_fd(const char *path, int target_fd, int read_only) {
 }
 
 int cberth_unshare_cgroup_namespace(void) { return unshare(CLONE_NEWCGROUP); }
+
+int cberth_open_pty(char *name, size_t size) {
+    int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    if (grantpt(fd) != 0 || unlockpt(fd) != 0 || ptsname_r(fd, name, size) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int cberth_set_controlling_terminal(int fd) { return ioctl(fd, TIOCSCTTY, 0); }
+
+int cberth_copy_window_size(int from, int to) {
+    struct winsize ws;
+    if (ioctl(from, TIOCGWINSZ, &ws) != 0) return -1;
+    return ioctl(to, TIOCSWINSZ, &ws);
+}
+
+int cberth_signalfd(const sigset_t *set) { return signalfd(-1, set, SFD_CLOEXEC); }
+
+int cberth_make_raw(int fd, void *saved, size_t size) {
+    if (size < sizeof(struct termios)) { errno = EINVAL; return -1; }
+    if (tcgetattr(fd, (struct termios *)saved) != 0) return -1;
+    struct termios raw = *(struct termios *)saved;
+    cfmakeraw(&raw);
+    return tcsetattr(fd, TCSANOW, &raw);
+}
+
+int cberth_restore_terminal(int fd, const void *saved) {
+    return tcsetattr(fd, TCSANOW, (const struct termios *)saved);
+}

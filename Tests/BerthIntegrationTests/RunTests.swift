@@ -147,6 +147,22 @@ import Testing
         #expect(mounts(under: image).isEmpty)
     }
 
+    @Test func onATerminalTheContainerGetsAPtyOfItsOwn() throws {
+        let berthCommand = "'\(berthBinary)' --store '\(Self.shared.appending("store").string)' -qM deb"
+        let session = try shell("""
+            script -qec "stty cols 101 rows 33; \(berthCommand) /bin/sh -c 'test -t 0 && echo isatty; stty size; exit 3'; echo status=\\$?" /dev/null
+            """)
+        let lines = session.stdout.replacingOccurrences(of: "\r", with: "")
+        #expect(lines.contains("isatty\n33 101\nstatus=3"), "\(session)")
+        // ^]^]^] within a second ends the container at once.
+        let started = Date()
+        let escaped = try shell("""
+            (sleep 1; printf '\\035\\035\\035') | script -qec "\(berthCommand) /bin/sleep 30; echo status=\\$?" /dev/null
+            """)
+        #expect(escaped.stdout.contains("status=137"), "\(escaped)")
+        #expect(Date().timeIntervalSince(started) < 10)
+    }
+
     @Test func hostDisksAreOutOfReach() throws {
         // The host's first disk, by its numbers, made inside and planted in the image beforehand.
         let disk = try shell("stat -c '%t %T' $(findmnt -no SOURCE / | head -1)").stdout.split(separator: " ")

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 #include <sys/xattr.h>
+#include <signal.h>
 
 // Constants Swift does not import from the C library headers.
 #define CBERTH_O_PATH 010000000
@@ -61,6 +62,19 @@ unsigned int cberth_minor(dev_t dev);
 /// refers to (move_mount(2) with both paths empty): no path is looked up at the target, so no
 /// symlink there can redirect the mount.
 int cberth_bind_at_fd(const char *path, int target_fd, int read_only);
+/// A new pseudo-terminal master (posix_openpt, grantpt, unlockpt), close-on-exec; the slave's
+/// path is written to `name` (`size` bytes). -1 with errno on failure.
+int cberth_open_pty(char *name, size_t size);
+/// Makes the terminal open on `fd` this process's controlling terminal (TIOCSCTTY).
+int cberth_set_controlling_terminal(int fd);
+/// Copies the window size of the terminal on `from` to the one on `to` (TIOCGWINSZ/TIOCSWINSZ).
+int cberth_copy_window_size(int from, int to);
+/// signalfd(2) for the signals in `set` (close-on-exec).
+int cberth_signalfd(const sigset_t *set);
+/// Puts the terminal on `fd` in raw mode, saving its settings in `saved` (a struct termios of
+/// `size` bytes); cberth_restore_terminal puts them back.
+int cberth_make_raw(int fd, void *saved, size_t size);
+int cberth_restore_terminal(int fd, const void *saved);
 /// unshare(CLONE_NEWCGROUP).
 int cberth_unshare_cgroup_namespace(void);
 /// pivot_root(2).
