@@ -64,7 +64,7 @@ public final class TreeReader: MemberSource {
         do {
             if let dir = root {
                 root = nil
-                try describe(path: ".", fd: dir.descriptor.rawValue, procPath: FilePath("/proc/self/fd/\(dir.rawValue)"))
+                try describe(path: ".", fd: dir.descriptor.rawValue, procPath: dir.descriptor.procPath)
                 stack.append(Frame(directory: dir, prefix: FilePath(), names: try sortedNames(dir)))
                 return entry
             }
@@ -91,7 +91,7 @@ public final class TreeReader: MemberSource {
         _ = try name.withPlatformString { n in
             try retryingInterrupts("fstatat", path: parent.child(name)) { fstatat(parent.rawValue, n, &st, AT_SYMLINK_NOFOLLOW) }
         }
-        let procPath = FilePath("/proc/self/fd/\(parent.rawValue)").appending(name.components)
+        let procPath = parent.procPath(name)
         switch st.st_mode & S_IFMT {
         case S_IFDIR:
             let dir = try parent.openDirectory(beneath: name)

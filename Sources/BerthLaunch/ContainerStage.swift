@@ -31,15 +31,7 @@ public enum ContainerStage {
     }
 
     private static func readSpec() throws -> LaunchSpec {
-        let fd = Descriptor(owning: 3)
-        var bytes: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0.baseAddress!, count: $0.count) }
-            if n == 0 { break }
-            bytes += buffer[..<n]
-        }
-        guard let spec = LaunchSpec(decoding: bytes) else { throw LaunchError("the launch description is damaged") }
+        guard let spec = LaunchSpec(decoding: try Descriptor(owning: 3).readAll()) else { throw LaunchError("the launch description is damaged") }
         return spec
     }
 
@@ -82,9 +74,9 @@ public enum ContainerStage {
 
     // MARK: File systems
 
-    /// Opens (making it if missing) the directory `path` beneath the root, never through a
-    /// symlink, and returns the /proc path that names exactly it, for mount(2) to use as target.
-    private static func target(_ path: FilePath, in tree: Directory, file: Bool = false) throws -> (FilePath, Descriptor) {
+    /// Opens (making it if missing) the directory or file `path` beneath the root, never through
+    /// a symlink, for mount(2) to use as target through its /proc path.
+    private static func target(_ path: FilePath, in tree: Directory, file: Bool = false) throws -> Descriptor {
         var current = tree
         let components = Array(path.components)
         for (index, component) in components.enumerated() {
@@ -97,46 +89,39 @@ public enum ContainerStage {
                     try current.makeDirectory(name, mode: 0o755)
                 }
             }
-            if last && file {
-                let fd = try current.openFile(name, CBERTH_O_PATH)
-                return (FilePath("/proc/self/fd/\(fd.rawValue)"), fd)
-            }
+            if last && file { return try current.openFile(name, CBERTH_O_PATH) }
             current = try current.openDirectory(beneath: name, pathOnly: true, crossingMounts: true)
         }
-        return (FilePath("/proc/self/fd/\(current.rawValue)"), current.descriptor)
+        return current.descriptor
     }
 
     private static func mountAPIFileSystems(in tree: Directory, spec: LaunchSpec) throws {
         let nosuid = UInt(MS_NOSUID), nodev = UInt(MS_NODEV), noexec = UInt(MS_NOEXEC)
 
-        var (point, hold) = try target("proc", in: tree)
-        try Mount.make("proc", at: point, flags: nosuid | nodev | noexec)
-        withExtendedLifetime(hold) {}
+        try Mount.make("proc", onto: target("proc", in: tree), flags: nosuid | nodev | noexec)
         // What a container must not change or read of the host's kernel, as nspawn protects it.
         let proc = try tree.openDirectory(beneath: "proc", pathOnly: true, crossingMounts: true)
         for name in ["sys", "sysrq-trigger"] where try proc.status(FilePath(name)) != nil {
-            let p = FilePath("/proc/self/fd/\(proc.rawValue)/\(name)")
+            let p = proc.procPath(FilePath(name))
             try Mount.bind(p, at: p, recursive: name == "sys")
             try Mount.remountReadOnly(p, extraFlags: nosuid | nodev | noexec)
         }
         for name in ["kcore", "keys", "kallsyms", "timer_list", "sched_debug", "latency_stats", "key-users"]
             where try proc.status(FilePath(name))?.kind == .regular {
-            try Mount.bind("/dev/null", at: FilePath("/proc/self/fd/\(proc.rawValue)/\(name)"), recursive: false)
+            try Mount.bind("/dev/null", at: proc.procPath(FilePath(name)), recursive: false)
         }
         for name in ["acpi", "scsi", "irq", "bus", "fs"] where try proc.status(FilePath(name))?.kind == .directory {
-            try Mount.make("tmpfs", at: FilePath("/proc/self/fd/\(proc.rawValue)/\(name)"),
+            try Mount.make("tmpfs", at: proc.procPath(FilePath(name)),
                            flags: UInt(MS_RDONLY) | nosuid | nodev | noexec, options: "mode=555")
         }
 
-        (point, hold) = try target("sys", in: tree)
-        try Mount.make("sysfs", at: point, flags: UInt(MS_RDONLY) | nosuid | nodev | noexec)
+        try Mount.make("sysfs", onto: target("sys", in: tree), flags: UInt(MS_RDONLY) | nosuid | nodev | noexec)
         if spec.systemCgroup != nil {
             let sys = try tree.openDirectory(beneath: "sys/fs/cgroup", pathOnly: true, crossingMounts: true)
-            try Mount.make("cgroup2", at: FilePath("/proc/self/fd/\(sys.rawValue)"), flags: nosuid | nodev | noexec)
+            try Mount.make("cgroup2", onto: sys.descriptor, flags: nosuid | nodev | noexec)
         }
 
-        (point, hold) = try target("dev", in: tree)
-        try Mount.make("tmpfs", at: point, flags: nosuid, options: "mode=755")
+        try Mount.make("tmpfs", onto: target("dev", in: tree), flags: nosuid, options: "mode=755")
         let dev = try tree.openDirectory(beneath: "dev", pathOnly: true, crossingMounts: true)
         for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
                                      ("urandom", 1, 9), ("tty", 5, 0)] as [(String, UInt32, UInt32)] {
@@ -148,21 +133,17 @@ public enum ContainerStage {
             try target.withCString { try dev.makeSymlink(FilePath(name), target: $0) }
         }
         for name in ["pts", "shm", "mqueue"] { try dev.makeDirectory(FilePath(name), mode: 0o755) }
-        let devPath = FilePath("/proc/self/fd/\(dev.rawValue)")
-        try Mount.make("devpts", at: devPath.appending("pts"), flags: nosuid | noexec,
+        try Mount.make("devpts", at: dev.procPath("pts"), flags: nosuid | noexec,
                        options: "newinstance,ptmxmode=0666,mode=620,gid=5")
-        try Mount.make("tmpfs", at: devPath.appending("shm"), flags: nosuid | nodev, options: "mode=1777")
-        try Mount.make("mqueue", at: devPath.appending("mqueue"), flags: nosuid | nodev | noexec)
+        try Mount.make("tmpfs", at: dev.procPath("shm"), flags: nosuid | nodev, options: "mode=1777")
+        try Mount.make("mqueue", at: dev.procPath("mqueue"), flags: nosuid | nodev | noexec)
         // The console: the terminal berth runs on, or /dev/null when there is none.
         _ = try dev.createFile("console", mode: 0o600)
         let console = ttyname(0).map { String(cString: $0) } ?? "/dev/null"
         try Mount.bind(FilePath(console), onto: dev.openFile("console", CBERTH_O_PATH), readOnly: false)
 
-        (point, hold) = try target("run", in: tree)
-        try Mount.make("tmpfs", at: point, flags: nosuid | nodev, options: "mode=755")
-        (point, hold) = try target("tmp", in: tree)
-        try Mount.make("tmpfs", at: point, flags: nosuid | nodev, options: "mode=1777")
-        withExtendedLifetime(hold) {}
+        try Mount.make("tmpfs", onto: target("run", in: tree), flags: nosuid | nodev, options: "mode=755")
+        try Mount.make("tmpfs", onto: target("tmp", in: tree), flags: nosuid | nodev, options: "mode=1777")
 
         // The host's resolver settings, read-only, where the image keeps a plain file (nspawn's
         // default copies it in; a bind leaves the image as it was).
@@ -179,23 +160,17 @@ public enum ContainerStage {
         guard let source = try FileStatus.of(FilePath(bind.source)) else {
             throw LaunchError("--bind source \(bind.source) does not exist")
         }
-        let (_, destination) = try target(FilePath(bind.destination), in: tree, file: source.kind != .directory)
+        let destination = try target(FilePath(bind.destination), in: tree, file: source.kind != .directory)
         try Mount.bind(FilePath(bind.source), onto: destination, readOnly: bind.readOnly)
     }
 
     private static func dropCapabilities(keeping kept: UInt64) throws {
         // The highest capability this kernel knows; dropping past it fails with EINVAL.
-        let last = (try? readFile("/proc/sys/kernel/cap_last_cap")).flatMap { Int($0.filter(\.isNumber)) } ?? 40
+        let text = (try? Descriptor.open("/proc/sys/kernel/cap_last_cap", O_RDONLY).readAll(limit: 16)) ?? []
+        let last = Int(String(decoding: text.filter { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }, as: UTF8.self)) ?? 40
         for cap in 0...last where kept & (1 << UInt64(cap)) == 0 {
             _ = try retryingInterrupts("drop capability \(cap)") { cberth_drop_bounding_capability(Int32(cap)) }
         }
-    }
-
-    private static func readFile(_ path: FilePath) throws -> String {
-        let fd = try Descriptor.open(path, O_RDONLY)
-        var buffer = [UInt8](repeating: 0, count: 256)
-        let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0.baseAddress!, count: $0.count) }
-        return String(decoding: buffer[..<n], as: UTF8.self)
     }
 
     // MARK: The payload

@@ -6,7 +6,7 @@ import SystemPackage
 /// controller that denies every device but nspawn's set. Without it root in the container could
 /// mknod a host disk (or find one in the image's tree) and read it. The supervisor moves the
 /// container's first process into it before that process does anything.
-struct DeviceCgroup {
+struct DeviceCgroup: CgroupDirectory {
     static let hierarchy: FilePath = "/sys/fs/cgroup/devices"
 
     /// nspawn's set: the pseudo devices, the terminal, and the container's own ptys.
@@ -31,9 +31,16 @@ struct DeviceCgroup {
         for rule in allowed { try cgroup.write("devices.allow", rule) }
         return cgroup
     }
+}
 
+/// A directory of a cgroup hierarchy, written through its control files.
+protocol CgroupDirectory {
+    var path: FilePath { get }
+}
+
+extension CgroupDirectory {
+    /// Writes one line to the control file `file`.
     func write(_ file: String, _ value: String) throws {
-        let fd = try Descriptor.open(path.appending(file), O_WRONLY)
-        try fd.writeAll(value + "\n")
+        try Descriptor.open(path.appending(file), O_WRONLY).writeAll(value + "\n")
     }
 }

@@ -6,7 +6,7 @@ import SystemPackage
 /// its root: the first process joins it, then enters a new cgroup namespace rooted there, and
 /// mounts cgroup2 at /sys/fs/cgroup. On a hybrid host (v1 controllers, v2 at
 /// /sys/fs/cgroup/unified) and on a pure v2 host alike.
-struct SystemCgroup {
+struct SystemCgroup: CgroupDirectory {
     let path: FilePath
 
     /// Where the unified hierarchy is mounted, or nil when the host has none.
@@ -26,11 +26,6 @@ struct SystemCgroup {
         let path = hierarchy.appending(name)
         _ = try path.withPlatformString { p in try retryingInterrupts("mkdir", path: path.string) { mkdir(p, 0o755) } }
         return SystemCgroup(path: path)
-    }
-
-    func write(_ file: String, _ value: String) throws {
-        let fd = try Descriptor.open(path.appending(file), O_WRONLY)
-        try fd.writeAll(value + "\n")
     }
 
     /// Removes the cgroup and whatever systemd made inside it, deepest first. rmdir fails on a

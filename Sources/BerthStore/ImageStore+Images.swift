@@ -60,10 +60,8 @@ extension ImageStore {
     static func prettyName(of tree: Directory) -> String? {
         for dir in ["etc", "usr/lib"] {
             guard let parent = try? tree.openDirectory(beneath: FilePath(dir), pathOnly: true),
-                  let file = try? parent.openFile("os-release", O_RDONLY) else { continue }
-            var bytes = [UInt8](repeating: 0, count: 16384)
-            guard let n = try? bytes.withUnsafeMutableBytes({ try file.read(into: $0.baseAddress!, count: $0.count) }) else { continue }
-            for line in String(decoding: bytes[..<n], as: UTF8.self).split(separator: "\n") where line.hasPrefix("PRETTY_NAME=") {
+                  let bytes = try? parent.openFile("os-release", O_RDONLY).readAll(limit: 16384) else { continue }
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.hasPrefix("PRETTY_NAME=") {
                 var value = line.dropFirst("PRETTY_NAME=".count)
                 if value.count >= 2, let q = value.first, q == "\"" || q == "'", value.last == q {
                     value = value.dropFirst().dropLast()

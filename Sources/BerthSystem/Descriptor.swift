@@ -28,6 +28,22 @@ public final class Descriptor {
         try retryingInterrupts("read") { Glibc.read(rawValue, buffer, count) }
     }
 
+    /// Reads to the end of the file, or until `limit` bytes.
+    public func readAll(limit: Int = .max) throws -> [UInt8] {
+        var result: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 1 << 16)
+        while result.count < limit {
+            let want = min(buffer.count, limit - result.count)
+            let n = try buffer.withUnsafeMutableBytes { try read(into: $0.baseAddress!, count: want) }
+            if n == 0 { break }
+            result += buffer[..<n]
+        }
+        return result
+    }
+
+    /// `/proc/self/fd/N`: a path that names exactly the file this descriptor is open on.
+    public var procPath: FilePath { FilePath("/proc/self/fd/\(rawValue)") }
+
     /// Writes all of `buffer` at the current offset.
     public func writeAll(_ buffer: UnsafeRawBufferPointer) throws {
         var done = 0

@@ -32,6 +32,10 @@ public final class Directory {
         displayPath.hasSuffix("/") ? displayPath + name.string : displayPath + "/" + name.string
     }
 
+    /// `/proc/self/fd/N/NAME`: the kernel resolves the magic link to this very directory and looks
+    /// `name` up in it, without a path from the real root.
+    public func procPath(_ name: FilePath) -> FilePath { descriptor.procPath.appending(name.components) }
+
     /// Runs a call that returns -1 on failure with `name` as a C string, retrying EINTR.
     @inline(__always)
     @discardableResult

@@ -20,11 +20,8 @@ extension Descriptor {
 }
 
 extension Directory {
-    /// `/proc/self/fd/N/NAME`: the kernel resolves the magic link to this very directory, and the
-    /// l*xattr calls do not follow `NAME` if it is a symlink. This reaches entries that cannot be
-    /// opened for fsetxattr (symlinks, device nodes, FIFOs) without a path from the real root.
-    private func procPath(_ name: FilePath) -> FilePath { FilePath("/proc/self/fd/\(rawValue)").appending(name.components) }
-
+    // procPath(_:) (Directory.swift) reaches entries that cannot be opened for fsetxattr
+    // (symlinks, device nodes, FIFOs), and the l*xattr calls do not follow a final symlink.
     public func setExtendedAttribute(_ name: String, of entry: FilePath, _ value: UnsafeRawBufferPointer) throws {
         _ = try procPath(entry).withPlatformString { path in
             try retryingInterrupts("lsetxattr", path: child(entry) + " " + name) {

@@ -12,6 +12,11 @@ public enum Mount {
         }
     }
 
+    /// Mounts a file system of `type` on exactly the directory `target` is open on.
+    public static func make(_ type: String, onto target: Descriptor, flags: UInt = 0, options: String? = nil) throws {
+        try withExtendedLifetime(target) { try make(type, at: target.procPath, flags: flags, options: options) }
+    }
+
     /// Makes `source` appear at `target` as well (recursively with `recursive`).
     public static func bind(_ source: FilePath, at target: FilePath, recursive: Bool = true) throws {
         try source.withPlatformString { s in

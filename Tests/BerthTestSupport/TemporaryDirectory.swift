@@ -53,12 +53,5 @@ public func writeFile(_ path: FilePath, _ text: String, mode: mode_t = 0o644) th
 
 /// The whole contents of `path`.
 public func readFile(_ path: FilePath) throws -> [UInt8] {
-    let fd = try Descriptor.open(path, O_RDONLY)
-    var result: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 1 << 16)
-    while true {
-        let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0.baseAddress!, count: $0.count) }
-        if n == 0 { return result }
-        result.append(contentsOf: buffer[..<n])
-    }
+    try Descriptor.open(path, O_RDONLY).readAll()
 }
