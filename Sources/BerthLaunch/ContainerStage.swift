@@ -55,6 +55,7 @@ public enum ContainerStage {
         }
         try Mount.makePrivate("/")
         let root = FilePath(spec.root)
+        if spec.ephemeral || !spec.lowerLayers.isEmpty { try mountOverlay(at: root, spec: spec) }
         try Mount.bind(root, at: root)
         let tree = try Directory(opening: root)
         try mountAPIFileSystems(in: tree, spec: spec)
@@ -73,6 +74,33 @@ public enum ContainerStage {
     }
 
     // MARK: File systems
+
+    /// Stacks the image's layers over `root`, in this mount namespace only: when the container's
+    /// last process goes, so does the overlay, even if berth was killed. An ephemeral run writes
+    /// to a tmpfs mounted here first, which goes the same way.
+    private static func mountOverlay(at root: FilePath, spec: LaunchSpec) throws {
+        let lowers = try (spec.lowerLayers.isEmpty ? [spec.root] : spec.lowerLayers).map {
+            try Descriptor.open(FilePath($0), CBERTH_O_PATH | O_DIRECTORY)
+        }
+        var upper: (layer: Descriptor, work: Descriptor)?
+        if spec.ephemeral {
+            try Mount.make("tmpfs", at: root, options: "mode=700")
+            let scratch = try Directory(opening: root)
+            // The upper root's mode and owner show as the merged root's: take the image's.
+            let template = try lowers[0].status()
+            try scratch.makeDirectory("upper", mode: template.permissions)
+            try scratch.setOwner("upper", uid: template.uid, gid: template.gid)
+            try scratch.setMode("upper", template.permissions)
+            try scratch.makeDirectory("work", mode: 0o700)
+            upper = (try scratch.openFile("upper", CBERTH_O_PATH | O_DIRECTORY), try scratch.openFile("work", CBERTH_O_PATH | O_DIRECTORY))
+        } else if let layer = spec.upperLayer, let work = spec.overlayWork {
+            upper = (try Descriptor.open(FilePath(layer), CBERTH_O_PATH | O_DIRECTORY),
+                     try Descriptor.open(FilePath(work), CBERTH_O_PATH | O_DIRECTORY))
+        }
+        // Opened now, so the overlay lands on top of the tmpfs, not beneath it.
+        let target = try Descriptor.open(root, CBERTH_O_PATH | O_DIRECTORY)
+        try Mount.overlay(lowers: lowers, upper: upper, onto: target, readOnly: spec.readOnly)
+    }
 
     /// Opens (making it if missing) the directory or file `path` beneath the root, never through
     /// a symlink, for mount(2) to use as target through its /proc path.

@@ -22,6 +22,13 @@ public struct LaunchSpec: Equatable, Sendable {
     public var arguments: [String] = []
     public var boot = false
     public var readOnly = false
+    /// Changes go to a tmpfs layer over the root (or over `lowerLayers`), gone with the container.
+    public var ephemeral = false
+    /// For a layered image: the layers to stack over `root`, top first.
+    public var lowerLayers: [String] = []
+    /// For a writable run of a layered image: its writable layer and overlayfs's work directory.
+    public var upperLayer: String?
+    public var overlayWork: String?
     public var privateNetwork = false
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
@@ -46,10 +53,11 @@ public struct LaunchSpec: Equatable, Sendable {
     func encoded() -> [UInt8] {
         var fields: [(String, String)] = [
             ("root", root), ("machine", machineName), ("hostname", hostname), ("uuid", uuid), ("term", term),
-            ("boot", boot ? "1" : "0"), ("read-only", readOnly ? "1" : "0"),
+            ("boot", boot ? "1" : "0"), ("read-only", readOnly ? "1" : "0"), ("ephemeral", ephemeral ? "1" : "0"),
             ("private-network", privateNetwork ? "1" : "0"),
         ]
-        fields += arguments.map { ("arg", $0) } + environment.map { ("env", $0) }
+        fields += arguments.map { ("arg", $0) } + environment.map { ("env", $0) } + lowerLayers.map { ("lower", $0) }
+        if let upperLayer, let overlayWork { fields += [("upper", upperLayer), ("work", overlayWork)] }
         for bind in bindMounts {
             fields += [("bind-source", bind.source), ("bind-destination", bind.destination), ("bind-ro", bind.readOnly ? "1" : "0")]
         }
@@ -75,6 +83,7 @@ public struct LaunchSpec: Equatable, Sendable {
             switch key {
             case "arg": spec.arguments.append(value)
             case "env": spec.environment.append(value)
+            case "lower": spec.lowerLayers.append(value)
             case "bind-source": bind.source = value
             case "bind-destination": bind.destination = value
             case "bind-ro":
@@ -92,6 +101,9 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.term = term
         spec.boot = single["boot"] == "1"
         spec.readOnly = single["read-only"] == "1"
+        spec.ephemeral = single["ephemeral"] == "1"
+        spec.upperLayer = single["upper"]
+        spec.overlayWork = single["work"]
         spec.privateNetwork = single["private-network"] == "1"
         spec.workingDirectory = single["chdir"]
         spec.user = single["user"]

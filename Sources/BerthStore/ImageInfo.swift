@@ -3,6 +3,8 @@ public struct ImageInfo: Sendable {
     public enum Kind: String, Sendable {
         /// A plain OS tree at `ROOT/NAME`.
         case directory
+        /// Read-only layers and a writable one, merged by overlayfs when used.
+        case layered
     }
 
     public var name: String
@@ -21,4 +23,6 @@ public struct ImageInfo: Sendable {
     public var layers: [String]
     /// Images that stand on this one's layers.
     public var dependants: [String]
+    /// A line about the image, from the recipe that built it.
+    public var description: String? = nil
 }

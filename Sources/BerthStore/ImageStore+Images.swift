@@ -7,20 +7,27 @@ extension ImageStore {
     // MARK: Finding images
 
     public func imageExists(_ name: ImageName) throws -> Bool {
-        try rootDirectory.status(FilePath(name.rawValue))?.kind == .directory
+        try lookup(name) != nil
     }
 
     func requireImage(_ name: ImageName) throws {
-        guard try imageExists(name) else {
-            throw StoreError("no image '\(name)' in \(root); 'berth list' shows the images there")
-        }
+        guard try imageExists(name) else { throw noImage(name) }
     }
 
-    /// Takes the image's lock without waiting: the BSD lock on its root directory, held by
-    /// whatever uses the image (shared by readers, exclusive by writers). nil when it is busy.
+    /// Takes the image's lock without waiting: the BSD lock on its directory (the tree of a
+    /// directory image, the record's of a layered one), held by whatever uses the image (shared
+    /// by readers, exclusive by writers). nil when it is busy.
     func lockImage(_ name: ImageName, _ kind: Descriptor.LockKind) throws -> Descriptor? {
-        let fd = try rootDirectory.openFile(FilePath(name.rawValue), O_RDONLY | O_DIRECTORY)
-        return try fd.lock(kind, wait: false) ? fd : nil
+        let entry = FilePath(name.rawValue)
+        let parent = try rootDirectory.status(entry)?.kind == .directory ? rootDirectory : imagesDirectory
+        let fd = try parent.openFile(entry, O_RDONLY | O_DIRECTORY)
+        guard try fd.lock(kind, wait: false) else { return nil }
+        // The name may have moved on between the open and the lock (a rename, a conversion).
+        let (held, now) = (try fd.status(), try parent.status(entry))
+        guard let now, now.device == held.device, now.inode == held.inode else {
+            throw StoreError("image '\(name)' changed while berth opened it; try again")
+        }
+        return fd
     }
 
     func inUse(_ name: ImageName) -> StoreError {
@@ -34,17 +41,24 @@ extension ImageStore {
         var result: [ImageInfo] = []
         for entry in try rootDirectory.entryNames() where !entry.string.hasPrefix(".") {
             guard try rootDirectory.status(entry)?.kind == .directory else { continue }
-            result.append(try info(entry))
+            result.append(try directoryInfo(entry))
+        }
+        let stacks = try self.stacks()
+        for (name, stack) in stacks where try rootDirectory.status(FilePath(name.rawValue)) == nil {
+            result.append(try layeredInfo(name, stack, among: stacks))
         }
         return result.sorted { $0.name < $1.name }
     }
 
     public func image(_ name: ImageName) throws -> ImageInfo {
-        try requireImage(name)
-        return try info(FilePath(name.rawValue))
+        switch try lookup(name) {
+        case .directory?: return try directoryInfo(FilePath(name.rawValue))
+        case .layered(let stack)?: return try layeredInfo(name, stack, among: stacks())
+        case nil: throw noImage(name)
+        }
     }
 
-    private func info(_ entry: FilePath) throws -> ImageInfo {
+    private func directoryInfo(_ entry: FilePath) throws -> ImageInfo {
         let tree = try rootDirectory.openDirectory(beneath: entry)
         let st = try tree.descriptor.status()
         let readOnly = (tree.descriptor.inodeFlags() ?? 0) & immutableFlag != 0
@@ -54,6 +68,38 @@ extension ImageStore {
             created: rootDirectory.birthTime(entry) ?? Int64(st.modification.tv_sec),
             parent: nil, path: root.appending(entry.components).string,
             operatingSystem: Self.prettyName(of: tree), layers: [], dependants: [])
+    }
+
+    /// A layered image: its usage is its own writable layer's; its dependants are the images
+    /// cloned or snapshotted from it, and from those, and so on.
+    private func layeredInfo(_ name: ImageName, _ stack: LayerStack, among all: [(name: ImageName, stack: LayerStack)]) throws -> ImageInfo {
+        let byID = Dictionary(all.map { ($0.stack.id, $0.name) }, uniquingKeysWith: { a, _ in a })
+        var dependants: [String] = []
+        for other in all where other.stack.id != stack.id {
+            var parent = other.stack.parent
+            var seen = Set<String>()
+            while let id = parent, seen.insert(id).inserted {
+                if id == stack.id {
+                    dependants.append(other.name.rawValue)
+                    break
+                }
+                parent = byID[id].flatMap { name in all.first { $0.name == name }?.stack.parent }
+            }
+        }
+        var os: String?
+        for id in stack.allLayers.reversed() {
+            if let layer = try? layersDirectory.openDirectory(beneath: FilePath(id)), let name = Self.prettyName(of: layer) {
+                os = name
+                break
+            }
+        }
+        return ImageInfo(
+            name: name.rawValue, kind: .layered, readOnly: stack.readOnly,
+            usage: try layersDirectory.diskUsage(FilePath(stack.upper)),
+            created: stack.created, parent: stack.parent.map { byID[$0]?.rawValue ?? "\($0) (removed)" },
+            path: (try? mountedAt(name))??.string ?? mountPoint(of: name).string,
+            operatingSystem: os, layers: stack.layers, dependants: dependants.sorted(),
+            description: stack.description)
     }
 
     /// PRETTY_NAME from etc/os-release or usr/lib/os-release, read without following symlinks.
@@ -74,14 +120,19 @@ extension ImageStore {
 
     // MARK: Changing images
 
-    /// Renames an image, as `machinectl rename` does (read-only images too).
+    /// Renames an image, as `machinectl rename` does (read-only images too). Clones of a layered
+    /// image name it by its id, so they keep working.
     public func rename(_ old: ImageName, to new: ImageName) throws {
         try withStoreLock {
-            try requireImage(old)
-            guard try !imageExists(new) else {
-                throw StoreError("image '\(new)' already exists; remove it first or choose another name")
-            }
+            guard let found = try lookup(old) else { throw noImage(old) }
+            try refuseExisting(new)
             guard let lock = try lockImage(old, .exclusive) else { throw inUse(old) }
+            guard case .directory = found else {
+                try refuseMounted(old)
+                try imagesDirectory.rename(FilePath(old.rawValue), to: FilePath(new.rawValue), .noReplace)
+                try imagesDirectory.sync()
+                return
+            }
             let wasReadOnly = try clearReadOnlyFlag(FilePath(old.rawValue))
             do {
                 try rootDirectory.rename(FilePath(old.rawValue), to: FilePath(new.rawValue), .noReplace)
@@ -95,33 +146,54 @@ extension ImageStore {
     }
 
     /// Removes images, as `machinectl remove` does (read-only ones too). Each is first moved into
-    /// staging in one rename, so a crash leaves it either whole in place or gone.
+    /// staging in one rename, so a crash leaves it either whole in place or gone. A layered image
+    /// takes its own writable layer with it; frozen layers other images share stay for them,
+    /// and `gc` frees those nothing needs any more.
     public func remove(_ names: [ImageName]) throws {
         for name in names { try requireImage(name) }
         for name in names {
             let staging = try makeStaging("remove-\(name)")
             defer { staging.discard() }
             try withStoreLock {
-                try requireImage(name)
+                guard let found = try lookup(name) else { throw noImage(name) }
                 guard try lockImage(name, .exclusive) != nil else { throw inUse(name) }
-                try clearReadOnlyFlag(FilePath(name.rawValue))
-                try rootDirectory.rename(FilePath(name.rawValue), to: staging.name.appending("tree"), in: stagingDirectory, .noReplace)
-                try rootDirectory.sync()
+                switch found {
+                case .directory:
+                    try clearReadOnlyFlag(FilePath(name.rawValue))
+                    try rootDirectory.rename(FilePath(name.rawValue), to: staging.name.appending("tree"), in: stagingDirectory, .noReplace)
+                    try rootDirectory.sync()
+                case .layered(let stack):
+                    try refuseMounted(name)
+                    try imagesDirectory.rename(FilePath(name.rawValue), to: "record", in: staging.directory, .noReplace)
+                    try imagesDirectory.sync()
+                    CrashPoint.reach("remove")
+                    try discardLayer(stack.upper, into: staging)
+                }
             }
         }
     }
 
-    /// Marks an image read-only or writable. Like machinectl on a file system without
-    /// snapshots, this sets the immutable flag on the image's root directory, which also
-    /// stops other tools from adding or removing entries there.
+    /// Marks an image read-only or writable. For a directory image, like machinectl on a file
+    /// system without snapshots, this sets the immutable flag on its root directory, which also
+    /// stops other tools from adding or removing entries there; a layered image's record says it.
     public func setReadOnly(_ name: ImageName, _ readOnly: Bool) throws {
-        try requireImage(name)
-        let fd = try rootDirectory.openFile(FilePath(name.rawValue), O_RDONLY | O_DIRECTORY)
-        guard let flags = fd.inodeFlags() else {
-            throw StoreError("the file system of \(root) cannot mark images read-only (no inode flags)")
+        try withStoreLock {
+            switch try lookup(name) {
+            case .directory?:
+                let fd = try rootDirectory.openFile(FilePath(name.rawValue), O_RDONLY | O_DIRECTORY)
+                guard let flags = fd.inodeFlags() else {
+                    throw StoreError("the file system of \(root) cannot mark images read-only (no inode flags)")
+                }
+                let wanted = readOnly ? flags | immutableFlag : flags & ~immutableFlag
+                if wanted != flags { try fd.setInodeFlags(wanted) }
+            case .layered(var stack)?:
+                guard stack.readOnly != readOnly else { return }
+                stack.readOnly = readOnly
+                try writeStack(stack, in: recordDirectory(name))
+            case nil:
+                throw noImage(name)
+            }
         }
-        let wanted = readOnly ? flags | immutableFlag : flags & ~immutableFlag
-        if wanted != flags { try fd.setInodeFlags(wanted) }
     }
 
     /// Clears the immutable flag of `ROOT/entry`; returns whether it was set.
@@ -147,9 +219,10 @@ extension ImageStore {
         } else {
             throw StoreError("cannot tell the compression from '\(file)'; name it .tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2")
         }
-        guard let lock = try lockImage(name, .shared) else { throw inUse(name) }
-        defer { withExtendedLifetime(lock) {} }
-        let tree = path(of: name).string
+        try withMergedTree(name) { try write(tree: $0.string, of: name, to: file, compression: compression) }
+    }
+
+    private func write(tree: String, of name: ImageName, to file: String, compression: ArchiveCompression) throws {
         do {
             if file == "-" {
                 try TreeExport.export(tree, to: Descriptor(owning: dup(1)), compression: compression)

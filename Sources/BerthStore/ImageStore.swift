@@ -7,18 +7,27 @@ import SystemPackage
 ///
 /// Layout:
 ///
-///     ROOT/NAME                 a directory image: a plain OS tree, as machinectl keeps them
-///     ROOT/.berth/lock          taken while a change is published, so checks and renames are one step
-///     ROOT/.berth/staging/ID    work in progress: a new image before it is published, an old one
-///                               on its way out; each is locked by the process working on it
+///     ROOT/NAME                   a directory image: a plain OS tree, as machinectl keeps them
+///     ROOT/.berth/images/NAME/    a layered image: its record (`image`, see LayerStack), and
+///                                 `mounted` while `berth mount` shows it somewhere
+///     ROOT/.berth/layers/ID/      one layer: a tree as overlayfs keeps it (whiteouts, opaque
+///                                 directories); frozen once an image stacks on it
+///     ROOT/.berth/work/ID/        overlayfs's work directory for the writable layer ID
+///     ROOT/.berth/lock            taken while a change is published, so checks and renames are one step
+///     ROOT/.berth/staging/ID      work in progress: a new image before it is published, an old one
+///                                 on its way out; each is locked by the process working on it
 ///
 /// Every change is staged under `.berth/staging` on the store's own file system and published
 /// by one rename(2) after its data is synced. A process killed at any point leaves a staging
-/// entry whose lock died with it; the next store that opens removes it.
+/// entry whose lock died with it; the next store that opens removes it, and layers that no
+/// record names are left for `gc`.
 public final class ImageStore {
     public let root: FilePath
     let rootDirectory: Directory
     let stagingDirectory: Directory
+    let imagesDirectory: Directory
+    let layersDirectory: Directory
+    let workDirectory: Directory
     private let lockFile: Descriptor
 
     static let stateName: FilePath = ".berth"
@@ -37,6 +46,9 @@ public final class ImageStore {
         }
         let state = try Self.openOrMake(Self.stateName, in: rootDirectory, mode: 0o700)
         stagingDirectory = try Self.openOrMake("staging", in: state, mode: 0o700)
+        imagesDirectory = try Self.openOrMake("images", in: state, mode: 0o700)
+        layersDirectory = try Self.openOrMake("layers", in: state, mode: 0o700)
+        workDirectory = try Self.openOrMake("work", in: state, mode: 0o700)
         lockFile = try state.openFile("lock", O_RDWR | O_CREAT, mode: 0o600)
         try tidy()
     }
@@ -66,7 +78,8 @@ public final class ImageStore {
         return try body()
     }
 
-    /// Removes staging entries whose owner is gone (their lock can be taken).
+    /// Removes staging entries whose owner is gone (their lock can be taken), unmounting first
+    /// what a killed `export` left mounted there.
     private func tidy() throws {
         for name in try stagingDirectory.entryNames() {
             guard let entry = try? stagingDirectory.openDirectory(beneath: name) else {
@@ -74,9 +87,21 @@ public final class ImageStore {
                 continue
             }
             if try entry.descriptor.lock(.exclusive, wait: false) {
-                try stagingDirectory.removeTree(name)
+                do {
+                    try stagingDirectory.removeTree(name)
+                } catch let error as SystemError where error.errno == .resourceBusy {
+                    try unmountAll(under: root.appending(".berth/staging").appending(name.components))
+                    try stagingDirectory.removeTree(name)
+                }
             }
         }
+    }
+
+    /// Lazily unmounts every mount at or below `path`, deepest first.
+    private func unmountAll(under path: FilePath) throws {
+        guard let real = realPath(path) else { return }
+        let inside = try Mount.table().map(\.path).filter { $0.starts(with: real) }
+        for mountPoint in inside.reversed() { try? Mount.unmount(mountPoint, detach: true) }
     }
 
     /// Starts a staging area for `purpose`, locked for as long as it lives.
@@ -95,8 +120,11 @@ public final class ImageStore {
         throw StoreError("cannot make a staging directory in \(root)/.berth/staging")
     }
 
-    /// The path of image `name`, for messages and for tools that take paths.
+    /// The path of directory image `name`, for messages and for tools that take paths.
     public func path(of name: ImageName) -> FilePath { root.appending(name.rawValue) }
+
+    /// Where berth's own state is, for paths handed to the kernel (overlay layers, mount points).
+    var statePath: FilePath { root.appending(Self.stateName.components) }
 }
 
 /// Work in progress under `.berth/staging`: removed with everything in it when discarded, and

@@ -36,6 +36,78 @@ public enum Mount {
         }
     }
 
+    /// Mounts an overlay of the directories `lowers` (top first) onto exactly the directory
+    /// `target` is open on, with `upper` (a layer and its work directory) as its writable layer;
+    /// without one it is read-only. Each layer is passed as one `lowerdir+` through its
+    /// descriptor's /proc path (Linux 6.8 and later), so neither the store's path length nor the
+    /// one-page option string of mount(2) bounds the depth of the stack.
+    public static func overlay(lowers: [Descriptor], upper: (layer: Descriptor, work: Descriptor)?,
+                               onto target: Descriptor, readOnly: Bool = false) throws {
+        let fs = try retryingInterrupts("fsopen overlay") { cberth_fsopen("overlay") }
+        let context = Descriptor(owning: fs)
+        func set(_ key: String, _ value: Descriptor) throws {
+            let rc = value.procPath.withPlatformString { cberth_fsconfig_string(fs, key, $0) }
+            if rc != 0 { throw overlayError(context, key) }
+        }
+        for lower in lowers { try set("lowerdir+", lower) }
+        if let upper {
+            try set("upperdir", upper.layer)
+            try set("workdir", upper.work)
+        }
+        if cberth_fsconfig_create(fs) != 0 { throw overlayError(context, "\(lowers.count) layers") }
+        let mounted = try retryingInterrupts("fsmount overlay") { cberth_fsmount(fs, readOnly || upper == nil ? 1 : 0) }
+        let detached = Descriptor(owning: mounted)
+        _ = try retryingInterrupts("move_mount overlay") { cberth_move_mount_to_fd(detached.rawValue, target.rawValue) }
+    }
+
+    /// The error of a failed overlay configuration, with the kernel's own words from the context.
+    private static func overlayError(_ context: Descriptor, _ what: String) -> SystemError {
+        let error = SystemError.last("overlay mount", path: what)
+        var buffer = [UInt8](repeating: 0, count: 512)
+        let n = Glibc.read(context.rawValue, &buffer, buffer.count)
+        guard n > 2 else { return error }
+        // Messages come as "e overlayfs: text".
+        let text = String(decoding: buffer[2..<n].prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+        return SystemError("overlay mount (\(text))", error.errno, path: what)
+    }
+
+    /// Unmounts the file system at `target`; with `detach`, lazily (MNT_DETACH), so it goes as
+    /// soon as nothing uses it.
+    public static func unmount(_ target: FilePath, detach: Bool = false) throws {
+        try call("umount", target) { Glibc.umount2($0, detach ? Int32(MNT_DETACH) : 0) }
+    }
+
+    /// The mount points of this mount namespace (field 5 of /proc/self/mountinfo), with their
+    /// file system types.
+    public static func table() throws -> [(path: FilePath, type: String)] {
+        let bytes = try Descriptor.open("/proc/self/mountinfo", O_RDONLY).readAll()
+        return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
+            let fields = line.split(separator: " ")
+            guard fields.count > 7, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return nil }
+            return (unescapeMountPath(fields[4]), String(fields[dash + 1]))
+        }
+    }
+
+    /// mountinfo writes space, tab, newline and backslash in paths as octal escapes.
+    private static func unescapeMountPath(_ field: Substring) -> FilePath {
+        var bytes: [UInt8] = []
+        var i = field.utf8.startIndex
+        let utf8 = field.utf8
+        while i < utf8.endIndex {
+            let c = utf8[i]
+            if c == UInt8(ascii: "\\"), utf8.distance(from: i, to: utf8.endIndex) >= 4,
+               let code = UInt8(String(decoding: utf8[utf8.index(after: i)..<utf8.index(i, offsetBy: 4)], as: UTF8.self), radix: 8) {
+                bytes.append(code)
+                i = utf8.index(i, offsetBy: 4)
+            } else {
+                bytes.append(c)
+                i = utf8.index(after: i)
+            }
+        }
+        bytes.append(0)
+        return bytes.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { FilePath(platformString: $0.baseAddress!) } }
+    }
+
     /// Makes the bind mount at `target` read-only, keeping nosuid/nodev/noexec as given.
     public static func remountReadOnly(_ target: FilePath, extraFlags: UInt = 0) throws {
         try call("read-only remount", target) { t in

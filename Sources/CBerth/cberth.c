@@ -164,6 +164,23 @@ int cberth_bind_at_fd(const char *path, int target_fd, int read_only) {
     return rc;
 }
 
+int cberth_fsopen(const char *type) { return (int)syscall(SYS_fsopen, type, 1 /* FSOPEN_CLOEXEC */); }
+
+int cberth_fsconfig_string(int fs, const char *key, const char *value) {
+    return (int)syscall(SYS_fsconfig, fs, 1 /* FSCONFIG_SET_STRING */, key, value, 0);
+}
+
+int cberth_fsconfig_create(int fs) { return (int)syscall(SYS_fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0); }
+
+int cberth_fsmount(int fs, int read_only) {
+    return (int)syscall(SYS_fsmount, fs, 1 /* FSMOUNT_CLOEXEC */, read_only ? 0x00000001 /* MOUNT_ATTR_RDONLY */ : 0);
+}
+
+int cberth_move_mount_to_fd(int mount_fd, int target_fd) {
+    return (int)syscall(SYS_move_mount, mount_fd, "", target_fd, "",
+                        0x00000004 /* MOVE_MOUNT_F_EMPTY_PATH */ | 0x00000040 /* MOVE_MOUNT_T_EMPTY_PATH */);
+}
+
 int cberth_unshare_cgroup_namespace(void) { return unshare(CLONE_NEWCGROUP); }
 
 int cberth_open_pty(char *name, size_t size) {

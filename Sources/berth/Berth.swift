@@ -12,7 +12,9 @@ struct Berth: ParsableCommand {
         subcommands: [
             RunCommand.self, BootCommand.self,
             ImportCommand.self, ExportCommand.self, ListCommand.self, ShowCommand.self,
-            RenameCommand.self, RemoveCommand.self, ReadOnlyCommand.self,
+            CloneCommand.self, SnapshotCommand.self, RestoreCommand.self,
+            RenameCommand.self, RemoveCommand.self, ReadOnlyCommand.self, GCCommand.self,
+            MountCommand.self, UmountCommand.self,
         ],
         defaultSubcommand: RunCommand.self
     )

@@ -48,7 +48,7 @@ struct ShowCommand: ParsableCommand {
         }
         let lines: [(String, String)] = [
             ("Name", image.name), ("Kind", image.kind.rawValue), ("Path", image.path),
-            ("OS", image.operatingSystem ?? "-"), ("Read-only", image.readOnly ? "yes" : "no"),
+            ("OS", image.operatingSystem ?? "-"), ("Description", image.description ?? "-"), ("Read-only", image.readOnly ? "yes" : "no"),
             ("Usage", formatSize(image.usage)), ("Created", formatDate(image.created)),
             ("Parent", image.parent ?? "-"),
             ("Layers", image.layers.isEmpty ? "- (a plain directory tree)" : image.layers.joined(separator: ", ")),
@@ -70,6 +70,7 @@ struct ImageRecord: Encodable {
     var os: String?
     var layers: [String]
     var dependants: [String]
+    var description: String?
 
     init(_ image: ImageInfo) {
         name = image.name
@@ -82,10 +83,11 @@ struct ImageRecord: Encodable {
         os = image.operatingSystem
         layers = image.layers
         dependants = image.dependants
+        description = image.description
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, type, readOnly = "ro", usage, created, parent, path, os, layers, dependants
+        case name, type, readOnly = "ro", usage, created, parent, path, os, layers, dependants, description
     }
 
     func encode(to encoder: Encoder) throws {
@@ -100,5 +102,6 @@ struct ImageRecord: Encodable {
         try c.encode(os, forKey: .os)
         try c.encode(layers, forKey: .layers)
         try c.encode(dependants, forKey: .dependants)
+        try c.encode(description, forKey: .description)
     }
 }

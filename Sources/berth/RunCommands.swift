@@ -15,7 +15,7 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.customShort("D"), .long], help: "The directory tree to run.") var directory: String?
     @Option(name: [.customShort("M"), .long], help: "The image in the store to run.") var machine: String?
     @Flag(name: [.customShort("b"), .long], help: "Boot the image's init; the arguments go to it.") var boot = false
-    @Flag(name: [.customShort("x"), .long], help: "Run on a throwaway layer (not yet available).") var ephemeral = false
+    @Flag(name: [.customShort("x"), .long], help: "Run on a throwaway layer over the image, discarded at exit.") var ephemeral = false
     @Flag(name: .customLong("read-only"), help: "Mount the tree read-only.") var readOnly = false
     @Option(name: [.customShort("E"), .customLong("setenv")], help: "Set NAME=VALUE (NAME alone copies berth's own).")
     var setenv: [String] = []
@@ -31,30 +31,25 @@ struct RunCommand: ParsableCommand {
     var arguments: [String] = []
 
     func run() throws {
-        if ephemeral { throw StoreError("--ephemeral needs overlay layers, which this berth does not have yet; copy the image with 'berth import DIR NAME' instead") }
         if asPID2 { throw StoreError("--as-pid2 is not available yet; run the command as PID 1 (the default)") }
         var args = arguments
         if args.first == "--" { args.removeFirst() }
 
-        let (root, name) = try resolveRoot()
-        let tree = FilePath(root)
-        guard (try? FileStatus.of(tree.appending("usr")))??.kind == .directory else {
-            throw StoreError("\(root) is not an OS tree: it has no /usr; give the root of an installed system")
-        }
-        // Writers hold the image alone; read-only runs may share it.
-        let lock = try Descriptor.open(tree, O_RDONLY | O_DIRECTORY)
-        guard try lock.lock(readOnly ? .shared : .exclusive, wait: false) else {
-            throw StoreError("\(name) is in use by another container; stop it, or run this one --read-only")
-        }
-
+        let target = try resolveTarget()
         let environment = ProcessInfo.processInfo.environment
         let onTerminal = Terminal.isTerminal(0)
-        var spec = LaunchSpec(root: root, machineName: name, uuid: UUID().uuidString.lowercased(),
+        // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's.
+        let name = ephemeral ? "\(target.name.prefix(47))-\(randomHex(16))" : target.name
+        var spec = LaunchSpec(root: target.root, machineName: name, uuid: UUID().uuidString.lowercased(),
                               term: onTerminal ? environment["TERM"] ?? "vt220" : "dumb")
         spec.hostname = hostname ?? name
         spec.arguments = args
         spec.boot = boot
-        spec.readOnly = readOnly
+        spec.readOnly = target.readOnly
+        spec.ephemeral = ephemeral
+        spec.lowerLayers = target.lowerLayers
+        spec.upperLayer = target.upper?.layer
+        spec.overlayWork = target.upper?.work
         spec.privateNetwork = privateNetwork
         spec.workingDirectory = chdir
         spec.user = user
@@ -65,12 +60,25 @@ struct RunCommand: ParsableCommand {
         }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
         let status = try Supervisor.run(spec)
-        withExtendedLifetime(lock) {}
+        withExtendedLifetime(target) {}
         throw ExitCode(status)
     }
 
-    /// The tree to run and its machine name.
-    private func resolveRoot() throws -> (String, String) {
+    /// What the container runs on: a tree, or an image's layers, held (locked) while it runs.
+    private struct Target {
+        var root: String
+        var name: String
+        var readOnly: Bool
+        var lowerLayers: [String] = []
+        var upper: (layer: String, work: String)?
+        /// What keeps others out while the container runs: the image's use, or the tree's lock.
+        var hold: AnyObject?
+        var use: ImageUse?
+    }
+
+    private var access: ImageAccess { ephemeral ? .ephemeral : readOnly ? .readOnly : .writable }
+
+    private func resolveTarget() throws -> Target {
         switch (directory, machine) {
         case (let path?, nil):
             guard let real = realpath(path, nil) else {
@@ -79,18 +87,31 @@ struct RunCommand: ParsableCommand {
             defer { free(real) }
             let root = String(cString: real)
             guard root != "/" else { throw StoreError("-D / would run the host's own root; give another directory") }
-            return (root, FilePath(root).lastComponent?.string ?? root)
+            try requireOSTree(root)
+            // Writers hold the tree alone; read-only and ephemeral runs may share it.
+            let lock = try Descriptor.open(FilePath(root), O_RDONLY | O_DIRECTORY)
+            guard try lock.lock(access == .writable ? .exclusive : .shared, wait: false) else {
+                throw StoreError("\(root) is in use by another container; stop it, or run this one --read-only or --ephemeral")
+            }
+            return Target(root: root, name: FilePath(root).lastComponent?.string ?? root, readOnly: readOnly, hold: lock)
         case (nil, let name?):
             let image = try ImageName(name)
-            let store = try store.open(create: false)
-            guard try store.imageExists(image) else {
-                throw StoreError("no image '\(name)' in \(store.root); 'berth list' shows the images there")
-            }
-            return (store.path(of: image).string, image.rawValue)
+            let use = try store.open(create: false).use(image, access)
+            if !use.isLayered { try requireOSTree(use.root.string) }
+            return Target(root: use.root.string, name: image.rawValue, readOnly: use.readOnly,
+                          lowerLayers: use.lowerLayers.map(\.string),
+                          upper: use.upper.map { ($0.layer.string, $0.work.string) }, use: use)
         case (nil, nil):
             throw StoreError("give the tree to run: -D DIR, or -M NAME for an image in the store")
         default:
             throw StoreError("give -D or -M, not both")
+        }
+    }
+
+    /// nspawn refuses a tree without /usr as not an OS tree.
+    private func requireOSTree(_ root: String) throws {
+        guard (try? FileStatus.of(FilePath(root).appending("usr")))??.kind == .directory else {
+            throw StoreError("\(root) is not an OS tree: it has no /usr; give the root of an installed system")
         }
     }
 
@@ -103,6 +124,11 @@ struct RunCommand: ParsableCommand {
         guard destination.hasPrefix("/") else { throw StoreError("--bind destination must be absolute, not '\(destination)'") }
         return LaunchSpec.BindMount(source: source, destination: destination, readOnly: readOnly)
     }
+}
+
+/// `n` random hexadecimal digits.
+func randomHex(_ n: Int) -> String {
+    (0..<n).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
 }
 
 struct BootCommand: ParsableCommand {

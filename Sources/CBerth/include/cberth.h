@@ -62,6 +62,18 @@ unsigned int cberth_minor(dev_t dev);
 /// refers to (move_mount(2) with both paths empty): no path is looked up at the target, so no
 /// symlink there can redirect the mount.
 int cberth_bind_at_fd(const char *path, int target_fd, int read_only);
+/// The new mount API (fsopen(2), fsconfig(2), fsmount(2), move_mount(2)), for overlay stacks:
+/// each layer is one `lowerdir+` string, so the stack's depth is not bound by one page of options.
+/// fsopen(2) of the file system `type`, close-on-exec.
+int cberth_fsopen(const char *type);
+/// fsconfig(2) FSCONFIG_SET_STRING `key`=`value`.
+int cberth_fsconfig_string(int fs, const char *key, const char *value);
+/// fsconfig(2) FSCONFIG_CMD_CREATE.
+int cberth_fsconfig_create(int fs);
+/// fsmount(2): a detached mount of the created file system, read-only when asked; close-on-exec.
+int cberth_fsmount(int fs, int read_only);
+/// move_mount(2) of the detached mount `mount_fd` onto exactly the object `target_fd` refers to.
+int cberth_move_mount_to_fd(int mount_fd, int target_fd);
 /// A new pseudo-terminal master (posix_openpt, grantpt, unlockpt), close-on-exec; the slave's
 /// path is written to `name` (`size` bytes). -1 with errno on failure.
 int cberth_open_pty(char *name, size_t size);

@@ -1,0 +1,85 @@
+import ArgumentParser
+import BerthStore
+import SystemPackage
+
+struct CloneCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "clone", abstract: "Make a new writable image with an image's content, in constant time.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The image to clone.") var source: String
+    @Argument(help: "The new image.") var target: String
+
+    func run() throws {
+        let (from, to) = (try ImageName(source), try ImageName(target))
+        try store.open(create: false).clone(from, to: to, readOnly: false)
+    }
+}
+
+struct SnapshotCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Keep an image's content as of now in a new read-only image.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The image.") var name: String
+    @Argument(help: "The snapshot to make.") var snapshot: String
+
+    func run() throws {
+        let (from, to) = (try ImageName(name), try ImageName(snapshot))
+        try store.open(create: false).clone(from, to: to, readOnly: true)
+    }
+}
+
+struct RestoreCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "restore", abstract: "Give an image a snapshot's content again; its changes since are dropped.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The image.") var name: String
+    @Argument(help: "The snapshot whose content it gets.") var snapshot: String
+
+    func run() throws {
+        let (target, from) = (try ImageName(name), try ImageName(snapshot))
+        try store.open(create: false).restore(target, from: from)
+    }
+}
+
+struct GCCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gc", abstract: "Free the layers and leftovers no image needs.")
+
+    @OptionGroup var store: StoreOptions
+    @Flag(name: [.customShort("q"), .long], help: "Print nothing.") var quiet = false
+
+    func run() throws {
+        let freed = try store.open(create: false).collectGarbage()
+        if !quiet {
+            print("Freed \(freed.layers) layer\(freed.layers == 1 ? "" : "s"), \(formatSize(freed.bytes)).")
+        }
+    }
+}
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount", abstract: "Mount a layered image's merged tree at a directory, for other tools.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The image.") var name: String
+    @Argument(help: "An existing directory.") var directory: String
+
+    func run() throws {
+        try store.open(create: false).mount(try ImageName(name), at: FilePath(directory))
+    }
+}
+
+struct UmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "umount", abstract: "Unmount what 'berth mount' put at a directory.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The directory.") var directory: String
+
+    func run() throws {
+        try store.open(create: false).unmount(FilePath(directory))
+    }
+}
