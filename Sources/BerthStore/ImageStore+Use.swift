@@ -48,7 +48,7 @@ extension ImageStore {
         }
         let writes = access == .writable && !markedReadOnly
         guard let lock = try lockImage(name, writes ? .exclusive : .shared) else {
-            throw StoreError("image '\(name)' is in use by a running container; stop it, or run this one --read-only or --ephemeral")
+            throw StoreError("image '\(name)' is in use by another container; stop it, or run this one --read-only or --ephemeral")
         }
         let readOnly = access == .readOnly || (access == .writable && markedReadOnly)
         // Read again under the lock: a clone may have frozen the upper layer meanwhile.

@@ -42,3 +42,35 @@ func expectSameTree(_ a: FilePath, _ b: FilePath, sourceLocation: SourceLocation
     let differences = ma.differences(from: mb)
     #expect(differences.isEmpty, "\(differences.joined(separator: "\n"))", sourceLocation: sourceLocation)
 }
+
+/// Installs in the OS tree at `tree` a unit that, once multi-user.target is reached, records the
+/// state, the failed units and /etc/berth-step (when there is one) in /out (bind a host directory
+/// there), then runs `systemctl ACTION`; returns a function that removes it.
+func installBootProbe(in tree: FilePath, action: String) throws -> () -> Void {
+    let unit = """
+        [Unit]
+        After=multi-user.target
+        [Service]
+        Type=oneshot
+        ExecStart=/bin/sh -c 'systemctl is-active multi-user.target > /out/state; systemctl --failed --no-legend --plain > /out/failed; cat /etc/berth-step > /out/step 2>/dev/null; systemctl \(action)'
+        [Install]
+        WantedBy=multi-user.target
+        """
+    try writeFile(tree.appending("etc/systemd/system/berth-probe.service"), unit)
+    let wants = tree.appending("etc/systemd/system/multi-user.target.wants")
+    #expect(try shell("mkdir -p '\(wants.string)' && ln -sf ../berth-probe.service '\(wants.string)/berth-probe.service'").status == 0)
+    return { _ = try? shell("rm -f '\(tree.string)/etc/systemd/system/berth-probe.service' '\(wants.string)/berth-probe.service'; rmdir '\(tree.string)/out' 2>/dev/null") }
+}
+
+/// Boots `arguments` (a berth run -b command line) with a fresh directory bound at /out, and
+/// checks that the probe saw multi-user.target with no failed unit; returns the probe's /out.
+@discardableResult
+func bootAndProbe(_ arguments: [String], store: TemporaryDirectory, sourceLocation: SourceLocation = #_sourceLocation) throws -> TemporaryDirectory {
+    let out = try TemporaryDirectory("probe")
+    let result = try berth(arguments + ["--bind", "\(out.string):/out"], store: store)
+    #expect(result.status == 0, "\(result)", sourceLocation: sourceLocation)
+    #expect((try? readFile(out.appending("state"))) == Array("active\n".utf8), sourceLocation: sourceLocation)
+    let failed = (try? readFile(out.appending("failed"))).map { String(decoding: $0, as: UTF8.self) }
+    #expect(failed == "", "failed units: \(failed ?? "none recorded")", sourceLocation: sourceLocation)
+    return out
+}

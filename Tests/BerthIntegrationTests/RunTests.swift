@@ -86,23 +86,8 @@ import Testing
         #expect(mounts(under: image).isEmpty, "\(mounts(under: image))")
     }
 
-    /// Installs a unit that, once multi-user.target is reached, records the state and the failed
-    /// units in /out and then runs `systemctl ACTION`; returns a function that removes it.
     func installProbe(_ action: String) throws -> () -> Void {
-        let unit = """
-            [Unit]
-            After=multi-user.target
-            [Service]
-            Type=oneshot
-            ExecStart=/bin/sh -c 'systemctl is-active multi-user.target > /out/state; systemctl --failed --no-legend --plain > /out/failed; systemctl \(action)'
-            [Install]
-            WantedBy=multi-user.target
-            """
-        try writeFile(FilePath(image).appending("etc/systemd/system/berth-probe.service"), unit)
-        let wants = FilePath(image).appending("etc/systemd/system/multi-user.target.wants")
-        #expect(try shell("mkdir -p '\(wants.string)' && ln -sf ../berth-probe.service '\(wants.string)/berth-probe.service'").status == 0)
-        let image = image
-        return { _ = try? shell("rm -f '\(image)/etc/systemd/system/berth-probe.service' '\(wants.string)/berth-probe.service'; rmdir '\(image)/out' 2>/dev/null") }
+        try installBootProbe(in: FilePath(image), action: action)
     }
 
     @Test func bootsToMultiUserAndPowersOffAsNspawnDoes() throws {
