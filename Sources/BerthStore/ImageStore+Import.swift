@@ -127,7 +127,7 @@ extension ImageStore {
         }
 
         try stagingDirectory.descriptor.syncFileSystem()
-        try publish(published, as: name, replacing: options.force)
+        try publish(published, as: name, replacing: options.force, staging: staging)
         if options.readOnly { try setReadOnly(name, true) }
         return ImportResult(name: name, entries: extractor.entryCount, bytes: extractor.bytesWritten,
                             compression: compression, sha256: digest,
@@ -135,26 +135,37 @@ extension ImageStore {
     }
 
     /// Moves a finished tree from staging to `ROOT/NAME` in one rename. An image replaced
-    /// with `replacing` lands in staging in its place and goes with it.
-    func publish(_ staged: FilePath, as name: ImageName, replacing: Bool) throws {
+    /// with `replacing` lands in `staging` in its place and goes with it: a directory image by
+    /// the same rename (an exchange), a layered one right after (the directory wins meanwhile).
+    func publish(_ staged: FilePath, as name: ImageName, replacing: Bool, staging: Staging) throws {
         try withStoreLock {
             let target = FilePath(name.rawValue)
-            if try imageExists(name) {
-                guard replacing else {
-                    throw StoreError("image '\(name)' was created meanwhile by another command; pass --force to replace it")
-                }
-                let lock = try lockImage(name, .exclusive)
-                guard lock != nil else { throw inUse(name) }
-                try clearReadOnlyFlag(target)
-                try stagingDirectory.rename(staged, to: target, in: rootDirectory, .exchange)
-            } else {
+            guard let existing = try lookup(name) else {
                 do {
                     try stagingDirectory.rename(staged, to: target, in: rootDirectory, .noReplace)
                 } catch let error as SystemError where error.errno == .fileExists {
                     throw StoreError("image '\(name)' was created meanwhile by another command; pass --force to replace it")
                 }
+                try rootDirectory.sync()
+                return
             }
-            try rootDirectory.sync()
+            guard replacing else {
+                throw StoreError("image '\(name)' was created meanwhile by another command; pass --force to replace it")
+            }
+            guard let lock = try lockImage(name, .exclusive) else { throw inUse(name) }
+            defer { withExtendedLifetime(lock) {} }
+            switch existing {
+            case .directory:
+                try clearReadOnlyFlag(target)
+                try stagingDirectory.rename(staged, to: target, in: rootDirectory, .exchange)
+                try rootDirectory.sync()
+            case .layered(let stack):
+                try refuseMounted(name)
+                try stagingDirectory.rename(staged, to: target, in: rootDirectory, .noReplace)
+                try rootDirectory.sync()
+                try imagesDirectory.rename(target, to: "replaced-record", in: staging.directory, .noReplace)
+                try discardLayer(stack.upper, into: staging)
+            }
         }
     }
 

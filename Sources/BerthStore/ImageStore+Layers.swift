@@ -11,7 +11,9 @@ import SystemPackage
 ///   the image a fresh upper; nothing ever writes a layer that a record lists in `layers`.
 /// - A directory image becomes layered by placing its record first, with a bottom layer that
 ///   does not exist yet, then renaming its tree to be that layer. Until that rename the tree at
-///   `ROOT/NAME` is the image and the record is incomplete; `gc` removes such records.
+///   `ROOT/NAME` is the image and the record is incomplete. A directory at `ROOT/NAME` always
+///   wins over a record of the same name (an interrupted conversion or forced import), and `gc`
+///   removes such records.
 extension ImageStore {
     enum StoredImage {
         case directory
@@ -140,7 +142,7 @@ extension ImageStore {
         try staging.directory.makeDirectory("record", mode: 0o700)
         try writeStack(stack, in: staging.directory.openDirectory(beneath: "record"))
         try installLayer(upper, from: staging)
-        // A stale incomplete record of this name (from a crash here before) gives way.
+        // A record this directory shadows (from an interrupted conversion) gives way.
         if try imagesDirectory.status(entry) != nil {
             try imagesDirectory.rename(entry, to: "stale-record", in: staging.directory, .noReplace)
         }
@@ -263,7 +265,7 @@ extension ImageStore {
     }
 
     /// Frees every layer no image names, the work directories of layers that are no longer
-    /// written, and records of conversions that never completed.
+    /// written, and records a directory image of the same name shadows.
     public func collectGarbage() throws -> CollectedGarbage {
         let staging = try makeStaging("gc")
         defer { staging.discard() }
@@ -272,8 +274,7 @@ extension ImageStore {
             var named = Set<String>(), uppers = Set<String>()
             for entry in try imagesDirectory.entryNames() {
                 let stack = (try? ImageName(entry.string)).flatMap { try? readStack($0) }
-                let incomplete = stack.map { !$0.allLayers.allSatisfy { (try? layersDirectory.status(FilePath($0))) != nil } } ?? true
-                if incomplete, try rootDirectory.status(entry)?.kind == .directory {
+                if try rootDirectory.status(entry)?.kind == .directory {
                     try imagesDirectory.rename(entry, to: FilePath("record-\(result.records)"), in: staging.directory, .noReplace)
                     result.records += 1
                     continue

@@ -138,6 +138,20 @@ import Testing
         #expect(try namedLayers(tmp) == layers)
     }
 
+    @Test func aForcedImportReplacesALayeredImageAndItsWritableLayer() throws {
+        let tmp = try storeWithBusybox("force-layered")
+        #expect(try berth(["clone", "bb", "c"], store: tmp).status == 0)
+        #expect(try inImage("c", "echo mine > /mine", store: tmp).status == 0)
+        expectCleanFailure(try berth(["import", "-q", Fixtures.busybox, "c"], store: tmp), "already exists")
+        let forced = try berth(["import", "-q", "--force", Fixtures.busybox, "c"], store: tmp)
+        #expect(forced.status == 0, "\(forced)")
+        #expect(try inImage("c", "test ! -e /mine", store: tmp).status == 0)
+        let show = try berth(["show", "c"], store: tmp)
+        #expect(show.stdout.contains("Kind: directory"), "\(show)")
+        #expect(try inImage("bb", "test -x /bin/busybox", store: tmp).status == 0)
+        try expectConsistentAfterGC(tmp)
+    }
+
     @Test func aDirectoryImageMountsNowhereButAtItsOwnPath() throws {
         let tmp = try storeWithBusybox("mount-dir")
         expectCleanFailure(try berth(["mount", "bb", tmp.string], store: tmp), "is a directory image")
