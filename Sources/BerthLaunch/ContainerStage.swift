@@ -247,7 +247,11 @@ public enum ContainerStage {
 
         let cArgs = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { strdup($0) } + [nil]
-        execve(program, cArgs, cEnv)
+        if spec.asPID2 {
+            _ = cberth_run_as_pid2(program, cArgs, cEnv)
+        } else {
+            execve(program, cArgs, cEnv)
+        }
         throw LaunchError("cannot run \(program): \(SystemError.last("execve").errno)")
     }
 

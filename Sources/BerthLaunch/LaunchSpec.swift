@@ -21,6 +21,8 @@ public struct LaunchSpec: Equatable, Sendable {
     /// The command, or with `boot` the arguments for init; empty for the root shell.
     public var arguments: [String] = []
     public var boot = false
+    /// The command runs as PID 2 under a minimal init.
+    public var asPID2 = false
     public var readOnly = false
     /// Changes go to a tmpfs layer over the root (or over `lowerLayers`), gone with the container.
     public var ephemeral = false
@@ -53,7 +55,7 @@ public struct LaunchSpec: Equatable, Sendable {
     func encoded() -> [UInt8] {
         var fields: [(String, String)] = [
             ("root", root), ("machine", machineName), ("hostname", hostname), ("uuid", uuid), ("term", term),
-            ("boot", boot ? "1" : "0"), ("read-only", readOnly ? "1" : "0"), ("ephemeral", ephemeral ? "1" : "0"),
+            ("boot", boot ? "1" : "0"), ("as-pid2", asPID2 ? "1" : "0"), ("read-only", readOnly ? "1" : "0"), ("ephemeral", ephemeral ? "1" : "0"),
             ("private-network", privateNetwork ? "1" : "0"),
         ]
         fields += arguments.map { ("arg", $0) } + environment.map { ("env", $0) } + lowerLayers.map { ("lower", $0) }
@@ -100,6 +102,7 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.uuid = uuid
         spec.term = term
         spec.boot = single["boot"] == "1"
+        spec.asPID2 = single["as-pid2"] == "1"
         spec.readOnly = single["read-only"] == "1"
         spec.ephemeral = single["ephemeral"] == "1"
         spec.upperLayer = single["upper"]

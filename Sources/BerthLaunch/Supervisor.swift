@@ -76,10 +76,12 @@ public enum Supervisor {
                 if spec.boot && signal == SIGHUP { return 133 }
                 return 128 + signal  // killed by a signal
             }
-            // A booted system is asked to power off (systemd's SIGRTMIN+3); a command, or a
-            // second request, ends the container at once.
+            // A booted system is asked to power off (systemd's SIGRTMIN+3), and a command under
+            // --as-pid2's init gets the signal itself; a command as PID 1 (which the kernel
+            // shields from signals it does not handle), or a second request, ends at once.
             interrupts += 1
-            kill(pid, spec.boot && interrupts == 1 ? cberth_sigrtmin_plus(3) : SIGKILL)
+            let gentle = spec.boot ? cberth_sigrtmin_plus(3) : spec.asPID2 ? sig : SIGKILL
+            kill(pid, interrupts == 1 ? gentle : SIGKILL)
         }
     }
 }

@@ -216,3 +216,50 @@ int cberth_make_raw(int fd, void *saved, size_t size) {
 int cberth_restore_terminal(int fd, const void *saved) {
     return tcsetattr(fd, TCSANOW, (const struct termios *)saved);
 }
+
+int cberth_run_as_pid2(const char *path, char *const argv[], char *const envp[]) {
+    sigset_t all, old;
+    sigfillset(&all);
+    sigprocmask(SIG_BLOCK, &all, &old);
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return -1;
+    pid_t payload = fork();
+    if (payload < 0) return -1;
+    if (payload == 0) {
+        close(report[0]);
+        sigprocmask(SIG_SETMASK, &old, NULL);
+        setsid();
+        (void)ioctl(0, TIOCSCTTY, 1);
+        execve(path, argv, envp);
+        int error = errno;
+        (void)!write(report[1], &error, sizeof error);
+        _exit(127);
+    }
+    close(report[1]);
+    int error = 0;
+    ssize_t n;
+    do n = read(report[0], &error, sizeof error); while (n < 0 && errno == EINTR);
+    close(report[0]);
+    if (n == sizeof error) {
+        waitpid(payload, NULL, 0);
+        errno = error;
+        return -1;
+    }
+    prctl(PR_SET_NAME, "(berth-init)");
+    for (;;) {
+        siginfo_t info;
+        int sig = sigwaitinfo(&all, &info);
+        if (sig < 0) continue;
+        if (sig != SIGCHLD) {
+            kill(payload, sig);
+            continue;
+        }
+        int status;
+        pid_t done;
+        while ((done = waitpid(-1, &status, WNOHANG)) > 0) {
+            if (done != payload) continue;
+            // The payload is gone: so is the container (the kernel ends the rest with PID 1).
+            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
+}

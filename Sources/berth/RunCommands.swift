@@ -25,13 +25,13 @@ struct RunCommand: ParsableCommand {
     @Option(name: [.customShort("u"), .long], help: "Run as USER from the image's user database.") var user: String?
     @Option(help: "The container's hostname (default: the machine name).") var hostname: String?
     @Flag(name: .customLong("private-network"), help: "Only a loopback interface.") var privateNetwork = false
-    @Flag(name: .customLong("as-pid2"), help: "Run the command as PID 2 under a stub init (not yet available).") var asPID2 = false
+    @Flag(name: .customLong("as-pid2"), help: "Run the command as PID 2 under a minimal init that reaps orphans and passes signals on.") var asPID2 = false
     @Flag(name: [.customShort("q"), .long], help: "Print no status messages.") var quiet = false
     @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, or with -b init's arguments.")
     var arguments: [String] = []
 
     func run() throws {
-        if asPID2 { throw StoreError("--as-pid2 is not available yet; run the command as PID 1 (the default)") }
+        if asPID2 && boot { throw StoreError("--as-pid2 and --boot exclude each other: with -b the image's init is PID 1") }
         var args = arguments
         if args.first == "--" { args.removeFirst() }
 
@@ -47,6 +47,7 @@ struct RunCommand: ParsableCommand {
         spec.boot = boot
         spec.readOnly = target.readOnly
         spec.ephemeral = ephemeral
+        spec.asPID2 = asPID2
         spec.lowerLayers = target.lowerLayers
         spec.upperLayer = target.upper?.layer
         spec.overlayWork = target.upper?.work

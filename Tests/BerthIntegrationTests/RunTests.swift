@@ -187,6 +187,30 @@ import Testing
         _ = try shell("rmdir '\(image)/mnt/one' '\(image)/mnt/ro'; rm -f '\(image)/etc/host-file'")
     }
 
+    @Test func asPID2RunsTheCommandUnderAMinimalInitAsNspawnDoes() throws {
+        let script = "echo $$; cat /proc/1/comm"
+        let berthResult = try inContainer(script, options: ["--as-pid2"])
+        let nspawn = try run("/usr/bin/systemd-nspawn", ["--register=no", "--keep-unit", "-q", "--as-pid2", "-D", image, "/bin/sh", "-c", script])
+        #expect(berthResult.stdout.split(separator: "\n").first == "2", "\(berthResult)")
+        #expect(nspawn.stdout.replacingOccurrences(of: "\r\n", with: "\n").split(separator: "\n").first == "2", "\(nspawn)")
+        #expect(berthResult.stdout.hasSuffix("(berth-init)\n"), "\(berthResult)")
+        #expect(try inContainer("exit 7", options: ["--as-pid2"]).status == 7)
+        // PID 1 reaps orphans: a background child that outlives its parent leaves no zombie.
+        let reaped = try inContainer("sh -c 'sleep 0.2 &'; sleep 0.5; ps -eo stat= | grep -c Z || true", options: ["--as-pid2"])
+        #expect(reaped.stdout == "0\n", "\(reaped)")
+        // A signal to berth reaches the command itself: it dies of SIGTERM (143), where a
+        // command as PID 1 is shielded and ends with SIGKILL (137).
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: berthBinary)
+        process.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "--as-pid2", "-D", image, "/bin/sleep", "30"]
+        try process.run()
+        usleep(500_000)
+        kill(process.processIdentifier, SIGTERM)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 143)
+        expectCleanFailure(try berth(["run", "-q", "-b", "--as-pid2", "-D", image], store: Self.shared), "exclude each other")
+    }
+
     @Test func privateNetworkHasOnlyLoopbackUp() throws {
         let result = try inContainer("ls /sys/class/net | tr '\\n' ' '; cat /sys/class/net/lo/operstate; ip -o link show lo | grep -c UP",
                                      options: ["--private-network"])

@@ -59,8 +59,13 @@ import Testing
         #expect(try run(berthBinary, ["--store", store, "import", "-q", Fixtures.busybox, "a"]).status == 0)
         #expect(try run(berthBinary, ["import", "--store", store, "-q", Fixtures.busybox, "b"]).status == 0)
         #expect(try run(berthBinary, ["import", "-q", Fixtures.busybox, "c"], environment: ["BERTH_STORE": store]).status == 0)
+        #expect(try run(berthBinary, ["import", "-q", Fixtures.busybox, "--store=\(store)", "d"]).status == 0)
         let list = try run(berthBinary, ["list"], environment: ["BERTH_STORE": store])
-        #expect(["a", "b", "c"].allSatisfy { name in list.stdout.split(separator: "\n").contains { $0.hasPrefix(name + " ") } }, "\(list)")
+        #expect(["a", "b", "c", "d"].allSatisfy { name in list.stdout.split(separator: "\n").contains { $0.hasPrefix(name + " ") } }, "\(list)")
+        // Anywhere among a subcommand's options, but not among the container's command's arguments.
+        #expect(try run(berthBinary, ["list", "--json", "--store", store]).stdout.contains("\"name\" : \"d\""))
+        let echoed = try run(berthBinary, ["-qM", "a", "--store", store, "/bin/echo", "--store", "x"])
+        #expect(echoed.stdout == "--store x\n", "\(echoed)")
     }
 
     @Test func directoryImportCopiesEverything() throws {

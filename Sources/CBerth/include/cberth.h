@@ -108,4 +108,11 @@ int cberth_sigrtmin_plus(int n);
 /// execve succeeds comes back over a close-on-exec pipe: -1 with errno set, and the child reaped.
 pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], char *const envp[], int spec_fd);
 
+/// --as-pid2: this process stays PID 1 as a minimal init, and `path` runs as PID 2 in a session
+/// of its own (with the terminal on standard input as its controlling terminal, when there is
+/// one). PID 1 reaps every orphan, passes the signals it gets on to the payload, and exits with
+/// the payload's status (128 plus the signal that killed it). Returns -1 with errno only when
+/// the payload cannot be started.
+int cberth_run_as_pid2(const char *path, char *const argv[], char *const envp[]);
+
 #endif
