@@ -10,10 +10,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
+        .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
         .target(name: "CBerth"),
         .target(
             name: "BerthSystem",
@@ -21,7 +21,7 @@ let package = Package(
         ),
         .target(
             name: "BerthArchive",
-            dependencies: ["CArchive", "BerthSystem", .product(name: "Crypto", package: "swift-crypto")]
+            dependencies: ["CArchive", "CCrypto", "BerthSystem"]
         ),
         .target(name: "BerthStore", dependencies: ["BerthArchive", "BerthSystem"]),
         .target(name: "BerthLaunch", dependencies: ["BerthSystem", "CBerth"]),
@@ -35,7 +35,7 @@ let package = Package(
         ),
         .target(
             name: "BerthTestSupport",
-            dependencies: ["BerthArchive", "BerthSystem", "CArchive", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: ["BerthArchive", "BerthSystem", "CArchive"],
             path: "Tests/BerthTestSupport"
         ),
         .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem", "BerthTestSupport"]),

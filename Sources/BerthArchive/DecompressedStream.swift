@@ -1,6 +1,5 @@
 import BerthSystem
 import CArchive
-import Crypto
 import Glibc
 import Synchronization
 
@@ -155,7 +154,7 @@ public final class DecompressedStream {
                 let detected = ArchiveCompression.detect(UnsafeRawBufferPointer(start: readBuffer, count: n))
                 monitor.locked { compressionName = detected }
             }
-            hasher?.update(bufferPointer: UnsafeRawBufferPointer(start: readBuffer, count: n))
+            hasher?.update(UnsafeRawBufferPointer(start: readBuffer, count: n))
             inputCount.add(Int64(n), ordering: .relaxed)
             buffer.pointee = UnsafeRawPointer(readBuffer)
             return n
@@ -172,7 +171,7 @@ public final class DecompressedStream {
             if readInput(&ignored) <= 0 { break }
         }
         if let readFailure { return fail("\(readFailure)") }
-        if let hasher { digest = hexString(hasher.finalize()) }
+        if let hasher { digest = hasher.finalize() }
         monitor.await(until: { true }) { done = true }
     }
 

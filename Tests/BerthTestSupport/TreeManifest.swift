@@ -1,5 +1,5 @@
 import BerthSystem
-import Crypto
+import BerthArchive
 import Glibc
 import SystemPackage
 
@@ -61,14 +61,14 @@ public struct TreeManifest: Equatable {
             switch st.kind {
             case .regular:
                 let fd = try parent.openFile(name, O_RDONLY)
-                var hasher = SHA256()
+                let hasher = SHA256()
                 var buffer = [UInt8](repeating: 0, count: 1 << 16)
                 while true {
                     let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0.baseAddress!, count: $0.count) }
                     if n == 0 { break }
-                    hasher.update(data: buffer[..<n])
+                    buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
                 }
-                e.contentHash = hasher.finalize().map { $0 < 16 ? "0" + String($0, radix: 16) : String($0, radix: 16) }.joined()
+                e.contentHash = hasher.finalize()
                 if st.linkCount > 1 {
                     let key = UInt64(st.inode)
                     if inodes[key] == nil { inodes[key] = path }
