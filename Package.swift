@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CArchive", pkgConfig: "libarchive", providers: [.apt(["libarchive-dev"])]),
@@ -25,10 +26,15 @@ let package = Package(
         ),
         .target(name: "BerthStore", dependencies: ["BerthArchive", "BerthSystem"]),
         .target(name: "BerthLaunch", dependencies: ["BerthSystem", "CBerth"]),
+        .target(
+            name: "BerthRecipe",
+            dependencies: ["BerthStore", "BerthLaunch", "BerthArchive", "BerthSystem",
+                           .product(name: "TOMLKit", package: "TOMLKit")]
+        ),
         .executableTarget(
             name: "berth",
             dependencies: [
-                "BerthStore", "BerthLaunch",
+                "BerthRecipe", "BerthStore", "BerthLaunch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ]

@@ -82,34 +82,7 @@ extension ImageStore {
         defer { staging.discard() }
         try staging.directory.makeDirectory("tree", mode: 0o755)
         let tree = try staging.directory.openDirectory(beneath: "tree")
-        let extractor = Extractor(into: tree, limits: options.limits)
-        extractor.onProgress = options.onProgress
-
-        var compression: String?
-        var digest: String?
-        do {
-            switch source {
-            case .directory(let path):
-                try extractor.extract(from: TreeReader(path))
-            case .tarball, .standardInput:
-                let input: Descriptor
-                if case .tarball(let path) = source {
-                    input = try Descriptor.open(path, O_RDONLY)
-                } else {
-                    input = Descriptor(owning: dup(0))
-                }
-                let stream = try DecompressedStream(input: input, sourceName: source.displayName,
-                                                    hashing: options.expectedSHA256 != nil)
-                defer { stream.cancel() }
-                try extractor.extract(from: ArchiveReader.tar(from: stream), input: stream)
-                digest = try stream.finish()
-                compression = stream.compression
-            }
-        } catch let error as ArchiveError {
-            throw StoreError("cannot import \(source.displayName): \(error.message)")
-        } catch let error as SystemError {
-            throw StoreError("cannot import \(source.displayName): \(error)")
-        }
+        let (extractor, compression, digest) = try extract(source, into: tree, options: options)
         if let expected = options.expectedSHA256, let digest, digest != expected {
             throw StoreError("\(source.displayName) has SHA-256 \(digest), not the \(expected) that --verify expects; nothing was imported")
         }
@@ -132,6 +105,37 @@ extension ImageStore {
         return ImportResult(name: name, entries: extractor.entryCount, bytes: extractor.bytesWritten,
                             compression: compression, sha256: digest,
                             skippedAttributes: extractor.skippedAttributes.sorted(), unwrapped: unwrapped)
+    }
+
+    /// Extracts `source` into `tree`, securely; returns the extractor (for its counts), the
+    /// compression found and, when asked for, the tarball's SHA-256.
+    func extract(_ source: ImportSource, into tree: Directory, options: ImportOptions) throws -> (Extractor, String?, String?) {
+        let extractor = Extractor(into: tree, limits: options.limits)
+        extractor.onProgress = options.onProgress
+        do {
+            switch source {
+            case .directory(let path):
+                try extractor.extract(from: TreeReader(path))
+                return (extractor, nil, nil)
+            case .tarball, .standardInput:
+                let input: Descriptor
+                if case .tarball(let path) = source {
+                    input = try Descriptor.open(path, O_RDONLY)
+                } else {
+                    input = Descriptor(owning: dup(0))
+                }
+                let stream = try DecompressedStream(input: input, sourceName: source.displayName,
+                                                    hashing: options.expectedSHA256 != nil)
+                defer { stream.cancel() }
+                try extractor.extract(from: ArchiveReader.tar(from: stream), input: stream)
+                let digest = try stream.finish()
+                return (extractor, stream.compression, digest)
+            }
+        } catch let error as ArchiveError {
+            throw StoreError("cannot import \(source.displayName): \(error.message)")
+        } catch let error as SystemError {
+            throw StoreError("cannot import \(source.displayName): \(error)")
+        }
     }
 
     /// Moves a finished tree from staging to `ROOT/NAME` in one rename. An image replaced

@@ -220,7 +220,7 @@ extension ImageStore {
     }
 
     /// `name`'s content as frozen layers, with the lock that keeps it so while the caller uses it.
-    private func frozenContent(of name: ImageName, staging: Staging) throws -> (LayerStack, Descriptor) {
+    func frozenContent(of name: ImageName, staging: Staging) throws -> (LayerStack, Descriptor) {
         switch try lookup(name) {
         case .directory?:
             guard let lock = try lockImage(name, .exclusive) else { throw inUse(name) }
@@ -264,7 +264,7 @@ extension ImageStore {
         public var bytes: Int64 = 0
     }
 
-    /// Frees every layer no image names, the work directories of layers that are no longer
+    /// Frees every layer no image and no build cache entry names, the work directories of layers that are no longer
     /// written, and records a directory image of the same name shadows.
     public func collectGarbage() throws -> CollectedGarbage {
         let staging = try makeStaging("gc")
@@ -283,6 +283,7 @@ extension ImageStore {
                 named.formUnion(stack.allLayers)
                 uppers.insert(stack.upper)
             }
+            for stack in try cachedStacks() { named.formUnion(stack) }
             for entry in try layersDirectory.entryNames() where !named.contains(entry.string) {
                 result.bytes += try layersDirectory.diskUsage(entry)
                 try layersDirectory.rename(entry, to: FilePath("layer-\(entry.string)"), in: staging.directory, .noReplace)

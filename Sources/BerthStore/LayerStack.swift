@@ -15,6 +15,8 @@ struct LayerStack: Equatable {
     var upper: String
     /// A line of text for `show` (recipes set it).
     var description: String?
+    /// The recipe the image was built from; `berth build` replaces only images it built.
+    var recipe: String?
 
     /// Every layer the image needs, bottom first, its own writable one last.
     var allLayers: [String] { layers + [upper] }
@@ -24,10 +26,12 @@ struct LayerStack: Equatable {
                      "layers=\(layers.joined(separator: " "))", "upper=\(upper)"]
         if let parent { lines.append("parent=\(parent)") }
         if let description { lines.append("description=\(description)") }
+        if let recipe { lines.append("recipe=\(recipe)") }
         return lines.joined(separator: "\n") + "\n"
     }
 
-    init(id: String, created: Int64, parent: String?, readOnly: Bool, layers: [String], upper: String, description: String? = nil) {
+    init(id: String, created: Int64, parent: String?, readOnly: Bool, layers: [String], upper: String,
+         description: String? = nil, recipe: String? = nil) {
         self.id = id
         self.created = created
         self.parent = parent
@@ -35,6 +39,7 @@ struct LayerStack: Equatable {
         self.layers = layers
         self.upper = upper
         self.description = description
+        self.recipe = recipe
     }
 
     /// nil when a required key is missing or a layer name is not one berth makes.
@@ -53,7 +58,13 @@ struct LayerStack: Equatable {
         self.layers = layers.split(separator: " ").map(String.init)
         self.upper = String(upper)
         self.description = fields["description"].map(String.init)
+        self.recipe = fields["recipe"].map(String.init)
         guard !self.layers.isEmpty, allLayers.allSatisfy(Self.isLayerName) else { return nil }
+    }
+
+    /// Build cache keys are SHA-256 digests in hexadecimal.
+    static func isCacheKey(_ key: String) -> Bool {
+        key.count == 64 && key.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
     }
 
     /// Layer names are berth's own random hexadecimal: nothing in a record can point elsewhere.

@@ -61,6 +61,28 @@ public final class Directory {
         return Directory(Descriptor(owning: fd), displayPath: child(path))
     }
 
+    /// Opens the directory at `path` as if this directory were the root: symlinks on the way are
+    /// followed but cannot lead out of it (openat2 with RESOLVE_IN_ROOT), as a path inside an
+    /// image resolves for a process running in it. With `creating`, missing directories on the
+    /// way are made (mode 0755).
+    public func openDirectory(inRoot path: FilePath, creating: Bool) throws -> Directory {
+        let flags = UInt64(O_DIRECTORY | O_CLOEXEC | O_RDONLY)
+        let resolve = UInt64(CBERTH_RESOLVE_IN_ROOT | CBERTH_RESOLVE_NO_MAGICLINKS)
+        let components = Array(path.components)
+        var current = self
+        for index in components.indices {
+            let name = FilePath(root: nil, [components[index]])
+            if creating, try current.status(name) == nil {
+                try current.makeDirectory(name, mode: 0o755)
+            }
+            // Each step resolves from this root, so a symlink met on the way stays inside it.
+            let sofar = FilePath(root: nil, components[...index])
+            let fd = try call("openat2", sofar) { cberth_openat2(rawValue, $0, flags, 0, resolve) }
+            current = Directory(Descriptor(owning: fd), displayPath: child(sofar))
+        }
+        return current
+    }
+
     /// Opens the file `name` in this directory without following a final symlink.
     public func openFile(_ name: FilePath, _ flags: Int32, mode: mode_t = 0) throws -> Descriptor {
         let fd = try call("openat", name) { Glibc.openat(rawValue, $0, flags | O_CLOEXEC | O_NOFOLLOW, mode) }

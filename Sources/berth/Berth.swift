@@ -1,5 +1,6 @@
 import ArgumentParser
 import BerthLaunch
+import BerthRecipe
 import BerthStore
 import FoundationEssentials
 import Glibc
@@ -14,7 +15,7 @@ struct Berth: ParsableCommand {
             ImportCommand.self, ExportCommand.self, ListCommand.self, ShowCommand.self,
             CloneCommand.self, SnapshotCommand.self, RestoreCommand.self,
             RenameCommand.self, RemoveCommand.self, ReadOnlyCommand.self, GCCommand.self,
-            MountCommand.self, UmountCommand.self,
+            MountCommand.self, UmountCommand.self, BuildCommand.self,
         ],
         defaultSubcommand: RunCommand.self
     )
@@ -35,6 +36,10 @@ struct Berth: ParsableCommand {
         } catch let error as StoreError {
             fail(error.message)
         } catch let error as LaunchError {
+            fail(error.message)
+        } catch let error as RecipeError {
+            // A failing step's last lines come first, so the error is still the last line.
+            for line in error.output { writeOut(2, "  | \(line)\n") }
             fail(error.message)
         } catch {
             let code = exitCode(for: error)

@@ -50,9 +50,12 @@ struct GCCommand: ParsableCommand {
 
     @OptionGroup var store: StoreOptions
     @Flag(name: [.customShort("q"), .long], help: "Print nothing.") var quiet = false
+    @Flag(name: .customLong("drop-cache"), help: "Forget the build cache first, so its layers go too.") var dropCache = false
 
     func run() throws {
-        let freed = try store.open(create: false).collectGarbage()
+        let opened = try store.open(create: false)
+        if dropCache { try opened.dropCache() }
+        let freed = try opened.collectGarbage()
         if !quiet {
             print("Freed \(freed.layers) layer\(freed.layers == 1 ? "" : "s"), \(formatSize(freed.bytes)).")
         }

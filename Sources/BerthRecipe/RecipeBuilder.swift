@@ -1,0 +1,235 @@
+import BerthArchive
+import BerthLaunch
+import BerthStore
+import BerthSystem
+import Glibc
+import SystemPackage
+
+/// What a build did.
+public struct BuildSummary {
+    public var name: String
+    /// Steps (the base counted as one) made now, and taken from the cache.
+    public var built = 0
+    public var cached = 0
+}
+
+/// Builds an image from a recipe: the base, then each step as one frozen layer over the ones
+/// before. Each layer is cached under a key that hashes its parent's key, the step's own text and
+/// the content of any host file it copies, so an unchanged recipe does no work and an edited
+/// step rebuilds itself and what follows only.
+public final class RecipeBuilder {
+    let store: ImageStore
+    let recipe: Recipe
+    public var useCache = true
+    /// Whether steps' output is shown (it is always kept, for the error of a failing step).
+    public var showOutput = true
+    /// Called with a line for each step as it starts.
+    public var onStep: (String) -> Void = { _ in }
+
+    public init(store: ImageStore, recipe: Recipe) {
+        self.store = store
+        self.recipe = recipe
+    }
+
+    public func build(as name: ImageName) throws -> BuildSummary {
+        var summary = BuildSummary(name: name.rawValue)
+        let total = recipe.steps.count + 1
+        var (key, stack) = try base(&summary, total: total)
+        for (index, step) in recipe.steps.enumerated() {
+            let label = "[\(index + 2)/\(total)] \(Self.summary(of: step))"
+            key = SHA256.hex("berth-build 1\n\(key)\n\(try text(of: step))")
+            if useCache, let cached = try store.cachedStack(key) {
+                onStep("\(label) (cached)")
+                summary.cached += 1
+                stack = cached
+                continue
+            }
+            onStep(label)
+            let layer = try store.makeLayer(on: stack) { try run(step, number: index + 1, in: $0, name: name) }
+            stack.append(layer)
+            try store.cacheStack(key, stack)
+            summary.built += 1
+        }
+        try store.publishBuilt(name, stack: stack, description: recipe.description, recipe: recipe.file)
+        return summary
+    }
+
+    // MARK: The base
+
+    private func base(_ summary: inout BuildSummary, total: Int) throws -> (String, [String]) {
+        let label = "[1/\(total)] base: \(Self.summary(of: recipe.base))"
+        if case .image(let imageName) = recipe.base {
+            // An image's frozen layers are their own key: no work to cache.
+            onStep(label)
+            let stack: [String]
+            do {
+                stack = try store.contentLayers(of: ImageName(imageName))
+            } catch let error as StoreError {
+                throw RecipeError("\(recipe.file): [base]: \(error.message)")
+            }
+            summary.cached += 1
+            return (SHA256.hex("berth-build 1\nimage \(stack.joined(separator: " "))"), stack)
+        }
+        let key = SHA256.hex("berth-build 1\n\(baseText())")
+        if useCache, let cached = try store.cachedStack(key) {
+            onStep("\(label) (cached)")
+            summary.cached += 1
+            return (key, cached)
+        }
+        onStep(label)
+        let layer: String
+        switch recipe.base {
+        case .scratch:
+            layer = try store.makeBaseLayer { _ in }
+        case .tarball(let path, let sha256):
+            do {
+                layer = try store.makeBaseLayer(fromTarball: path, sha256: sha256)
+            } catch let error as StoreError {
+                throw RecipeError("\(recipe.file): [base]: \(error.message)")
+            }
+        case .mmdebstrap(let bootstrap):
+            layer = try store.makeBaseLayer { try bootstrapDebian(bootstrap, into: $0) }
+        case .image:
+            fatalError("handled above")
+        }
+        try store.cacheStack(key, [layer])
+        summary.built += 1
+        return (key, [layer])
+    }
+
+    private func baseText() -> String {
+        switch recipe.base {
+        case .scratch: return "scratch"
+        case .tarball(_, let sha256): return "tarball sha256=\(sha256)"
+        case .image(let name): return "image \(name)"
+        case .mmdebstrap(let b):
+            return "mmdebstrap suite=\(b.suite) variant=\(b.variant) packages=\(b.packages.joined(separator: ",")) mirror=\(b.mirror) epoch=\(b.sourceDateEpoch)"
+        }
+    }
+
+    private func bootstrapDebian(_ b: Recipe.Bootstrap, into tree: FilePath) throws {
+        var arguments = ["mmdebstrap", "--quiet", "--variant=\(b.variant)"]
+        if !b.packages.isEmpty { arguments.append("--include=\(b.packages.joined(separator: ","))") }
+        arguments += [b.suite, tree.string, b.mirror]
+        let status = try spawnAndWait(arguments, environment: ["SOURCE_DATE_EPOCH=\(b.sourceDateEpoch)"])
+        guard status == 0 else {
+            throw RecipeError("\(recipe.file): [base]: mmdebstrap failed with status \(status)")
+        }
+    }
+
+    // MARK: Steps
+
+    static func summary(of base: Recipe.Base) -> String {
+        switch base {
+        case .scratch: return "scratch"
+        case .tarball(let path, _): return "tarball \(path)"
+        case .image(let name): return "image \(name)"
+        case .mmdebstrap(let b): return "mmdebstrap \(b.suite) (\(b.variant))"
+        }
+    }
+
+    static func summary(of step: Recipe.Step) -> String {
+        switch step {
+        case .run(let argv, _):
+            let line = argv.joined(separator: " ").split(whereSeparator: \.isWhitespace).joined(separator: " ")
+            return "run: " + (line.count > 60 ? line.prefix(57) + "..." : line)
+        case .copy(let source, let to, _): return "copy \(source) to \(to)"
+        case .write(let path, _, _): return "write \(path)"
+        case .hostname(let name): return "hostname \(name)"
+        case .enable(let units): return "enable \(units.joined(separator: " "))"
+        }
+    }
+
+    /// The step as the cache key sees it: its own text, and for a copy the content copied.
+    private func text(of step: Recipe.Step) throws -> String {
+        switch step {
+        case .run(let argv, let shell): return "run shell=\(shell)\n" + argv.joined(separator: "\u{0}")
+        case .copy(let source, let to, let mode):
+            return "copy to=\(to) mode=\(mode.map { String($0, radix: 8) } ?? "-")\n" + (try contentDigest(of: source))
+        case .write(let path, let content, let mode): return "write \(path) mode=\(String(mode, radix: 8))\n\(content)"
+        case .hostname(let name): return "hostname \(name)"
+        case .enable(let units): return "enable \(units.joined(separator: " "))"
+        }
+    }
+
+    private func run(_ step: Recipe.Step, number: Int, in layer: LayerInProgress, name: ImageName) throws {
+        let place = "\(recipe.file): step \(number) (\(Self.summary(of: step)))"
+        do {
+            switch step {
+            case .run(let argv, let shell):
+                try runInContainer(shell ? ["/bin/sh", "-c", argv[0]] : argv, in: layer, name: name, place: place)
+            case .enable(let units):
+                try runInContainer(["systemctl", "enable"] + units, in: layer, name: name, place: place)
+            case .copy(let source, let to, let mode):
+                try layer.withMergedTree { root in try TreeCopy.copy(source, to: FilePath(to), in: root, mode: mode) }
+            case .write(let path, let content, let mode):
+                try layer.withMergedTree { root in try TreeCopy.write(Array(content.utf8), to: FilePath(path), in: root, mode: mode) }
+            case .hostname(let hostname):
+                try layer.withMergedTree { root in try TreeCopy.write(Array("\(hostname)\n".utf8), to: "/etc/hostname", in: root, mode: 0o644) }
+            }
+        } catch let error as SystemError {
+            throw RecipeError("\(place): \(error)")
+        } catch let error as LaunchError {
+            throw RecipeError("\(place): \(error.message)")
+        }
+    }
+
+    /// Runs `argv` in a container over the layer, as `berth run` does, with the host's network;
+    /// its output is shown and its last lines kept for the error, should it fail.
+    private func runInContainer(_ argv: [String], in layer: LayerInProgress, name: ImageName, place: String) throws {
+        var spec = LaunchSpec(root: layer.mountPoint.string, machineName: "build-\(name)",
+                              uuid: SHA256.hex("\(getpid()) \(time(nil)) \(place)").prefix(32).lowercased(), term: "dumb")
+        spec.arguments = argv
+        spec.lowerLayers = layer.lowerLayers.map(\.string)
+        spec.upperLayer = layer.upper.string
+        spec.overlayWork = layer.work.string
+        let output = try OutputTee(echo: showOutput)
+        let status: Int32
+        do {
+            status = try Supervisor.run(spec)
+        } catch {
+            _ = output.finish()
+            throw error
+        }
+        let lines = output.finish()
+        guard status == 0 else {
+            throw RecipeError("\(place) failed with exit status \(status); no image was published", output: lines)
+        }
+    }
+
+    /// A digest of what a copy takes from the host: names, kinds, modes and contents, in order.
+    private func contentDigest(of source: FilePath) throws -> String {
+        let hasher = SHA256()
+        guard let status = try FileStatus.of(source) else {
+            throw RecipeError("\(recipe.file): copy: \(source) does not exist")
+        }
+        if status.kind == .directory {
+            try TreeCopy.digest(Directory(opening: source), prefix: "", into: hasher)
+        } else {
+            try TreeCopy.digestFile(source, into: hasher)
+            hasher.update("mode \(String(status.permissions, radix: 8))")
+        }
+        return hasher.finalize()
+    }
+}
+
+/// Runs `arguments` (found on PATH) with the caller's streams and environment plus `environment`,
+/// and returns its exit status.
+func spawnAndWait(_ arguments: [String], environment: [String]) throws -> Int32 {
+    var env: [String] = []
+    var e = environ
+    while let entry = e.pointee {
+        env.append(String(cString: entry))
+        e += 1
+    }
+    env += environment
+    let cArgs = arguments.map { strdup($0) } + [nil]
+    let cEnv = env.map { strdup($0) } + [nil]
+    defer { (cArgs + cEnv).forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawnp(&pid, arguments[0], nil, nil, cArgs, cEnv)
+    guard rc == 0 else { throw RecipeError("cannot run \(arguments[0]): \(String(cString: strerror(rc)))") }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+    return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}

@@ -1,0 +1,28 @@
+import ArgumentParser
+import BerthRecipe
+import BerthStore
+
+struct BuildCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "build", abstract: "Build an image from a recipe, each step cached as a layer.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The recipe (TOML; see recipes/README.md).") var recipe: String
+    @Option(help: "The image's name (default: the recipe's name).") var name: String?
+    @Flag(name: .customLong("no-cache"), help: "Build every step again.") var noCache = false
+    @Flag(name: [.customShort("q"), .long], help: "Print only the result.") var quiet = false
+
+    func run() throws {
+        let parsed = try Recipe(contentsOf: recipe)
+        guard let chosen = name ?? parsed.name else {
+            throw RecipeError("\(recipe): the recipe has no name; add name = \"...\" or pass --name")
+        }
+        let imageName = try ImageName(chosen)
+        let builder = RecipeBuilder(store: try store.open(create: true), recipe: parsed)
+        builder.useCache = !noCache
+        builder.showOutput = !quiet
+        if !quiet { builder.onStep = { writeOut(1, "\($0)\n") } }
+        let summary = try builder.build(as: imageName)
+        print("Built '\(summary.name)': \(summary.built) step\(summary.built == 1 ? "" : "s") made, \(summary.cached) from the cache.")
+    }
+}

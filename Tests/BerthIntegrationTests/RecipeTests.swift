@@ -1,0 +1,150 @@
+import BerthSystem
+import BerthTestSupport
+import Foundation
+import SystemPackage
+import Testing
+
+/// berth build: the shipped busybox recipe from scratch and cached, edits, bad recipes, and the
+/// Debian recipe booted.
+@Suite struct RecipeTests {
+    static let recipes = projectRoot + "/recipes"
+
+    func layers(_ name: String, store: TemporaryDirectory) throws -> [String] {
+        let show = try berth(["show", "--json", name], store: store)
+        let record = try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any]
+        return record?["layers"] as? [String] ?? []
+    }
+
+    /// A copy of the busybox recipe in `tmp`, with `edit` applied to its text.
+    func busyboxRecipe(in tmp: TemporaryDirectory, _ edit: (String) -> String = { $0 }) throws -> String {
+        let text = try String(contentsOfFile: Self.recipes + "/busybox.toml", encoding: .utf8)
+        let path = tmp.appending("busybox.toml").string
+        try edit(text).write(toFile: path, atomically: true, encoding: .utf8)
+        return path
+    }
+
+    @Test func theBusyboxRecipeBuildsThenComesFromTheCache() throws {
+        let tmp = try TemporaryDirectory("recipe")
+        let first = try berth(["build", Self.recipes + "/busybox.toml"], store: tmp)
+        #expect(first.status == 0, "\(first)")
+        #expect(first.stdout.contains("6 steps made, 0 from the cache"), "\(first)")
+        let run = try berth(["run", "-q", "-M", "busybox", "/bin/sh", "-c", "cat /etc/hostname; cat /etc/passwd | head -1; test -L /bin/ls && echo linked"], store: tmp)
+        #expect(run.stdout == "busybox\nroot:x:0:0:root:/root:/bin/sh\nlinked\n", "\(run)")
+        let show = try berth(["show", "busybox"], store: tmp)
+        #expect(show.stdout.contains("Description: A tiny static busybox root"), "\(show)")
+        let built = try layers("busybox", store: tmp)
+        #expect(built.count == 6)
+
+        let again = try berth(["build", Self.recipes + "/busybox.toml"], store: tmp)
+        #expect(again.stdout.contains("0 steps made, 6 from the cache"), "\(again)")
+        #expect(try layers("busybox", store: tmp) == built)
+        // The cache keeps the layers through gc; dropping it frees those no image uses.
+        #expect(try berth(["gc"], store: tmp).stdout.contains("Freed 0 layers"))
+        let noCache = try berth(["build", "--no-cache", Self.recipes + "/busybox.toml"], store: tmp)
+        #expect(noCache.stdout.contains("6 steps made, 0 from the cache"), "\(noCache)")
+        #expect(Set(try layers("busybox", store: tmp)).isDisjoint(with: built))
+        let dropped = try berth(["gc", "--drop-cache"], store: tmp)
+        #expect(dropped.stdout.contains("Freed 6 layers"), "\(dropped)")
+        #expect(try berth(["run", "-q", "-M", "busybox", "/bin/true"], store: tmp).status == 0)
+    }
+
+    @Test func editingTheLastStepRebuildsOnlyIt() throws {
+        let tmp = try TemporaryDirectory("recipe-edit")
+        let original = try busyboxRecipe(in: tmp)
+        #expect(try berth(["build", original, "--name", "bb"], store: tmp).status == 0)
+        let before = try layers("bb", store: tmp)
+        let edited = try busyboxRecipe(in: tmp) { $0.replacingOccurrences(of: "hostname = \"busybox\"", with: "hostname = \"edited\"") }
+        let rebuilt = try berth(["build", edited, "--name", "bb"], store: tmp)
+        #expect(rebuilt.stdout.contains("1 step made, 5 from the cache"), "\(rebuilt)")
+        let after = try layers("bb", store: tmp)
+        #expect(after.count == 6 && Array(after.prefix(5)) == Array(before.prefix(5)) && after[5] != before[5])
+        #expect(try berth(["run", "-q", "-M", "bb", "/bin/cat", "/etc/hostname"], store: tmp).stdout == "edited\n")
+    }
+
+    @Test func aCopiedFileIsPartOfItsStepsKey() throws {
+        let tmp = try TemporaryDirectory("recipe-copy")
+        try writeFile(tmp.appending("motd"), "first\n")
+        let recipe = try busyboxRecipe(in: tmp) { $0 + "\n[[step]]\ncopy = \"motd\"\nto = \"/etc/motd\"\n" }
+        #expect(try berth(["build", recipe], store: tmp).status == 0)
+        #expect(try berth(["run", "-q", "-M", "busybox", "/bin/cat", "/etc/motd"], store: tmp).stdout == "first\n")
+        try writeFile(tmp.appending("motd"), "second\n")
+        let rebuilt = try berth(["build", recipe], store: tmp)
+        #expect(rebuilt.stdout.contains("1 step made, 6 from the cache"), "\(rebuilt)")
+        #expect(try berth(["run", "-q", "-M", "busybox", "/bin/cat", "/etc/motd"], store: tmp).stdout == "second\n")
+    }
+
+    @Test(arguments: [
+        ("[base]\nscratch = true\n[[step]]\ncomand = \"true\"\n", "step 1: give exactly one of run, copy, write, hostname, enable"),
+        ("[base]\nscratch = true\n[[step]]\nrun = \"true\"\nuser = \"root\"\n", "step 1: unknown key 'user'"),
+        ("[base]\nscratch = true\nnmae = \"x\"\n", "[base]: unknown key 'nmae'"),
+        ("name = \"x\"\n", "no [base] table"),
+        ("name = \"x\"\n[base]\nscratch = true\n[[step]]\nrun = \"unterminated\n", ":5:"),
+        ("[base]\ntarball = \"missing.tar\"\n", "a tarball base needs its sha256"),
+        ("[base]\nimage = \"nothing\"\n", "no image 'nothing'"),
+        ("[base]\nscratch = true\n[[step]]\nwrite = \"relative\"\ncontent = \"x\"\n", "absolute path"),
+    ])
+    func aBadRecipeIsRefusedWithItsPlace(_ text: String, _ expected: String) throws {
+        let tmp = try TemporaryDirectory("recipe-bad")
+        let recipe = tmp.appending("bad.toml").string
+        try writeFile(FilePath(recipe), text)
+        let result = try berth(["build", recipe, "--name", "x"], store: tmp)
+        expectCleanFailure(result, expected)
+        #expect(result.stderr.contains("bad.toml"), "\(result)")
+        #expect(try berth(["show", "x"], store: tmp).status != 0)
+    }
+
+    @Test func aChecksumMismatchPublishesNothing() throws {
+        let tmp = try TemporaryDirectory("recipe-sha")
+        let wrong = String(repeating: "0", count: 64)
+        try writeFile(tmp.appending("r.toml"), "name = \"t\"\n[base]\ntarball = \"file://\(Fixtures.busybox)\"\nsha256 = \"\(wrong)\"\n")
+        let result = try berth(["build", tmp.appending("r.toml").string], store: tmp)
+        expectCleanFailure(result, "not the \(wrong) the recipe gives")
+        #expect(try berth(["show", "t"], store: tmp).status != 0)
+        // With the right one, the tarball is the base.
+        let digest = try shell("sha256sum '\(Fixtures.busybox)' | cut -c1-64").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        try writeFile(tmp.appending("r.toml"), "name = \"t\"\n[base]\ntarball = \"file://\(Fixtures.busybox)\"\nsha256 = \"\(digest)\"\n")
+        #expect(try berth(["build", tmp.appending("r.toml").string], store: tmp).status == 0)
+        #expect(try berth(["run", "-q", "-M", "t", "/bin/busybox", "true"], store: tmp).status == 0)
+    }
+
+    @Test func aFailingStepShowsItsStatusAndLastLinesAndKeepsOnlyWholeLayers() throws {
+        let tmp = try TemporaryDirectory("recipe-fail")
+        let recipe = try busyboxRecipe(in: tmp) { $0 + "\n[[step]]\nrun = \"echo about to fail; echo on stderr >&2; exit 3\"\n" }
+        let result = try berth(["build", "-q", recipe], store: tmp)
+        #expect(result.status != 0)
+        let lines = result.stderr.split(separator: "\n")
+        #expect(lines.last?.hasPrefix("berth: error: ") == true && lines.last?.contains("step 6") == true, "\(result)")
+        #expect(lines.last?.contains("exit status 3") == true, "\(result)")
+        #expect(lines.contains("  | about to fail") && lines.contains("  | on stderr"), "\(result)")
+        #expect(try berth(["show", "busybox"], store: tmp).status != 0, "nothing is published")
+        #expect(try Directory(opening: tmp.appending("store/.berth/staging")).entryNames().isEmpty)
+        // The six good steps are cached: fixing the last step builds only it.
+        let fixed = try busyboxRecipe(in: tmp) { $0 + "\n[[step]]\nrun = \"echo fixed\"\n" }
+        let rebuilt = try berth(["build", "-q", fixed], store: tmp)
+        #expect(rebuilt.stdout.contains("1 step made, 6 from the cache"), "\(rebuilt)")
+        #expect(mounts(under: tmp.string).isEmpty)
+    }
+
+    @Test func anImageNotBuiltFromARecipeIsNotReplaced() throws {
+        let tmp = try TemporaryDirectory("recipe-clash")
+        #expect(try berth(["import", "-q", Fixtures.busybox, "busybox"], store: tmp).status == 0)
+        expectCleanFailure(try berth(["build", Self.recipes + "/busybox.toml"], store: tmp), "was not built from a recipe")
+        #expect(try berth(["show", "busybox"], store: tmp).stdout.contains("Kind: directory"))
+    }
+
+    @Test func theDebianRecipeBootsToMultiUser() throws {
+        let tmp = try TemporaryDirectory("recipe-debian")
+        let built = try berth(["build", "-q", Self.recipes + "/debian-bookworm.toml"], store: tmp)
+        #expect(built.status == 0, "\(built)")
+        // The probe goes in through a clone mounted on the host, as another tool would put it.
+        #expect(try berth(["clone", "debian-bookworm", "probe"], store: tmp).status == 0)
+        let mnt = tmp.appending("mnt")
+        try Directory(opening: tmp.path).makeDirectory("mnt", mode: 0o755)
+        #expect(try berth(["mount", "probe", mnt.string], store: tmp).status == 0)
+        _ = try installBootProbe(in: mnt, action: "poweroff")
+        #expect(try berth(["umount", mnt.string], store: tmp).status == 0)
+        try bootAndProbe(["run", "-q", "-b", "-M", "probe"], store: tmp)
+        let hostname = try berth(["run", "-q", "-M", "debian-bookworm", "/bin/cat", "/etc/hostname"], store: tmp)
+        #expect(hostname.stdout == "debian\n", "\(hostname)")
+    }
+}
