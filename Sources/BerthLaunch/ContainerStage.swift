@@ -165,10 +165,16 @@ public enum ContainerStage {
                        options: "newinstance,ptmxmode=0666,mode=620,gid=5")
         try Mount.make("tmpfs", at: dev.procPath("shm"), flags: nosuid | nodev, options: "mode=1777")
         try Mount.make("mqueue", at: dev.procPath("mqueue"), flags: nosuid | nodev | noexec)
-        // The console: the terminal berth runs on, or /dev/null when there is none.
-        _ = try dev.createFile("console", mode: 0o600)
-        let console = ttyname(0).map { String(cString: $0) } ?? "/dev/null"
-        try Mount.bind(FilePath(console), onto: dev.openFile("console", CBERTH_O_PATH), readOnly: false)
+        // The console: the container's own pty when berth relays one; otherwise a null device
+        // of the container's own. Never a host file: systemd chowns and chmods /dev/console,
+        // which through a bind of the host's /dev/null (or the caller's terminal) would change
+        // the host's.
+        if let console = spec.console {
+            _ = try dev.createFile("console", mode: 0o600)
+            try Mount.bind(FilePath(console), onto: dev.openFile("console", CBERTH_O_PATH), readOnly: false)
+        } else {
+            try dev.makeNode("console", mode: S_IFCHR | 0o600, device: makeDevice(major: 1, minor: 3))
+        }
 
         try Mount.make("tmpfs", onto: target("run", in: tree), flags: nosuid | nodev, options: "mode=755")
         try Mount.make("tmpfs", onto: target("tmp", in: tree), flags: nosuid | nodev, options: "mode=1777")

@@ -104,6 +104,7 @@ import Testing
             let failed = String(decoding: try readFile(out.appending("failed")), as: UTF8.self)
             #expect(failed.isEmpty, "\(tool): failed units: \(failed)")
         }
+        #expect(try FileStatus.of("/dev/null")?.permissions == 0o666, "the host's /dev/null kept its mode")
         let leftover = try shell("ls /sys/fs/cgroup/unified 2>/dev/null | grep '^berth-' || true").stdout
         #expect(leftover.isEmpty, "cgroups left: \(leftover)")
     }
@@ -146,6 +147,34 @@ import Testing
             """)
         #expect(escaped.stdout.contains("status=137"), "\(escaped)")
         #expect(Date().timeIntervalSince(started) < 10)
+    }
+
+    @Test func keystrokesInjectedInsideNeverReachTheCallersTerminal() throws {
+        // TIOCSTI inside pushes "echo INJECTED" into the container's terminal; were that the
+        // caller's, the shell that started berth would read it as its next line.
+        let tmp = try TemporaryDirectory("tiocsti")
+        let inner = tmp.appending("inner.sh")
+        try writeFile(inner, """
+            '\(berthBinary)' --store '\(Self.shared.appending("store").string)' -qM deb /usr/bin/perl -e \
+              'for (split //, "echo INJECTED\\n") { ioctl(STDIN, 0x5412, $_) or die "TIOCSTI: $!\\n" } print "injected\\n"'
+            echo "status=$?"
+            read -t 1 line
+            echo "after=[$line]"
+            """)
+        let session = try shell("script -qec 'bash \(inner.string)' /dev/null")
+        let output = session.stdout.replacingOccurrences(of: "\r", with: "")
+        #expect(output.contains("injected\nstatus=0"), "the ioctl worked inside: \(session)")
+        #expect(output.contains("after=[]"), "\(session)")
+    }
+
+    @Test func theConsoleIsTheContainersOwnNotAHostFile() throws {
+        // systemd chowns and chmods /dev/console; off a terminal that must not reach the host's
+        // /dev/null (or the caller's terminal) through a bind.
+        let before = try FileStatus.of("/dev/null")
+        let result = try inContainer("chmod 600 /dev/console && chown 0:5 /dev/console && stat -c '%a %g %t:%T' /dev/console")
+        #expect(result.stdout == "600 5 1:3\n", "\(result)")
+        #expect(try FileStatus.of("/dev/null") == before)
+        #expect(try FileStatus.of("/dev/null")?.permissions == 0o666)
     }
 
     @Test func hostDisksAreOutOfReach() throws {
