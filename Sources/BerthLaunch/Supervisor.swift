@@ -11,10 +11,10 @@ public enum Supervisor {
     /// 128 plus the signal that killed it.
     public static func run(_ spec: LaunchSpec, executable: String = "/proc/self/exe") throws -> Int32 {
         var spec = spec
-        let devices = try DeviceCgroup.shared()
         let system = spec.boot ? try SystemCgroup.make(name: "berth-\(spec.uuid)") : nil
         spec.systemCgroup = system?.path.string
         defer { system?.remove() }
+        let cgroup = try ContainerCgroup.make(system: system)
         var flags = UInt(CBERTH_CLONE_NEWNS | CBERTH_CLONE_NEWPID | CBERTH_CLONE_NEWUTS | CBERTH_CLONE_NEWIPC)
         if spec.privateNetwork { flags |= UInt(CBERTH_CLONE_NEWNET) }
 
@@ -36,14 +36,13 @@ public enum Supervisor {
         let argv = [strdup("berth"), strdup(ContainerStage.subcommand), nil]
         let envp: [UnsafeMutablePointer<CChar>?] = [nil]
         defer { argv.forEach { free($0) } }
-        let pid = cberth_spawn(flags, executable, argv, envp, reader.rawValue)
+        let pid = cberth_spawn(flags, executable, argv, envp, reader.rawValue, cgroup.unified?.rawValue ?? -1)
         guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
         withExtendedLifetime(reader) {}
-        // The child waits for its description before doing anything, so it is placed in its
-        // cgroups first (a v1 migration takes milliseconds; it overlaps the child's start).
+        // The child waits for its description before doing anything, so where it could not be
+        // made in its cgroup it is moved there first (a v1 migration takes milliseconds).
         do {
-            try devices?.write("cgroup.procs", "\(pid)")
-            try system?.write("cgroup.procs", "\(pid)")
+            try cgroup.place(pid)
         } catch {
             kill(pid, SIGKILL)
             waitpid(pid, nil, 0)

@@ -140,7 +140,7 @@ struct BootCommand: ParsableCommand {
     @Argument(parsing: .captureForPassthrough, help: "Arguments for init.") var arguments: [String] = []
 
     func run() throws {
-        var command = try RunCommand.parse(["-b", "-M", name] + (store.store.map { ["--store", $0] } ?? []) + ["--"] + arguments)
+        let command = try RunCommand.parse(["-b", "-M", name] + (store.store.map { ["--store", $0] } ?? []) + ["--"] + arguments)
         try command.run()
     }
 }

@@ -177,7 +177,10 @@ import Testing
         #expect(try FileStatus.of("/dev/null")?.permissions == 0o666)
     }
 
-    @Test func hostDisksAreOutOfReach() throws {
+    /// By default a BPF device program on the container's cgroup v2 enforces nspawn's device set;
+    /// with BERTH_LEGACY_DEVICES=1, the v1 devices controller (the fallback) does.
+    @Test(arguments: [false, true])
+    func hostDisksAreOutOfReach(legacy: Bool) throws {
         // The host's first disk, by its numbers, made inside and planted in the image beforehand.
         let disk = try shell("stat -c '%t %T' $(findmnt -no SOURCE / | head -1)").stdout.split(separator: " ")
             .compactMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }
@@ -185,12 +188,12 @@ import Testing
         let (major, minor) = (disk[0], disk[1])
         #expect(try shell("mknod '\(image)/root/planted' b \(major) \(minor)").status == 0)
         defer { _ = try? shell("rm -f '\(image)/root/planted'") }
-        let result = try inContainer("""
+        let result = try run(berthBinary, ["--store", Self.shared.appending("store").string, "run", "-q", "-D", image, "/bin/sh", "-c", """
             mknod /tmp/disk b \(major) \(minor) 2>/dev/null && echo made-node
             head -c 512 /tmp/disk >/dev/null 2>&1 && echo read-made
             head -c 512 /root/planted >/dev/null 2>&1 && echo read-planted
             echo x > /dev/null && head -c 1 /dev/urandom >/dev/null && echo pseudo-devices-ok
-            """)
+            """], environment: legacy ? ["BERTH_LEGACY_DEVICES": "1"] : [:])
         #expect(result.stdout == "pseudo-devices-ok\n", "\(result)")
     }
 

@@ -106,7 +106,14 @@ int cberth_sigrtmin_plus(int n);
 /// child only async-signal-safe calls: default signal dispositions, `spec_fd` duplicated to 3
 /// (when not -1), no signal blocked, execve(path, argv, envp). A failure before
 /// execve succeeds comes back over a close-on-exec pipe: -1 with errno set, and the child reaped.
-pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], char *const envp[], int spec_fd);
+/// With `cgroup_fd` (a directory of the unified cgroup hierarchy; -1 for none) the child is made
+/// in that cgroup (clone3 with CLONE_INTO_CGROUP).
+pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], char *const envp[], int spec_fd, int cgroup_fd);
+
+/// Attaches to the unified-hierarchy cgroup `cgroup_fd` a BPF device program that allows only
+/// systemd-nspawn's device set (null, zero, full, random, urandom, tty, console, ptmx, ptys),
+/// unless device programs are attached there already. 0, or -1 with errno.
+int cberth_attach_device_policy(int cgroup_fd);
 
 /// --as-pid2: this process stays PID 1 as a minimal init, and `path` runs as PID 2 in a session
 /// of its own (with the terminal on standard input as its controlling terminal, when there is
