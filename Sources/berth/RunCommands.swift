@@ -73,8 +73,7 @@ struct RunCommand: ParsableCommand {
         var lowerLayers: [String] = []
         var upper: (layer: String, work: String)?
         /// What keeps others out while the container runs: the image's use, or the tree's lock.
-        var hold: AnyObject?
-        var use: ImageUse?
+        var hold: Any?
     }
 
     private var access: ImageAccess { ephemeral ? .ephemeral : readOnly ? .readOnly : .writable }
@@ -101,7 +100,7 @@ struct RunCommand: ParsableCommand {
             if !use.isLayered { try requireOSTree(use.root.string) }
             return Target(root: use.root.string, name: image.rawValue, readOnly: use.readOnly,
                           lowerLayers: use.lowerLayers.map(\.string),
-                          upper: use.upper.map { ($0.layer.string, $0.work.string) }, use: use)
+                          upper: use.upper.map { ($0.layer.string, $0.work.string) }, hold: use)
         case (nil, nil):
             throw StoreError("give the tree to run: -D DIR, or -M NAME for an image in the store")
         default:
