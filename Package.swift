@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "berth", targets: ["berth"]),
+        .executable(name: "berth-stage", targets: ["berth-stage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -48,6 +49,7 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        .executableTarget(name: "berth-stage", dependencies: ["BerthLaunch"]),
         .target(
             name: "BerthTestSupport",
             dependencies: ["BerthArchive", "BerthSystem", "CArchive"],
@@ -57,7 +59,7 @@ let package = Package(
         .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthTestSupport"]),
         .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore", "BerthTestSupport"]),
         // Drives the built binary as a user does; depending on it makes `swift test` build it.
-        .testTarget(name: "BerthIntegrationTests", dependencies: ["berth", "BerthTestSupport"]),
+        .testTarget(name: "BerthIntegrationTests", dependencies: ["berth", "berth-stage", "BerthTestSupport"]),
     ],
     swiftLanguageModes: [.v5]
 )

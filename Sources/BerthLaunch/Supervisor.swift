@@ -7,9 +7,64 @@ import Glibc
 /// Every mount the container makes lives in the container's own mount namespace and goes with
 /// its last process; the supervisor makes none on the host.
 public enum Supervisor {
+    /// What runs as the container's first process: `berth-stage` beside the berth binary, which
+    /// starts several times faster than berth itself, or else berth's own hidden stage.
+    static let stageExecutable: String = {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return "/proc/self/exe" }
+        buffer[n] = 0
+        let own = String(cString: buffer)
+        guard let slash = own.lastIndex(of: "/") else { return "/proc/self/exe" }
+        let stage = String(own[..<slash]) + "/berth-stage"
+        return access(stage, X_OK) == 0 ? stage : "/proc/self/exe"
+    }()
+
+    /// Replaces this process with `berth-stage --supervise`, which runs `spec` as `run` does and
+    /// exits with its status: the container is supervised by a 4 MB process instead of the whole
+    /// berth binary. `descriptors` (the image's lock) stay open across the exec. Returns without
+    /// doing anything when there is no `berth-stage` beside berth; the caller then supervises.
+    public static func handOver(_ spec: LaunchSpec, keeping descriptors: [Int32]) throws {
+        guard stageExecutable != "/proc/self/exe" else { return }
+        let description = spec.encoded()
+        var fds: [Int32] = [-1, -1]
+        _ = try retryingInterrupts("pipe") { pipe(&fds) }
+        // A pipe holds 64 KiB: a larger description is supervised here.
+        guard description.count < 60_000 else {
+            fds.forEach { close($0) }
+            return
+        }
+        let writer = Descriptor(owning: fds[1])
+        try description.withUnsafeBytes { try writer.writeAll($0) }
+        _ = consume writer
+        for fd in descriptors + [fds[0]] { _ = fcntl(fd, F_SETFD, 0) }
+        let argv = [strdup("berth-stage"), strdup(supervisorFlag), strdup("\(fds[0])"), nil]
+        execv(stageExecutable, argv)
+        let error = SystemError.last("execve", path: stageExecutable)
+        argv.forEach { free($0) }
+        close(fds[0])
+        throw LaunchError("cannot start \(stageExecutable): \(error.errno)")
+    }
+
+    public static let supervisorFlag = "--supervise"
+
+    /// `berth-stage --supervise FD`: reads the description from FD, runs it, exits with its status.
+    public static func supervise(descriptionFrom fd: Int32) -> Never {
+        do {
+            guard let spec = LaunchSpec(decoding: try Descriptor(owning: fd).readAll()) else {
+                throw LaunchError("the launch description is damaged")
+            }
+            exit(try run(spec))
+        } catch {
+            let text = "berth: error: \(error)\n"
+            _ = text.withCString { write(2, $0, strlen($0)) }
+            exit(1)
+        }
+    }
+
     /// Runs `spec` and returns the exit status berth should exit with: the command's own, or
     /// 128 plus the signal that killed it.
-    public static func run(_ spec: LaunchSpec, executable: String = "/proc/self/exe") throws -> Int32 {
+    public static func run(_ spec: LaunchSpec) throws -> Int32 {
         var spec = spec
         let system = spec.boot ? try SystemCgroup.make(name: "berth-\(spec.uuid)") : nil
         spec.systemCgroup = system?.path.string
@@ -36,7 +91,7 @@ public enum Supervisor {
         let argv = [strdup("berth"), strdup(ContainerStage.subcommand), nil]
         let envp: [UnsafeMutablePointer<CChar>?] = [nil]
         defer { argv.forEach { free($0) } }
-        let pid = cberth_spawn(flags, executable, argv, envp, reader.rawValue, cgroup.unified?.rawValue ?? -1)
+        let pid = cberth_spawn(flags, stageExecutable, argv, envp, reader.rawValue, cgroup.unified?.rawValue ?? -1)
         guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
         withExtendedLifetime(reader) {}
         // The child waits for its description before doing anything, so where it could not be

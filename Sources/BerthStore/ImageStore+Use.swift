@@ -31,6 +31,8 @@ public struct ImageUse {
     let upperID: String?
 
     public var isLayered: Bool { !lowerLayers.isEmpty }
+    /// The descriptor holding the image's lock, for a process that takes over its use.
+    public var lockDescriptor: Int32 { lock.rawValue }
 }
 
 extension ImageStore {

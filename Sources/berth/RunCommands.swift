@@ -60,6 +60,8 @@ struct RunCommand: ParsableCommand {
             return environment[setting].map { "\(setting)=\($0)" }
         }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
+        // The small supervisor takes over, holding the image's lock; failing that, berth supervises.
+        try Supervisor.handOver(spec, keeping: target.lockDescriptors)
         let status = try Supervisor.run(spec)
         withExtendedLifetime(target) {}
         throw ExitCode(status)
@@ -74,6 +76,12 @@ struct RunCommand: ParsableCommand {
         var upper: (layer: String, work: String)?
         /// What keeps others out while the container runs: the image's use, or the tree's lock.
         var hold: Any?
+
+        var lockDescriptors: [Int32] {
+            if let lock = hold as? Descriptor { return [lock.rawValue] }
+            if let use = hold as? ImageUse { return [use.lockDescriptor] }
+            return []
+        }
     }
 
     private var access: ImageAccess { ephemeral ? .ephemeral : readOnly ? .readOnly : .writable }

@@ -243,6 +243,28 @@ import Testing
         expectCleanFailure(try berth(["run", "-q", "-b", "--as-pid2", "-D", image], store: Self.shared), "exclude each other")
     }
 
+    @Test func theSmallSupervisorHoldsTheImageAndBerthAloneStillWorks() throws {
+        // With berth-stage beside it, berth hands the running container to it.
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: berthBinary)
+        process.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "-M", "deb", "/bin/sleep", "5"]
+        try process.run()
+        defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
+        usleep(500_000)
+        let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(process.processIdentifier)/exe")
+        #expect(exe.hasSuffix("/berth-stage"), "\(exe)")
+        expectCleanFailure(try berth(["remove", "deb"], store: Self.shared), "in use")
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+
+        // A berth binary alone (no berth-stage beside it) stages and supervises by itself.
+        let tmp = try TemporaryDirectory("alone")
+        #expect(try shell("cp '\(berthBinary)' '\(tmp.string)/berth'").status == 0)
+        let alone = try run(tmp.string + "/berth", ["--store", Self.shared.appending("store").string, "run", "-q", "-M", "deb",
+                                                    "/bin/sh", "-c", "readlink /proc/1/exe; exit 4"])
+        #expect(alone.status == 4 && alone.stdout == "/usr/bin/dash\n", "\(alone)")
+    }
+
     @Test func privateNetworkHasOnlyLoopbackUp() throws {
         let result = try inContainer("ls /sys/class/net | tr '\\n' ' '; cat /sys/class/net/lo/operstate; ip -o link show lo | grep -c UP",
                                      options: ["--private-network"])
