@@ -2,7 +2,8 @@ import BerthSystem
 import CBerth
 import Glibc
 
-/// The berth process the user started: it starts the container's first process in new
+/// The process the user started (berth, or `berth-stage --supervise` that berth becomes by exec,
+/// with the same pid): it starts the container's first process in new
 /// namespaces, passes it the launch description, relays signals, and returns its exit status.
 /// Every mount the container makes lives in the container's own mount namespace and goes with
 /// its last process; the supervisor makes none on the host.
@@ -21,8 +22,8 @@ public enum Supervisor {
     }()
 
     /// Replaces this process with `berth-stage --supervise`, which runs `spec` as `run` does and
-    /// exits with its status: the container is supervised by a 4 MB process instead of the whole
-    /// berth binary. `descriptors` (the image's lock) stay open across the exec. Returns without
+    /// exits with its status: the container is supervised by a process of a few megabytes instead
+    /// of the whole berth binary. `descriptors` (the image's lock) stay open across the exec. Returns without
     /// doing anything when there is no `berth-stage` beside berth; the caller then supervises.
     public static func handOver(_ spec: LaunchSpec, keeping descriptors: [Int32]) throws {
         guard stageExecutable != "/proc/self/exe" else { return }
