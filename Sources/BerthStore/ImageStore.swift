@@ -79,8 +79,13 @@ public final class ImageStore {
     }
 
     /// Removes staging entries whose owner is gone (their lock can be taken), unmounting first
-    /// what a killed `export` left mounted there.
+    /// what a killed `export` left mounted there. It holds the store's lock, as `makeStaging`
+    /// does between making an entry and locking it, so a fresh entry is never taken for a dead one.
     private func tidy() throws {
+        try withStoreLock { try tidyStaging() }
+    }
+
+    private func tidyStaging() throws {
         for name in try stagingDirectory.entryNames() {
             guard let entry = try? stagingDirectory.openDirectory(beneath: name) else {
                 try? stagingDirectory.removeTree(name)
@@ -104,20 +109,23 @@ public final class ImageStore {
         for mountPoint in inside.reversed() { try? Mount.unmount(mountPoint, detach: true) }
     }
 
-    /// Starts a staging area for `purpose`, locked for as long as it lives.
+    /// Starts a staging area for `purpose`, locked for as long as it lives. Never called with
+    /// the store's lock held: it takes it itself, so that no `tidy` sees the entry unlocked.
     func makeStaging(_ purpose: String) throws -> Staging {
-        for _ in 0..<16 {
-            let name = FilePath("\(purpose)-\(randomSuffix())")
-            do {
-                try stagingDirectory.makeDirectory(name, mode: 0o700)
-            } catch let error as SystemError where error.errno == .fileExists {
-                continue
+        try withStoreLock {
+            for _ in 0..<16 {
+                let name = FilePath("\(purpose)-\(randomSuffix())")
+                do {
+                    try stagingDirectory.makeDirectory(name, mode: 0o700)
+                } catch let error as SystemError where error.errno == .fileExists {
+                    continue
+                }
+                let directory = try stagingDirectory.openDirectory(beneath: name)
+                _ = try directory.descriptor.lock(.exclusive, wait: true)
+                return Staging(name: name, directory: directory, store: self)
             }
-            let directory = try stagingDirectory.openDirectory(beneath: name)
-            _ = try directory.descriptor.lock(.exclusive, wait: true)
-            return Staging(name: name, directory: directory, store: self)
+            throw StoreError("cannot make a staging directory in \(root)/.berth/staging")
         }
-        throw StoreError("cannot make a staging directory in \(root)/.berth/staging")
     }
 
     /// The path of directory image `name`, for messages and for tools that take paths.

@@ -239,6 +239,8 @@ int cberth_run_as_pid2(const char *path, char *const argv[], char *const envp[])
     sigprocmask(SIG_BLOCK, &all, &old);
     int report[2];
     if (pipe2(report, O_CLOEXEC) != 0) return -1;
+    // Named before the fork, so the payload never sees the old name; its exec renames it.
+    prctl(PR_SET_NAME, "(berth-init)");
     pid_t payload = fork();
     if (payload < 0) return -1;
     if (payload == 0) {
@@ -261,7 +263,6 @@ int cberth_run_as_pid2(const char *path, char *const argv[], char *const envp[])
         errno = error;
         return -1;
     }
-    prctl(PR_SET_NAME, "(berth-init)");
     for (;;) {
         siginfo_t info;
         int sig = sigwaitinfo(&all, &info);

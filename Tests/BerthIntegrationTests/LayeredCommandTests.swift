@@ -203,7 +203,7 @@ import Testing
         #expect(try berth(["clone", "bb", "c"], store: tmp).status == 0)
         let first = Process()
         first.executableURL = URL(fileURLWithPath: berthBinary)
-        first.arguments = ["--store", tmp.appending("store").string, "run", "-q", "-M", "c", "/bin/sleep", "30"]
+        first.arguments = ["--store", tmp.appending("store").string, "run", "-q", "-M", "c", "/bin/sleep", "41"]
         try first.run()
         defer { if first.isRunning { kill(first.processIdentifier, SIGKILL); first.waitUntilExit() } }
         var busy = CommandResult(status: 0, stdout: "", stderr: "")

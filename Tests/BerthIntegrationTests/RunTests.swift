@@ -69,18 +69,19 @@ import Testing
     }
 
     @Test func theKernelIsOutOfReach() throws {
+        // PID 1's descriptors are looked at with builtins only, so that the shell opens none of
+        // its own meanwhile (a pipe or a saved stream would show).
         let result = try inContainer("""
             echo 1 > /proc/sys/kernel/domainname 2>/dev/null && echo wrote-proc-sys
             test -e /proc/sysrq-trigger && (echo h > /proc/sysrq-trigger) 2>/dev/null && echo wrote-sysrq
             head -c1 /proc/kallsyms | grep -q . && echo read-kallsyms
             test -s /proc/keys && echo read-keys
             touch /sys/kernel/x 2>/dev/null && echo wrote-sys
-            ls /proc/1/fd | tr '\\n' ' '
+            for fd in 0 1 2 3 4 5 6 7 8 9 10 11 12; do [ -e /proc/1/fd/$fd ] && printf '%s ' $fd; done; echo
             mount -t tmpfs none /mnt && echo mounted
             """)
         #expect(!result.stdout.contains("wrote") && !result.stdout.contains("read-"), "\(result)")
-        #expect(result.stdout.contains("0 1 2 "), "\(result)")
-        #expect(!result.stdout.contains("3 "), "PID 1 holds more than its standard streams: \(result)")
+        #expect(result.stdout.contains("\n0 1 2 \n") || result.stdout.hasPrefix("0 1 2 \n"), "PID 1 holds its standard streams and no more: \(result)")
         // A mount made inside stays inside.
         #expect(result.stdout.contains("mounted"))
         #expect(mounts(under: image).isEmpty, "\(mounts(under: image))")
@@ -143,7 +144,7 @@ import Testing
         // ^]^]^] within a second ends the container at once.
         let started = Date()
         let escaped = try shell("""
-            (sleep 1; printf '\\035\\035\\035') | script -qec "\(berthCommand) /bin/sleep 30; echo status=\\$?" /dev/null
+            (sleep 1; printf '\\035\\035\\035') | script -qec "\(berthCommand) /bin/sleep 32; echo status=\\$?" /dev/null
             """)
         #expect(escaped.stdout.contains("status=137"), "\(escaped)")
         #expect(Date().timeIntervalSince(started) < 10)
@@ -234,7 +235,7 @@ import Testing
         // command as PID 1 is shielded and ends with SIGKILL (137).
         let process = Process()
         process.executableURL = URL(fileURLWithPath: berthBinary)
-        process.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "--as-pid2", "-D", image, "/bin/sleep", "30"]
+        process.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "--as-pid2", "-D", image, "/bin/sleep", "33"]
         try process.run()
         usleep(500_000)
         kill(process.processIdentifier, SIGTERM)
