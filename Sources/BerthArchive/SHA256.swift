@@ -1,3 +1,4 @@
+import BerthSystem
 import CCrypto
 
 /// SHA-256 from OpenSSL's libcrypto (through EVP), for `--verify` and for recipes' keys.
@@ -25,8 +26,11 @@ public final class SHA256 {
         var digest = [UInt8](repeating: 0, count: 32)
         var length: UInt32 = 0
         EVP_DigestFinal_ex(context, &digest, &length)
-        return hexString(digest.prefix(Int(length)))
+        return Hex.encode(digest.prefix(Int(length)))
     }
+
+    /// Whether `text` is a digest as `finalize` writes it.
+    public static func isDigest(_ text: String) -> Bool { Hex.isLowercase(text, digits: 64) }
 
     /// The digest of `text`.
     public static func hex(_ text: String) -> String {

@@ -1,3 +1,4 @@
+import BerthArchive
 import BerthStore
 import BerthSystem
 import Glibc
@@ -110,7 +111,7 @@ public struct Recipe {
             guard let digest = try keys.string("sha256")?.lowercased() else {
                 throw RecipeError("\(keys.place): a tarball base needs its sha256")
             }
-            guard digest.count == 64, digest.utf8.allSatisfy({ ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }) else {
+            guard SHA256.isDigest(digest) else {
                 throw RecipeError("\(keys.place): sha256 must be 64 hexadecimal digits")
             }
             return .tarball(try hostPath(keys.string("tarball")!, relativeTo: directory), sha256: digest)

@@ -154,9 +154,5 @@ final class Staging {
     }
 }
 
-/// Twelve random hexadecimal digits, for names of work in progress.
-func randomSuffix() -> String {
-    let n = UInt64.random(in: 0..<(1 << 48))
-    let digits = String(n, radix: 16)
-    return String(repeating: "0", count: 12 - digits.count) + digits
-}
+/// Twelve random hexadecimal digits, for names of work in progress and of layers.
+func randomSuffix() -> String { Hex.random(12) }

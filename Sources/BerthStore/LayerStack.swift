@@ -1,3 +1,6 @@
+import BerthArchive
+import BerthSystem
+
 /// The record of a layered image, kept in `ROOT/.berth/images/NAME/image`: its read-only
 /// layers, bottom first, and its own writable layer on top. One `key=value` per line, so a
 /// person can read it and a crash cannot leave half of it (it is replaced by rename).
@@ -64,11 +67,11 @@ struct LayerStack: Equatable {
 
     /// Build cache keys are SHA-256 digests in hexadecimal.
     static func isCacheKey(_ key: String) -> Bool {
-        key.count == 64 && key.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+        SHA256.isDigest(key)
     }
 
     /// Layer names are berth's own random hexadecimal: nothing in a record can point elsewhere.
     static func isLayerName(_ name: String) -> Bool {
-        name.count == 12 && name.utf8.allSatisfy { ($0 >= 48 && $0 <= 57) || ($0 >= 97 && $0 <= 102) }
+        Hex.isLowercase(name, digits: 12)
     }
 }

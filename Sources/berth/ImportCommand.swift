@@ -1,4 +1,5 @@
 import ArgumentParser
+import BerthArchive
 import BerthStore
 import BerthSystem
 import FoundationEssentials
@@ -53,7 +54,7 @@ struct ImportCommand: ParsableCommand {
 
     private func parseDigest(_ text: String) throws -> String {
         let hex = text.lowercased().hasPrefix("sha256:") ? String(text.dropFirst(7)).lowercased() : ""
-        guard hex.count == 64, hex.allSatisfy({ $0.isHexDigit }) else {
+        guard SHA256.isDigest(hex) else {
             throw StoreError("--verify takes sha256: and 64 hexadecimal digits, not '\(text)'")
         }
         return hex

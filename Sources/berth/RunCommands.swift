@@ -39,7 +39,7 @@ struct RunCommand: ParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let onTerminal = Terminal.isTerminal(0)
         // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's.
-        let name = ephemeral ? "\(target.name.prefix(47))-\(randomHex(16))" : target.name
+        let name = ephemeral ? "\(target.name.prefix(47))-\(Hex.random(16))" : target.name
         var spec = LaunchSpec(root: target.root, machineName: name, uuid: UUID().uuidString.lowercased(),
                               term: onTerminal ? environment["TERM"] ?? "vt220" : "dumb")
         spec.hostname = hostname ?? name
@@ -132,11 +132,6 @@ struct RunCommand: ParsableCommand {
         guard destination.hasPrefix("/") else { throw StoreError("--bind destination must be absolute, not '\(destination)'") }
         return LaunchSpec.BindMount(source: source, destination: destination, readOnly: readOnly)
     }
-}
-
-/// `n` random hexadecimal digits.
-func randomHex(_ n: Int) -> String {
-    (0..<n).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
 }
 
 struct BootCommand: ParsableCommand {
