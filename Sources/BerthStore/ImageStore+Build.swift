@@ -17,10 +17,9 @@ public struct LayerInProgress {
 
     /// Runs `body` with the merged tree mounted writable at `mountPoint` on the host, then unmounts.
     public func withMergedTree<T>(_ body: (Directory) throws -> T) throws -> T {
-        let lowers = try lowerIDs.map { try store.layersDirectory.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor }
         let directory = O_RDONLY | O_DIRECTORY
         let upper = (try Descriptor.open(self.upper, directory), try Descriptor.open(work, directory))
-        try Mount.overlay(lowers: lowers, upper: upper, onto: Descriptor.open(mountPoint, directory))
+        try store.mountLayers(lowerIDs, upper: upper, onto: Descriptor.open(mountPoint, directory))
         defer { try? Mount.unmount(mountPoint, detach: true) }
         return try body(Directory(opening: mountPoint))
     }
@@ -39,7 +38,10 @@ extension ImageStore {
 
     /// The stack (bottom first) cached under `key`, when it is there and all its layers are.
     public func cachedStack(_ key: String) throws -> [String]? {
-        let cache = try cacheDirectory()
+        try cachedStack(key, in: cacheDirectory())
+    }
+
+    private func cachedStack(_ key: String, in cache: Directory) throws -> [String]? {
         guard LayerStack.isCacheKey(key), try cache.status(FilePath(key)) != nil else { return nil }
         let text = String(decoding: try cache.openFile(FilePath(key), O_RDONLY).readAll(limit: 1 << 20), as: UTF8.self)
         let stack = text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
@@ -50,7 +52,8 @@ extension ImageStore {
 
     /// Every stack the cache names, for gc.
     func cachedStacks() throws -> [[String]] {
-        try cacheDirectory().entryNames().compactMap { try cachedStack($0.string) }
+        let cache = try cacheDirectory()
+        return try cache.entryNames().compactMap { try cachedStack($0.string, in: cache) }
     }
 
     /// Forgets every cache entry (their layers go with the next gc, unless an image uses them).
@@ -81,12 +84,18 @@ extension ImageStore {
         let id = randomSuffix()
         try staging.directory.makeDirectory(FilePath("layer-\(id)"), mode: 0o755)
         try fill(statePath.appending("staging").appending(staging.name.components).appending("layer-\(id)"))
+        try keepLayer(id, from: staging)
+        return id
+    }
+
+    /// Moves the finished layer `id` from staging into `.berth/layers`, durable first. No record
+    /// names it as writable: it is frozen from here on.
+    private func keepLayer(_ id: String, from staging: Staging) throws {
         try stagingDirectory.descriptor.syncFileSystem()
         try withStoreLock {
             try staging.directory.rename(FilePath("layer-\(id)"), to: FilePath(id), in: layersDirectory, .noReplace)
             try layersDirectory.sync()
         }
-        return id
     }
 
     /// A bottom layer holding the tarball at `path`, whose SHA-256 must be `sha256`.
@@ -114,11 +123,7 @@ extension ImageStore {
         try fill(LayerInProgress(lowerLayers: lowerIDs.map(layerPath), upper: base.appending("layer-\(id)"),
                                  work: base.appending("work-\(id)"), mountPoint: base.appending("root"),
                                  lowerIDs: lowerIDs, store: self))
-        try stagingDirectory.descriptor.syncFileSystem()
-        try withStoreLock {
-            try staging.directory.rename(FilePath("layer-\(id)"), to: FilePath(id), in: layersDirectory, .noReplace)
-            try layersDirectory.sync()
-        }
+        try keepLayer(id, from: staging)
         return id
     }
 

@@ -71,12 +71,19 @@ extension ImageStore {
 
     /// Mounts `use`'s overlay onto the directory `target` is open on, on the host.
     private func mountOverlay(_ use: ImageUse, onto target: Descriptor) throws {
-        let lowers = try use.layerIDs.map { try layersDirectory.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor }
         let upper = try use.upperID.map {
             (try layersDirectory.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor,
              try workDirectory.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor)
         }
-        try Mount.overlay(lowers: lowers, upper: upper, onto: target, readOnly: use.readOnly)
+        try mountLayers(use.layerIDs, upper: upper, onto: target, readOnly: use.readOnly)
+    }
+
+    /// Mounts an overlay of the store's layers `lowerIDs` (top first), each opened beneath
+    /// `.berth/layers`, and `upper`, onto the directory `target` is open on.
+    func mountLayers(_ lowerIDs: [String], upper: (layer: Descriptor, work: Descriptor)?,
+                     onto target: Descriptor, readOnly: Bool = false) throws {
+        let lowers = try lowerIDs.map { try layersDirectory.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor }
+        try Mount.overlay(lowers: lowers, upper: upper, onto: target, readOnly: readOnly)
     }
 
     /// Runs `body` with `name`'s merged tree at a path: a directory image's own tree, or a layered
