@@ -60,14 +60,8 @@ enum TreeCopy {
             try copyContents(of: source.openDirectory(beneath: name), into: directory.openDirectory(beneath: target))
         case .regular:
             try clear(target, in: directory)
-            let input = try source.openFile(name, O_RDONLY)
             let output = try directory.createFile(target, mode: 0o600)
-            var buffer = [UInt8](repeating: 0, count: 1 << 16)
-            while true {
-                let n = try buffer.withUnsafeMutableBytes { try input.read(into: $0.baseAddress!, count: $0.count) }
-                if n == 0 { break }
-                try buffer.withUnsafeBytes { try output.writeAll(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-            }
+            try source.openFile(name, O_RDONLY).readChunks { try output.writeAll($0) }
             try output.setMode(mode ?? status.permissions)
         case .symlink:
             try clear(target, in: directory)
@@ -80,13 +74,7 @@ enum TreeCopy {
     // MARK: Digests of what is copied
 
     static func digestFile(_ path: FilePath, into hasher: SHA256) throws {
-        let input = try Descriptor.open(path, O_RDONLY)
-        var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while true {
-            let n = try buffer.withUnsafeMutableBytes { try input.read(into: $0.baseAddress!, count: $0.count) }
-            if n == 0 { break }
-            buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-        }
+        try Descriptor.open(path, O_RDONLY).readChunks { hasher.update($0) }
     }
 
     static func digest(_ directory: Directory, prefix: String, into hasher: SHA256) throws {

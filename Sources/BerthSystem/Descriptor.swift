@@ -31,14 +31,22 @@ public final class Descriptor {
     /// Reads to the end of the file, or until `limit` bytes.
     public func readAll(limit: Int = .max) throws -> [UInt8] {
         var result: [UInt8] = []
+        try readChunks(limit: limit) { result += $0 }
+        return result
+    }
+
+    /// Reads to the end of the file (or until `limit` bytes) in chunks of up to 64 KiB, handing
+    /// each to `body`, so a large file is never held whole.
+    public func readChunks(limit: Int = .max, _ body: (UnsafeRawBufferPointer) throws -> Void) throws {
         var buffer = [UInt8](repeating: 0, count: 1 << 16)
-        while result.count < limit {
-            let want = min(buffer.count, limit - result.count)
+        var total = 0
+        while total < limit {
+            let want = min(buffer.count, limit - total)
             let n = try buffer.withUnsafeMutableBytes { try read(into: $0.baseAddress!, count: want) }
             if n == 0 { break }
-            result += buffer[..<n]
+            try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
+            total += n
         }
-        return result
     }
 
     /// `/proc/self/fd/N`: a path that names exactly the file this descriptor is open on.

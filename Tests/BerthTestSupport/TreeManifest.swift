@@ -60,14 +60,8 @@ public struct TreeManifest: Equatable {
             }
             switch st.kind {
             case .regular:
-                let fd = try parent.openFile(name, O_RDONLY)
                 let hasher = SHA256()
-                var buffer = [UInt8](repeating: 0, count: 1 << 16)
-                while true {
-                    let n = try buffer.withUnsafeMutableBytes { try fd.read(into: $0.baseAddress!, count: $0.count) }
-                    if n == 0 { break }
-                    buffer.withUnsafeBytes { hasher.update(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
-                }
+                try parent.openFile(name, O_RDONLY).readChunks { hasher.update($0) }
                 e.contentHash = hasher.finalize()
                 if st.linkCount > 1 {
                     let key = UInt64(st.inode)
