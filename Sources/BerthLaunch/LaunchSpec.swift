@@ -1,3 +1,5 @@
+import BerthSystem
+
 /// A container launch, described as a value: what the command line asked for, resolved to a
 /// root directory. The supervisor hands it to the container's first process as NUL-separated
 /// key/value pairs on descriptor 3.
@@ -50,6 +52,17 @@ public struct LaunchSpec: Equatable, Sendable {
         self.hostname = machineName
         self.uuid = uuid
         self.term = term
+    }
+
+    /// A random (version 4) UUID, as nspawn gives each container in `container_uuid`.
+    public static func randomUUID() -> String {
+        var digits = Array(Hex.random(32).utf8)
+        digits[12] = UInt8(ascii: "4")
+        digits[16] = Array("89ab".utf8)[Int(digits[16] % 4)]
+        let text = String(decoding: digits, as: UTF8.self)
+        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { range in
+            String(text.dropFirst(range.lowerBound).prefix(range.count))
+        }.joined(separator: "-")
     }
 
     func encoded() -> [UInt8] {

@@ -2,7 +2,6 @@ import ArgumentParser
 import BerthLaunch
 import BerthRecipe
 import BerthStore
-import FoundationEssentials
 import Glibc
 
 @main
@@ -16,8 +15,7 @@ struct Berth: ParsableCommand {
             CloneCommand.self, SnapshotCommand.self, RestoreCommand.self,
             RenameCommand.self, RemoveCommand.self, ReadOnlyCommand.self, GCCommand.self,
             MountCommand.self, UmountCommand.self, BuildCommand.self,
-        ],
-        defaultSubcommand: RunCommand.self
+        ]
     )
 
     @OptionGroup var store: StoreOptions
@@ -29,10 +27,18 @@ struct Berth: ParsableCommand {
             ContainerStage.main()
         }
         do {
-            var command = try parseAsRoot(StoreOptions.hoisted(Array(CommandLine.arguments.dropFirst())))
+            let arguments = Array(CommandLine.arguments.dropFirst())
+            if let line = try RunCommandLine.parse(arguments) {
+                if line.help {
+                    writeOut(1, RunCommandLine.helpText)
+                    Glibc.exit(0)
+                }
+                Glibc.exit(try line.launch())  // the container's own status
+            }
+            var command = try parseAsRoot(StoreOptions.hoisted(arguments))
             try command.run()
         } catch let code as ExitCode {
-            Glibc.exit(code.rawValue)  // the container's own status
+            Glibc.exit(code.rawValue)
         } catch let error as StoreError {
             fail(error.message)
         } catch let error as LaunchError {
@@ -61,26 +67,24 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("The image store (default: $BERTH_STORE, else /var/lib/machines).", valueName: "DIR"))
     var store: String?
 
-    var path: String {
+    var path: String { Self.path(store) }
+
+    /// The store `--store` names, else $BERTH_STORE, else /var/lib/machines.
+    static func path(_ store: String?) -> String {
         if let store { return store }
-        if let env = ProcessInfo.processInfo.environment["BERTH_STORE"], !env.isEmpty { return env }
+        if let env = environment("BERTH_STORE"), !env.isEmpty { return env }
         return "/var/lib/machines"
     }
 
     /// The arguments with every `--store DIR` moved to the front, where the root command parses
     /// it for all. swift-argument-parser 1.8 takes an option that the root command and a
     /// subcommand share only as the subcommand's first option (`list --json --store S` fails),
-    /// and the contract is that it goes anywhere. The scan stops at `--` and at the command of
-    /// `run` (or the image of `boot`): what follows belongs to the container.
+    /// and the contract is that it goes anywhere. The scan stops at `--`. (Run and boot lines
+    /// are not read by swift-argument-parser; RunCommandLine takes --store anywhere itself.)
     static func hoisted(_ arguments: [String]) -> [String] {
-        // Options (of any subcommand) whose value is the next argument, so it is not taken for
-        // a subcommand or a command.
-        let valued: Set<String> = ["-D", "--directory", "-M", "--machine", "-E", "--setenv", "--bind", "--bind-ro",
-                                   "--chdir", "-u", "--user", "--hostname", "--verify", "--max-size", "--name"]
-        let valuedShort: Set<Character> = ["D", "M", "E", "u"]
-        let subcommands = Set(Berth.configuration.subcommands.compactMap { $0.configuration.commandName })
+        // Options whose value is the next argument, so a value `--store` is not taken for one.
+        let valued: Set<String> = ["--verify", "--max-size", "--name"]
         var rest: [String] = [], stores: [String] = []
-        var subcommand: String?
         var i = 0
         scan: while i < arguments.count {
             let argument = arguments[i]
@@ -98,22 +102,8 @@ struct StoreOptions: ParsableArguments {
                 if i + 1 < arguments.count { rest.append(arguments[i + 1]) }
                 i += 2
                 continue
-            case _ where argument.hasPrefix("-") && !argument.hasPrefix("--") && argument.count > 2
-                && valuedShort.contains(argument.last!):
-                // A cluster such as -bD, whose last letter takes the next argument.
-                rest += [argument] + (i + 1 < arguments.count ? [arguments[i + 1]] : [])
-                i += 2
-                continue
-            case _ where argument.hasPrefix("-"):
-                rest.append(argument)
             default:
                 rest.append(argument)
-                if subcommand == nil && subcommands.contains(argument) {
-                    subcommand = argument
-                } else if subcommand == nil || subcommand == "run" || subcommand == "boot" {
-                    i += 1
-                    break scan
-                }
             }
             i += 1
         }
@@ -121,7 +111,16 @@ struct StoreOptions: ParsableArguments {
     }
 
     func open(create: Bool) throws -> ImageStore {
-        try ImageStore(root: .init(path), create: create)
+        try Self.open(store, create: create)
     }
+
+    static func open(_ store: String?, create: Bool) throws -> ImageStore {
+        try ImageStore(root: .init(path(store)), create: create)
+    }
+}
+
+/// The value of an environment variable of berth's own.
+func environment(_ name: String) -> String? {
+    getenv(name).map { String(cString: $0) }
 }
 

@@ -2,48 +2,32 @@ import ArgumentParser
 import BerthLaunch
 import BerthStore
 import BerthSystem
-import FoundationEssentials
 import Glibc
 import SystemPackage
 
+/// `run` and `boot` as `berth --help` lists them. Berth.main reads their command lines itself
+/// (RunCommandLine) before swift-argument-parser would, so these are never parsed or run.
 struct RunCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Run a command, a shell, or with -b the init of an image or directory, as systemd-nspawn does.")
+        abstract: "Run a command, a shell, or with -b the init of an image or directory, as systemd-nspawn does (the default).")
+}
 
-    @OptionGroup var store: StoreOptions
-    @Option(name: [.customShort("D"), .long], help: "The directory tree to run.") var directory: String?
-    @Option(name: [.customShort("M"), .long], help: "The image in the store to run.") var machine: String?
-    @Flag(name: [.customShort("b"), .long], help: "Boot the image's init; the arguments go to it.") var boot = false
-    @Flag(name: [.customShort("x"), .long], help: "Run on a throwaway layer over the image, discarded at exit.") var ephemeral = false
-    @Flag(name: .customLong("read-only"), help: "Mount the tree read-only.") var readOnly = false
-    @Option(name: [.customShort("E"), .customLong("setenv")], help: "Set NAME=VALUE (NAME alone copies berth's own).")
-    var setenv: [String] = []
-    @Option(help: "Bind SRC[:DST] from the host, writable.") var bind: [String] = []
-    @Option(name: .customLong("bind-ro"), help: "Bind SRC[:DST] from the host, read-only.") var bindReadOnly: [String] = []
-    @Option(help: "The working directory in the container.") var chdir: String?
-    @Option(name: [.customShort("u"), .long], help: "Run as USER from the image's user database.") var user: String?
-    @Option(help: "The container's hostname (default: the machine name).") var hostname: String?
-    @Flag(name: .customLong("private-network"), help: "Only a loopback interface.") var privateNetwork = false
-    @Flag(name: .customLong("as-pid2"), help: "Run the command as PID 2 under a minimal init that reaps orphans and passes signals on.") var asPID2 = false
-    @Flag(name: [.customShort("q"), .long], help: "Print no status messages.") var quiet = false
-    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments, or with -b init's arguments.")
-    var arguments: [String] = []
+struct BootCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "boot", abstract: "Boot an image: berth run -b -M NAME.")
+}
 
-    func run() throws {
-        if asPID2 && boot { throw StoreError("--as-pid2 and --boot exclude each other: with -b the image's init is PID 1") }
-        var args = arguments
-        if args.first == "--" { args.removeFirst() }
-
+extension RunCommandLine {
+    /// Starts the container and returns its exit status.
+    func launch() throws -> Int32 {
         let target = try resolveTarget()
-        let environment = ProcessInfo.processInfo.environment
         let onTerminal = Terminal.isTerminal(0)
         // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's.
         let name = ephemeral ? "\(target.name.prefix(47))-\(Hex.random(16))" : target.name
-        var spec = LaunchSpec(root: target.root, machineName: name, uuid: UUID().uuidString.lowercased(),
-                              term: onTerminal ? environment["TERM"] ?? "vt220" : "dumb")
+        var spec = LaunchSpec(root: target.root, machineName: name, uuid: LaunchSpec.randomUUID(),
+                              term: onTerminal ? environment("TERM") ?? "vt220" : "dumb")
         spec.hostname = hostname ?? name
-        spec.arguments = args
+        spec.arguments = arguments
         spec.boot = boot
         spec.readOnly = target.readOnly
         spec.ephemeral = ephemeral
@@ -57,14 +41,14 @@ struct RunCommand: ParsableCommand {
         spec.environment = try setenv.compactMap { setting in
             if setting.contains("=") { return setting }
             guard !setting.isEmpty else { throw StoreError("-E takes NAME=VALUE or NAME") }
-            return environment[setting].map { "\(setting)=\($0)" }
+            return environment(setting).map { "\(setting)=\($0)" }
         }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
         // The small supervisor takes over, holding the image's lock; failing that, berth supervises.
         try Supervisor.handOver(spec, keeping: target.lockDescriptors)
         let status = try Supervisor.run(spec)
         withExtendedLifetime(target) {}
-        throw ExitCode(status)
+        return status
     }
 
     /// What the container runs on: a tree, or an image's layers, held (locked) while it runs.
@@ -104,7 +88,7 @@ struct RunCommand: ParsableCommand {
             return Target(root: root, name: FilePath(root).lastComponent?.string ?? root, readOnly: readOnly, hold: lock)
         case (nil, let name?):
             let image = try ImageName(name)
-            let use = try store.open(create: false).use(image, access)
+            let use = try StoreOptions.open(store, create: false).use(image, access)
             if !use.isLayered { try requireOSTree(use.root.string) }
             return Target(root: use.root.string, name: image.rawValue, readOnly: use.readOnly,
                           lowerLayers: use.lowerLayers.map(\.string),
@@ -131,18 +115,5 @@ struct RunCommand: ParsableCommand {
         let destination = parts.count > 1 ? parts[1] : source
         guard destination.hasPrefix("/") else { throw StoreError("--bind destination must be absolute, not '\(destination)'") }
         return LaunchSpec.BindMount(source: source, destination: destination, readOnly: readOnly)
-    }
-}
-
-struct BootCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "boot", abstract: "Boot an image: berth run -b -M NAME.")
-
-    @OptionGroup var store: StoreOptions
-    @Argument(help: "The image.") var name: String
-    @Argument(parsing: .captureForPassthrough, help: "Arguments for init.") var arguments: [String] = []
-
-    func run() throws {
-        let command = try RunCommand.parse(["-b", "-M", name] + (store.store.map { ["--store", $0] } ?? []) + ["--"] + arguments)
-        try command.run()
     }
 }

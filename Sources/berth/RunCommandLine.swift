@@ -1,0 +1,186 @@
+import BerthStore
+import Glibc
+
+/// The command line of `berth run` and `berth boot`, read by hand rather than by
+/// swift-argument-parser. Run is the command that has to start fast, and the parser's reflection
+/// over its property wrappers cost 3.5 ms of a 13 ms container start (measured with perf; see
+/// docs/design-notes.md). The other subcommands keep swift-argument-parser.
+///
+/// The rules are systemd-nspawn's getopt's (`+` mode): options come first, `--long VALUE`,
+/// `--long=VALUE`, `-x VALUE`, `-xVALUE` and clusters such as `-bD DIR`; the first argument that
+/// is not an option, or the one after `--`, starts the command (with `-b`, init's arguments).
+/// `--store` is taken here too, so it goes anywhere before the command.
+struct RunCommandLine {
+    var store: String?
+    var directory: String?
+    var machine: String?
+    var boot = false
+    var ephemeral = false
+    var readOnly = false
+    var setenv: [String] = []
+    var bind: [String] = []
+    var bindReadOnly: [String] = []
+    var chdir: String?
+    var user: String?
+    var hostname: String?
+    var privateNetwork = false
+    var asPID2 = false
+    var quiet = false
+    var help = false
+    /// The command and its arguments, or with -b init's arguments.
+    var arguments: [String] = []
+
+    /// The run or boot line in berth's arguments, or nil when they name another subcommand (or
+    /// ask for berth's own help or version), which swift-argument-parser then reads. Run is the
+    /// default subcommand, as systemd-nspawn's command line is: `berth -bD DIR`.
+    static func parse(_ arguments: [String]) throws -> RunCommandLine? {
+        // --store may come before the subcommand's name.
+        var i = 0
+        while i < arguments.count, arguments[i] == "--store" || arguments[i].hasPrefix("--store=") {
+            i += arguments[i] == "--store" ? 2 : 1
+        }
+        guard i < arguments.count else { return try RunCommandLine(arguments, boot: false) }
+        let leading = Array(arguments[..<i])
+        switch arguments[i] {
+        case "run": return try RunCommandLine(leading + arguments[(i + 1)...], boot: false)
+        case "boot": return try RunCommandLine(leading + arguments[(i + 1)...], boot: true)
+        case "help" where i + 1 < arguments.count && ["run", "boot"].contains(arguments[i + 1]):
+            return try RunCommandLine(["--help"], boot: arguments[i + 1] == "boot")
+        case "help", "-h", "--help", "--version", "--generate-completion-script", "--experimental-dump-help":
+            return nil
+        case let word where otherSubcommands.contains(word):
+            return nil
+        default:
+            return try RunCommandLine(arguments, boot: false)
+        }
+    }
+
+    /// The subcommands swift-argument-parser reads.
+    static var otherSubcommands: Set<String> {
+        Set(Berth.configuration.subcommands.compactMap { $0.configuration.commandName }).subtracting(["run", "boot"])
+    }
+
+    private init(_ line: [String], boot bootLine: Bool) throws {
+        var i = 0
+        func value(for name: String, inline: String?) throws -> String {
+            if let inline { return inline }
+            i += 1
+            guard i < line.count else { throw Self.usageError("\(name) needs a value") }
+            return line[i]
+        }
+        scan: while i < line.count {
+            let argument = line[i]
+            if argument == "--" {
+                i += 1
+                break scan
+            } else if argument.hasPrefix("--") {
+                let body = argument.dropFirst(2)
+                let name = String(body.prefix { $0 != "=" })
+                let inline = body.firstIndex(of: "=").map { String(body[body.index(after: $0)...]) }
+                guard let option = Self.options.first(where: { $0.long == name }) else {
+                    throw Self.usageError("unknown option '--\(name)'")
+                }
+                if option.valueName != nil {
+                    try option.apply(&self, value(for: "--\(name)", inline: inline))
+                } else if inline != nil {
+                    throw Self.usageError("--\(name) takes no value")
+                } else {
+                    try option.apply(&self, "")
+                }
+            } else if argument.hasPrefix("-") && argument.count > 1 {
+                var letters = argument.dropFirst()
+                while let letter = letters.popFirst() {
+                    guard let option = Self.options.first(where: { $0.short == letter }) else {
+                        throw Self.usageError("unknown option '-\(letter)'")
+                    }
+                    if option.valueName != nil {
+                        try option.apply(&self, value(for: "-\(letter)", inline: letters.isEmpty ? nil : String(letters)))
+                        break
+                    }
+                    try option.apply(&self, "")
+                }
+            } else {
+                break scan
+            }
+            i += 1
+        }
+        var rest = Array(line[min(i, line.count)...])
+        if bootLine && !help {
+            guard directory == nil && machine == nil else {
+                throw Self.usageError("boot takes the image's name, not -D or -M (for a directory: berth -bD DIR)")
+            }
+            guard !rest.isEmpty else { throw Self.usageError("boot needs the name of an image") }
+            machine = rest.removeFirst()
+            boot = true
+        }
+        arguments = rest
+        if help { return }
+        if asPID2 && boot { throw StoreError("--as-pid2 and --boot exclude each other: with -b the image's init is PID 1") }
+    }
+
+    private static func usageError(_ message: String) -> StoreError {
+        StoreError("\(message) (see 'berth run --help')")
+    }
+
+    private struct Option {
+        var short: Character?
+        var long: String
+        /// What the option takes, for the help; nil for a flag.
+        var valueName: String?
+        var help: String
+        var apply: (inout RunCommandLine, String) throws -> Void
+    }
+
+    private static let options: [Option] = [
+        Option(short: "D", long: "directory", valueName: "DIR", help: "The directory tree to run.") { $0.directory = $1 },
+        Option(short: "M", long: "machine", valueName: "NAME", help: "The image in the store to run.") { $0.machine = $1 },
+        Option(short: "b", long: "boot", help: "Boot the image's init; the arguments go to it.") { line, _ in line.boot = true },
+        Option(short: "x", long: "ephemeral", help: "Run on a throwaway layer over the image, discarded at exit.") { line, _ in
+            line.ephemeral = true
+        },
+        Option(long: "read-only", help: "Mount the tree read-only.") { line, _ in line.readOnly = true },
+        Option(short: "E", long: "setenv", valueName: "NAME[=VALUE]", help: "Set NAME=VALUE (NAME alone copies berth's own).") {
+            $0.setenv.append($1)
+        },
+        Option(long: "bind", valueName: "SRC[:DST]", help: "Bind SRC from the host, writable.") { $0.bind.append($1) },
+        Option(long: "bind-ro", valueName: "SRC[:DST]", help: "Bind SRC from the host, read-only.") { $0.bindReadOnly.append($1) },
+        Option(long: "chdir", valueName: "DIR", help: "The working directory in the container.") { $0.chdir = $1 },
+        Option(short: "u", long: "user", valueName: "USER", help: "Run as USER from the image's user database.") { $0.user = $1 },
+        Option(long: "hostname", valueName: "NAME", help: "The container's hostname (default: the machine name).") {
+            $0.hostname = $1
+        },
+        Option(long: "private-network", help: "Only a loopback interface.") { line, _ in line.privateNetwork = true },
+        Option(long: "as-pid2", help: "Run the command as PID 2 under a minimal init that reaps orphans and passes signals on.") {
+            line, _ in line.asPID2 = true
+        },
+        Option(short: "q", long: "quiet", help: "Print no status messages.") { line, _ in line.quiet = true },
+        Option(long: "store", valueName: "DIR", help: "The image store (default: $BERTH_STORE, else /var/lib/machines).") {
+            $0.store = $1
+        },
+        Option(short: "h", long: "help", help: "Show this help.") { line, _ in line.help = true },
+    ]
+
+    /// What `berth run --help` prints.
+    static var helpText: String {
+        var text = """
+            USAGE: berth [run] [OPTIONS] (-D DIR | -M NAME) [COMMAND [ARG...]]
+                   berth boot [OPTIONS] NAME [ARG...]
+
+            Run a command (by default the root user's login shell), or with -b the image's init, in
+            a container over a directory tree or an image in the store, as systemd-nspawn does.
+            `boot NAME` is `run -b -M NAME`. Options end at the first argument that is not one, or
+            at `--`.
+
+            OPTIONS:
+
+            """
+        let labels = options.map { option in
+            [option.short.map { "-\($0), " } ?? "    ", "--\(option.long)", option.valueName.map { " \($0)" } ?? ""].joined()
+        }
+        let width = labels.map(\.count).max() ?? 0
+        for (label, option) in zip(labels, options) {
+            text += "  \(label)\(String(repeating: " ", count: width - label.count))  \(option.help)\n"
+        }
+        return text
+    }
+}
