@@ -12,6 +12,8 @@ final class ConsoleRelay {
     private var saved = [UInt8](repeating: 0, count: 256)
     private var raw = false
 
+    /// Opens the pty, the size of berth's terminal, and puts that terminal in raw mode (until
+    /// `restore`) before the container exists, so nothing typed is echoed or read by anyone else.
     init() throws {
         var name = [CChar](repeating: 0, count: 128)
         let fd = try retryingInterrupts("posix_openpt") { cberth_open_pty(&name, name.count) }
@@ -20,6 +22,20 @@ final class ConsoleRelay {
         _ = cberth_copy_window_size(0, fd)
         raw = saved.withUnsafeMutableBytes { cberth_make_raw(0, $0.baseAddress, $0.count) } == 0
     }
+
+    /// The relay berth set up, in the supervisor it handed the container to: the pty's master
+    /// and, when berth made its terminal raw, the settings to restore (`savedTerminal`).
+    init(master: consuming Descriptor, savedTerminal: [UInt8]?) {
+        self.master = master
+        slavePath = ""
+        if let savedTerminal, savedTerminal.count <= saved.count {
+            saved.replaceSubrange(0..<savedTerminal.count, with: savedTerminal)
+            raw = true
+        }
+    }
+
+    /// The terminal settings `restore` puts back, while the terminal is raw.
+    var savedTerminal: [UInt8]? { raw ? Array(saved.prefix(MemoryLayout<termios>.size)) : nil }
 
     deinit { restore() }
 

@@ -1,6 +1,7 @@
 import BerthSystem
 import CBerth
 import Glibc
+import SystemPackage
 
 /// The process the user started (berth, or `berth-stage --supervise` that berth becomes by exec,
 /// with the same pid): it starts the container's first process in new
@@ -21,122 +22,172 @@ public enum Supervisor {
         return access(stage, X_OK) == 0 ? stage : "/proc/self/exe"
     }()
 
-    /// Replaces this process with `berth-stage --supervise`, which runs `spec` as `run` does and
-    /// exits with its status: the container is supervised by a process of a few megabytes instead
-    /// of the whole berth binary. `descriptors` (the image's lock) stay open across the exec. Returns without
-    /// doing anything when there is no `berth-stage` beside berth; the caller then supervises.
-    public static func handOver(_ spec: LaunchSpec, keeping descriptors: [Int32]) throws {
-        guard stageExecutable != "/proc/self/exe" else { return }
-        let description = spec.encoded()
-        var fds: [Int32] = [-1, -1]
-        _ = try retryingInterrupts("pipe") { pipe(&fds) }
-        // A pipe holds 64 KiB: a larger description is supervised here.
-        guard description.count < 60_000 else {
-            fds.forEach { close($0) }
-            return
+    /// A container whose first process has been started: what supervising it takes. It crosses
+    /// the exec into `berth-stage --supervise` as that command's arguments.
+    public struct Started {
+        let pid: pid_t
+        let boot: Bool
+        let asPID2: Bool
+        /// A booted system's cgroup, removed when the container ends.
+        let systemCgroup: SystemCgroup?
+        let console: ConsoleRelay?
+
+        var arguments: [String] {
+            ["pid=\(pid)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
+                + (systemCgroup.map { ["cgroup=\($0.path)"] } ?? []) + (console.map { ["console=\($0.master.rawValue)"] } ?? [])
+                + (console?.savedTerminal.map { ["terminal=\(Hex.encode($0))"] } ?? [])
         }
-        let writer = Descriptor(owning: fds[1])
-        try description.withUnsafeBytes { try writer.writeAll($0) }
-        _ = consume writer
-        for fd in descriptors + [fds[0]] { _ = fcntl(fd, F_SETFD, 0) }
-        let argv = [strdup("berth-stage"), strdup(supervisorFlag), strdup("\(fds[0])"), nil]
-        execv(stageExecutable, argv)
-        let error = SystemError.last("execve", path: stageExecutable)
-        argv.forEach { free($0) }
-        close(fds[0])
-        throw LaunchError("cannot start \(stageExecutable): \(error.errno)")
-    }
 
-    public static let supervisorFlag = "--supervise"
+        init(pid: pid_t, boot: Bool, asPID2: Bool, systemCgroup: SystemCgroup?, console: ConsoleRelay?) {
+            self.pid = pid
+            self.boot = boot
+            self.asPID2 = asPID2
+            self.systemCgroup = systemCgroup
+            self.console = console
+        }
 
-    /// `berth-stage --supervise FD`: reads the description from FD, runs it, exits with its status.
-    public static func supervise(descriptionFrom fd: Int32) -> Never {
-        do {
-            guard let spec = LaunchSpec(decoding: try Descriptor(owning: fd).readAll()) else {
-                throw LaunchError("the launch description is damaged")
+        init?(arguments: some Sequence<String>) {
+            var fields: [Substring: Substring] = [:]
+            for argument in arguments {
+                guard let equals = argument.firstIndex(of: "=") else { return nil }
+                fields[argument[..<equals]] = argument[argument.index(after: equals)...]
             }
-            exit(try run(spec))
-        } catch {
-            let text = "berth: error: \(error)\n"
-            _ = text.withCString { write(2, $0, strlen($0)) }
-            exit(1)
+            guard let pid = fields["pid"].flatMap({ pid_t($0) }) else { return nil }
+            self.pid = pid
+            boot = fields["boot"] == "1"
+            asPID2 = fields["as-pid2"] == "1"
+            systemCgroup = fields["cgroup"].map { SystemCgroup(path: FilePath(String($0))) }
+            let savedTerminal = fields["terminal"].flatMap { Hex.decode(String($0)) }
+            console = fields["console"].flatMap { Int32($0) }.map {
+                ConsoleRelay(master: Descriptor(owning: $0), savedTerminal: savedTerminal)
+            }
         }
     }
 
     /// Runs `spec` and returns the exit status berth should exit with: the command's own, or
     /// 128 plus the signal that killed it.
     public static func run(_ spec: LaunchSpec) throws -> Int32 {
+        supervise(try start(spec))
+    }
+
+    /// Starts the container's first process in new namespaces and its cgroup, and hands it the
+    /// launch description. The signals the supervisor takes are blocked from here on: they
+    /// stay pending across the exec into `berth-stage --supervise`, as the child's exit does.
+    public static func start(_ spec: LaunchSpec) throws -> Started {
         var spec = spec
         let system = spec.boot ? try SystemCgroup.make(name: "berth-\(spec.uuid)") : nil
         spec.systemCgroup = system?.path.string
-        defer { system?.remove() }
-        let cgroup = try ContainerCgroup.make(system: system)
-        var flags = UInt(CBERTH_CLONE_NEWNS | CBERTH_CLONE_NEWPID | CBERTH_CLONE_NEWUTS | CBERTH_CLONE_NEWIPC)
-        if spec.privateNetwork { flags |= UInt(CBERTH_CLONE_NEWNET) }
-
-        // Signals are taken synchronously (sigwaitinfo), so block them before the child exists.
-        var handled = sigset_t()
-        sigemptyset(&handled)
-        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGWINCH] { sigaddset(&handled, sig) }
-        pthread_sigmask(SIG_BLOCK, &handled, nil)
-        // On a terminal the container gets a pty of its own; elsewhere the streams pass through.
-        let console = Terminal.isTerminal(0) && Terminal.isTerminal(1) ? try ConsoleRelay() : nil
-        spec.console = console?.slavePath
-        let signals = try retryingInterrupts("signalfd") { cberth_signalfd(&handled) }
-        defer { close(signals) }
-
-        var fds: [Int32] = [-1, -1]
-        _ = try retryingInterrupts("pipe") { pipe(&fds) }
-        for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-        let reader = Descriptor(owning: fds[0]), writer = Descriptor(owning: fds[1])
-        let argv = [strdup("berth"), strdup(ContainerStage.subcommand), nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
-        defer { argv.forEach { free($0) } }
-        let pid = cberth_spawn(flags, stageExecutable, argv, envp, reader.rawValue, cgroup.unified?.rawValue ?? -1)
-        guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
-        withExtendedLifetime(reader) {}
-        // The child waits for its description before doing anything, so where it could not be
-        // made in its cgroup it is moved there first (a v1 migration takes milliseconds).
+        var pid: pid_t = 0
         do {
+            let cgroup = try ContainerCgroup.make(system: system)
+            var flags = UInt(CBERTH_CLONE_NEWNS | CBERTH_CLONE_NEWPID | CBERTH_CLONE_NEWUTS | CBERTH_CLONE_NEWIPC)
+            if spec.privateNetwork { flags |= UInt(CBERTH_CLONE_NEWNET) }
+
+            pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
+            // On a terminal the container gets a pty of its own; elsewhere the streams pass through.
+            let console = Terminal.isTerminal(0) && Terminal.isTerminal(1) ? try ConsoleRelay() : nil
+            spec.console = console?.slavePath
+
+            var fds: [Int32] = [-1, -1]
+            _ = try retryingInterrupts("pipe") { pipe(&fds) }
+            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+            let reader = Descriptor(owning: fds[0]), writer = Descriptor(owning: fds[1])
+            let argv = [strdup("berth"), strdup(ContainerStage.subcommand), nil]
+            let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+            defer { argv.forEach { free($0) } }
+            pid = cberth_spawn(flags, stageExecutable, argv, envp, reader.rawValue, cgroup.unified?.rawValue ?? -1)
+            guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
+            withExtendedLifetime(reader) {}
+            // The child waits for its description before doing anything, so where it could not be
+            // made in its cgroup it is moved there first (a v1 migration takes milliseconds).
             try cgroup.place(pid)
+            try spec.encoded().withUnsafeBytes { try writer.writeAll($0) }
+            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, systemCgroup: system, console: console)
         } catch {
-            kill(pid, SIGKILL)
-            waitpid(pid, nil, 0)
+            if pid > 0 {
+                kill(pid, SIGKILL)
+                waitpid(pid, nil, 0)
+            }
+            system?.remove()
             throw error
         }
-        try spec.encoded().withUnsafeBytes { try writer.writeAll($0) }
-        _ = consume writer
+    }
+
+    /// Replaces this process with `berth-stage --supervise`, which supervises `started` and
+    /// exits with its status: a running container is watched by a process of a few megabytes
+    /// instead of the whole berth binary. The container's first process is already starting,
+    /// so its exec and this one run side by side. It stays this process's child, and
+    /// `descriptors` (the image's lock) and the console stay open across the exec. Returns when
+    /// there is no `berth-stage` beside berth or it cannot be started; the caller then supervises.
+    public static func handOver(_ started: Started, keeping descriptors: [Int32]) {
+        guard stageExecutable != "/proc/self/exe" else { return }
+        let kept = descriptors + (started.console.map { [$0.master.rawValue] } ?? [])
+        for fd in kept { _ = fcntl(fd, F_SETFD, 0) }
+        let argv = (["berth-stage", supervisorFlag] + started.arguments).map { strdup($0) } + [nil]
+        execv(stageExecutable, argv)
+        argv.forEach { free($0) }
+        for fd in kept { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
+    }
+
+    public static let supervisorFlag = "--supervise"
+
+    /// `berth-stage --supervise ARGUMENTS`: supervises the container berth started, exits with
+    /// its status.
+    public static func supervise(arguments: some Sequence<String>) -> Never {
+        guard let started = Started(arguments: arguments) else {
+            _ = "berth: error: berth-stage --supervise was given damaged arguments\n".withCString { write(2, $0, strlen($0)) }
+            exit(1)
+        }
+        exit(supervise(started))
+    }
+
+    /// SIGCHLD and what berth relays or acts on.
+    nonisolated(unsafe) private static var handledSignals: sigset_t = {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGWINCH] { sigaddset(&set, sig) }
+        return set
+    }()
+
+    /// Waits for the container to end, passing signals on, and returns berth's exit status.
+    public static func supervise(_ started: Started) -> Int32 {
+        let pid = started.pid
+        defer { started.systemCgroup?.remove() }
+        // Blocked already by start; blocking again costs nothing and makes sure.
+        pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
+        let signals = started.console == nil ? -1 : cberth_signalfd(&handledSignals)
+        defer { if signals >= 0 { close(signals) } }
 
         var interrupts = 0
+        var sig: Int32 = SIGCHLD  // the child may have ended before its exit could be waited for
         while true {
-            let sig: Int32
-            if let console {
+            if sig == SIGCHLD {
+                var status: Int32 = 0
+                if waitpid(pid, &status, WNOHANG) == pid {
+                    started.console?.drain()
+                    started.console?.restore()
+                    if status & 0x7f == 0 { return (status >> 8) & 0xff }  // exited
+                    let signal = status & 0x7f
+                    // reboot(2) in a PID namespace ends its init with SIGINT for power-off and
+                    // halt, SIGHUP for reboot; nspawn returns 0 and 133 for them.
+                    if started.boot && signal == SIGINT { return 0 }
+                    if started.boot && signal == SIGHUP { return 133 }
+                    return 128 + signal  // killed by a signal
+                }
+            } else if sig != SIGWINCH && sig > 0 {
+                // A booted system is asked to power off (systemd's SIGRTMIN+3), and a command under
+                // --as-pid2's init gets the signal itself; a command as PID 1 (which the kernel
+                // shields from signals it does not handle), or a second request, ends at once.
+                interrupts += 1
+                let gentle = started.boot ? cberth_sigrtmin_plus(3) : started.asPID2 ? sig : SIGKILL
+                kill(pid, interrupts == 1 ? gentle : SIGKILL)
+            }
+            if let console = started.console, signals >= 0 {
                 sig = console.relay(signals: signals) { kill(pid, SIGKILL) }
             } else {
                 var info = siginfo_t()
-                sig = sigwaitinfo(&handled, &info)
+                sig = sigwaitinfo(&handledSignals, &info)
             }
-            if sig < 0 || sig == SIGWINCH { continue }
-            if sig == SIGCHLD {
-                var status: Int32 = 0
-                let done = waitpid(pid, &status, WNOHANG)
-                guard done == pid else { continue }
-                console?.drain()
-                console?.restore()
-                if status & 0x7f == 0 { return (status >> 8) & 0xff }  // exited
-                let signal = status & 0x7f
-                // reboot(2) in a PID namespace ends its init with SIGINT for power-off and halt,
-                // SIGHUP for reboot; nspawn returns 0 and 133 for them.
-                if spec.boot && signal == SIGINT { return 0 }
-                if spec.boot && signal == SIGHUP { return 133 }
-                return 128 + signal  // killed by a signal
-            }
-            // A booted system is asked to power off (systemd's SIGRTMIN+3), and a command under
-            // --as-pid2's init gets the signal itself; a command as PID 1 (which the kernel
-            // shields from signals it does not handle), or a second request, ends at once.
-            interrupts += 1
-            let gentle = spec.boot ? cberth_sigrtmin_plus(3) : spec.asPID2 ? sig : SIGKILL
-            kill(pid, interrupts == 1 ? gentle : SIGKILL)
         }
     }
 }

@@ -11,7 +11,15 @@ public final class Descriptor {
         self.rawValue = rawValue
     }
 
-    deinit { Glibc.close(rawValue) }
+    /// Whether this descriptor holds a lock taken with `lock`.
+    private var locked = false
+
+    deinit {
+        // A lock belongs to the open file, which a child forked meanwhile by another thread
+        // shares until its exec: closing alone would leave the lock held for that while.
+        if locked { unlock() }
+        Glibc.close(rawValue)
+    }
 
     public var fileDescriptor: FileDescriptor { FileDescriptor(rawValue: rawValue) }
 
@@ -121,11 +129,15 @@ public final class Descriptor {
             if Glibc.errno == EWOULDBLOCK { return false }
             throw SystemError.last("flock")
         }
+        locked = true
         return true
     }
 
     /// Releases a lock taken with `lock`.
-    public func unlock() { _ = cberth_flock(rawValue, LOCK_UN) }
+    public func unlock() {
+        _ = cberth_flock(rawValue, LOCK_UN)
+        locked = false
+    }
 
     /// The inode flags (FS_IOC_GETFLAGS); nil where the file system has none.
     public func inodeFlags() -> UInt32? {

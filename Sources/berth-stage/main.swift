@@ -2,16 +2,16 @@
 // and what that needs (no argument parser, no archives, no Foundation), so it starts in a
 // fraction of the time the whole berth binary takes and stays a few megabytes resident:
 //
-//   berth-stage --supervise FD   the supervisor: `berth run` execs it once the command line is
-//                                understood and the image held, with the launch description on FD
-//   berth-stage                  the container's first process: sets the container up, execs
-//                                the payload (the description on descriptor 3)
+//   berth-stage --supervise ARGS   the supervisor: `berth run` execs it once the container's
+//                                  first process is started, which stays its child
+//   berth-stage                    the container's first process: sets the container up, execs
+//                                  the payload (the description on descriptor 3)
 //
 // berth supervises and stages by itself when this file is not beside it.
 import BerthLaunch
 
 let arguments = CommandLine.arguments
-if arguments.count == 3, arguments[1] == Supervisor.supervisorFlag, let fd = Int32(arguments[2]) {
-    Supervisor.supervise(descriptionFrom: fd)
+if arguments.count >= 2, arguments[1] == Supervisor.supervisorFlag {
+    Supervisor.supervise(arguments: arguments.dropFirst(2))
 }
 ContainerStage.main()

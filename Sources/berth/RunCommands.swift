@@ -44,9 +44,10 @@ extension RunCommandLine {
             return environment(setting).map { "\(setting)=\($0)" }
         }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
+        let started = try Supervisor.start(spec)
         // The small supervisor takes over, holding the image's lock; failing that, berth supervises.
-        try Supervisor.handOver(spec, keeping: target.lockDescriptors)
-        let status = try Supervisor.run(spec)
+        Supervisor.handOver(started, keeping: target.lockDescriptors)
+        let status = Supervisor.supervise(started)
         withExtendedLifetime(target) {}
         return status
     }

@@ -110,6 +110,42 @@ import Testing
         #expect(leftover.isEmpty, "cgroups left: \(leftover)")
     }
 
+    /// berth as a pure cgroup v2 host shows it: in a mount namespace of its own, the unified
+    /// hierarchy is mounted at /sys/fs/cgroup, over the hybrid layout, so no v1 controller (the
+    /// devices fallback included) is there to be found. The kernel is the same one; what this
+    /// cannot show is a host whose controllers are bound to the unified hierarchy.
+    func onPureCgroupV2(_ arguments: [String]) throws -> CommandResult {
+        try run("/usr/bin/unshare", ["-m", "--propagation", "private", "/bin/sh", "-c", """
+            mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 90
+            test -e /sys/fs/cgroup/devices && exit 91
+            exec "$@"
+            """, "sh", berthBinary, "--store", Self.shared.appending("store").string] + arguments)
+    }
+
+    @Test func onAPureCgroupV2HostABootAndTheDevicePolicyWork() throws {
+        let remove = try installProbe("poweroff")
+        defer { remove() }
+        let out = try TemporaryDirectory("v2")
+        let boot = try onPureCgroupV2(["run", "-q", "-b", "-M", "deb", "--bind", "\(out.string):/out"])
+        #expect(boot.status == 0, "\(boot)")
+        #expect(try readFile(out.appending("state")) == Array("active\n".utf8))
+        let failed = String(decoding: try readFile(out.appending("failed")), as: UTF8.self)
+        #expect(failed.isEmpty, "failed units: \(failed)")
+        // The booted system's cgroup is gone with it (the hierarchy is the host's own).
+        let leftover = try shell("ls /sys/fs/cgroup/unified | grep '^berth-' || true").stdout
+        #expect(leftover.isEmpty, "cgroups left: \(leftover)")
+
+        let disk = try shell("stat -c '%t %T' $(findmnt -no SOURCE / | head -1)").stdout.split(separator: " ")
+            .compactMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }
+        #expect(disk.count == 2)
+        let devices = try onPureCgroupV2(["run", "-q", "-M", "deb", "/bin/sh", "-c", """
+            mknod /tmp/disk b \(disk[0]) \(disk[1]) 2>/dev/null && echo made-node
+            head -c 512 /tmp/disk >/dev/null 2>&1 && echo read-made
+            echo x > /dev/null && head -c 1 /dev/urandom >/dev/null && echo pseudo-devices-ok
+            """])
+        #expect(devices.stdout == "pseudo-devices-ok\n", "\(devices)")
+    }
+
     @Test func aRebootReturns133() throws {
         let remove = try installProbe("reboot")
         defer { remove() }
