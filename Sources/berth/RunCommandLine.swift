@@ -48,7 +48,7 @@ struct RunCommandLine {
             return try RunCommandLine(["--help"], boot: arguments[i + 1] == "boot")
         case "help", "-h", "--help", "--version", "--generate-completion-script", "--experimental-dump-help":
             return nil
-        case let word where otherSubcommands.contains(word):
+        case let word where !word.hasPrefix("-") && otherSubcommands.contains(word):
             return nil
         default:
             return try RunCommandLine(arguments, boot: false)
