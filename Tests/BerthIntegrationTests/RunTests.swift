@@ -135,11 +135,9 @@ import Testing
         let leftover = try shell("ls /sys/fs/cgroup/unified | grep '^berth-' || true").stdout
         #expect(leftover.isEmpty, "cgroups left: \(leftover)")
 
-        let disk = try shell("stat -c '%t %T' $(findmnt -no SOURCE / | head -1)").stdout.split(separator: " ")
-            .compactMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }
-        #expect(disk.count == 2)
+        let (major, minor) = try rootDisk()
         let devices = try onPureCgroupV2(["run", "-q", "-M", "deb", "/bin/sh", "-c", """
-            mknod /tmp/disk b \(disk[0]) \(disk[1]) 2>/dev/null && echo made-node
+            mknod /tmp/disk b \(major) \(minor) 2>/dev/null && echo made-node
             head -c 512 /tmp/disk >/dev/null 2>&1 && echo read-made
             echo x > /dev/null && head -c 1 /dev/urandom >/dev/null && echo pseudo-devices-ok
             """])
@@ -216,13 +214,18 @@ import Testing
 
     /// By default a BPF device program on the container's cgroup v2 enforces nspawn's device set;
     /// with BERTH_LEGACY_DEVICES=1, the v1 devices controller (the fallback) does.
+    /// The device numbers of the disk the host's root is on.
+    func rootDisk() throws -> (major: UInt32, minor: UInt32) {
+        let numbers = try shell("stat -c '%t %T' $(findmnt -no SOURCE / | head -1)").stdout.split(separator: " ")
+            .compactMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }
+        try #require(numbers.count == 2)
+        return (numbers[0], numbers[1])
+    }
+
     @Test(arguments: [false, true])
     func hostDisksAreOutOfReach(legacy: Bool) throws {
         // The host's first disk, by its numbers, made inside and planted in the image beforehand.
-        let disk = try shell("stat -c '%t %T' $(findmnt -no SOURCE / | head -1)").stdout.split(separator: " ")
-            .compactMap { UInt32($0.trimmingCharacters(in: .whitespacesAndNewlines), radix: 16) }
-        #expect(disk.count == 2)
-        let (major, minor) = (disk[0], disk[1])
+        let (major, minor) = try rootDisk()
         #expect(try shell("mknod '\(image)/root/planted' b \(major) \(minor)").status == 0)
         defer { _ = try? shell("rm -f '\(image)/root/planted'") }
         let result = try run(berthBinary, ["--store", Self.shared.appending("store").string, "run", "-q", "-D", image, "/bin/sh", "-c", """
