@@ -63,8 +63,12 @@ extension ImageStore {
     }
 
     /// The host path of layer `id`, for the kernel's overlay.
-    func layerPath(_ id: String) -> FilePath { statePath.appending("layers").appending(id) }
-    func workPath(_ id: String) -> FilePath { statePath.appending("work").appending(id) }
+    func layerPath(_ id: String) -> FilePath { Self.layerPath(id, in: statePath) }
+
+    /// Where layer `id`, and overlayfs's work directory for it, are in the store whose state
+    /// directory (`ROOT/.berth`) is `statePath`.
+    static func layerPath(_ id: String, in statePath: FilePath) -> FilePath { statePath.appending("layers").appending(id) }
+    static func workPath(_ id: String, in statePath: FilePath) -> FilePath { statePath.appending("work").appending(id) }
     /// Where a layered image is mounted when it runs: its record's directory, covered by the
     /// overlay in the container's own mount namespace only.
     func mountPoint(of name: ImageName) -> FilePath { statePath.appending("images").appending(name.rawValue) }

@@ -19,18 +19,24 @@ public struct ImageUse {
     /// The container's root: a directory image's tree, or the directory a layered image's
     /// overlay covers.
     public let root: FilePath
-    /// The layers to stack, top first; empty for a directory image.
-    public let lowerLayers: [FilePath]
-    /// The writable layer and its overlay work directory, for a writable use of a layered image.
-    public let upper: (layer: FilePath, work: FilePath)?
     /// Used read-only: asked for, or the image is marked read-only (as nspawn runs such images).
     public let readOnly: Bool
     let lock: Descriptor
-    /// The same layers by id, top first, and the writable one's.
+    /// The layers to stack by id, top first (none for a directory image), and the writable
+    /// layer's, for a writable use of a layered image.
     let layerIDs: [String]
     let upperID: String?
+    /// The store's, to name the layers by path.
+    let statePath: FilePath
 
-    public var isLayered: Bool { !lowerLayers.isEmpty }
+    /// The layers to stack, top first; empty for a directory image.
+    public var lowerLayers: [FilePath] { layerIDs.map { ImageStore.layerPath($0, in: statePath) } }
+    /// The writable layer and its overlay work directory, for a writable use of a layered image.
+    public var upper: (layer: FilePath, work: FilePath)? {
+        upperID.map { (ImageStore.layerPath($0, in: statePath), ImageStore.workPath($0, in: statePath)) }
+    }
+
+    public var isLayered: Bool { !layerIDs.isEmpty }
     /// The descriptor holding the image's lock, for a process that takes over its use.
     public var lockDescriptor: Int32 { lock.rawValue }
 }
@@ -56,14 +62,13 @@ extension ImageStore {
         // Read again under the lock: a clone may have frozen the upper layer meanwhile.
         switch try lookup(name) {
         case .directory?:
-            return ImageUse(name: name, root: path(of: name), lowerLayers: [], upper: nil, readOnly: readOnly, lock: lock,
-                            layerIDs: [], upperID: nil)
+            return ImageUse(name: name, root: path(of: name), readOnly: readOnly, lock: lock, layerIDs: [], upperID: nil,
+                            statePath: statePath)
         case .layered(let stack)?:
             try refuseMounted(name)
             let layers = (writes ? stack.layers : stack.allLayers).reversed() as [String]
-            return ImageUse(name: name, root: mountPoint(of: name), lowerLayers: layers.map(layerPath),
-                            upper: writes ? (layerPath(stack.upper), workPath(stack.upper)) : nil,
-                            readOnly: readOnly, lock: lock, layerIDs: layers, upperID: writes ? stack.upper : nil)
+            return ImageUse(name: name, root: mountPoint(of: name), readOnly: readOnly, lock: lock, layerIDs: layers,
+                            upperID: writes ? stack.upper : nil, statePath: statePath)
         case nil:
             throw noImage(name)
         }
