@@ -59,10 +59,8 @@ public struct LaunchSpec: Equatable, Sendable {
         var digits = Array(Hex.random(32).utf8)
         digits[12] = UInt8(ascii: "4")
         digits[16] = Array("89ab".utf8)[Int(digits[16] % 4)]
-        let text = String(decoding: digits, as: UTF8.self)
-        return [0..<8, 8..<12, 12..<16, 16..<20, 20..<32].map { range in
-            String(text.dropFirst(range.lowerBound).prefix(range.count))
-        }.joined(separator: "-")
+        for dash in [20, 16, 12, 8] { digits.insert(UInt8(ascii: "-"), at: dash) }
+        return String(decoding: digits, as: UTF8.self)
     }
 
     func encoded() -> [UInt8] {

@@ -37,31 +37,6 @@ public enum Supervisor {
                 + (systemCgroup.map { ["cgroup=\($0.path)"] } ?? []) + (console.map { ["console=\($0.master.rawValue)"] } ?? [])
                 + (console?.savedTerminal.map { ["terminal=\(Hex.encode($0))"] } ?? [])
         }
-
-        init(pid: pid_t, boot: Bool, asPID2: Bool, systemCgroup: SystemCgroup?, console: ConsoleRelay?) {
-            self.pid = pid
-            self.boot = boot
-            self.asPID2 = asPID2
-            self.systemCgroup = systemCgroup
-            self.console = console
-        }
-
-        init?(arguments: some Sequence<String>) {
-            var fields: [Substring: Substring] = [:]
-            for argument in arguments {
-                guard let equals = argument.firstIndex(of: "=") else { return nil }
-                fields[argument[..<equals]] = argument[argument.index(after: equals)...]
-            }
-            guard let pid = fields["pid"].flatMap({ pid_t($0) }) else { return nil }
-            self.pid = pid
-            boot = fields["boot"] == "1"
-            asPID2 = fields["as-pid2"] == "1"
-            systemCgroup = fields["cgroup"].map { SystemCgroup(path: FilePath(String($0))) }
-            let savedTerminal = fields["terminal"].flatMap { Hex.decode(String($0)) }
-            console = fields["console"].flatMap { Int32($0) }.map {
-                ConsoleRelay(master: Descriptor(owning: $0), savedTerminal: savedTerminal)
-            }
-        }
     }
 
     /// Runs `spec` and returns the exit status berth should exit with: the command's own, or
@@ -150,11 +125,11 @@ public enum Supervisor {
     }()
 
     /// Waits for the container to end, passing signals on, and returns berth's exit status.
+    /// The signals it takes are blocked already: by `start`, in this process or in berth
+    /// before its exec into `berth-stage --supervise` (a blocked mask survives an exec).
     public static func supervise(_ started: Started) -> Int32 {
         let pid = started.pid
         defer { started.systemCgroup?.remove() }
-        // Blocked already by start; blocking again costs nothing and makes sure.
-        pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
         let signals = started.console == nil ? -1 : cberth_signalfd(&handledSignals)
         defer { if signals >= 0 { close(signals) } }
 
@@ -188,6 +163,26 @@ public enum Supervisor {
                 var info = siginfo_t()
                 sig = sigwaitinfo(&handledSignals, &info)
             }
+        }
+    }
+}
+
+extension Supervisor.Started {
+    /// What `arguments` (from `berth-stage --supervise`) say; nil when they are damaged.
+    init?(arguments: some Sequence<String>) {
+        var fields: [Substring: Substring] = [:]
+        for argument in arguments {
+            guard let equals = argument.firstIndex(of: "=") else { return nil }
+            fields[argument[..<equals]] = argument[argument.index(after: equals)...]
+        }
+        guard let pid = fields["pid"].flatMap({ pid_t($0) }) else { return nil }
+        self.pid = pid
+        boot = fields["boot"] == "1"
+        asPID2 = fields["as-pid2"] == "1"
+        systemCgroup = fields["cgroup"].map { SystemCgroup(path: FilePath(String($0))) }
+        let savedTerminal = fields["terminal"].flatMap { Hex.decode(String($0)) }
+        console = fields["console"].flatMap { Int32($0) }.map {
+            ConsoleRelay(master: Descriptor(owning: $0), savedTerminal: savedTerminal)
         }
     }
 }

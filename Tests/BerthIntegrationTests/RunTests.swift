@@ -52,7 +52,8 @@ import Testing
         "readlink /proc/1/ns/pid >/dev/null && echo pid-ns-ok",
         "ls /dev | sort | tr '\\n' ' '",
         "cat /proc/1/cmdline | tr '\\0' ' '; echo",
-        "echo $container_uuid | grep -c .",
+        // A random (version 4) UUID in its dashed form, as nspawn gives.
+        "echo $container_uuid | grep -qE '^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$' && echo uuid-ok",
         "echo $HOME $PATH",
     ])
     func whatTheContainerSeesMatchesNspawn(_ script: String) throws {
