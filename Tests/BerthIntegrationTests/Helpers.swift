@@ -34,6 +34,43 @@ func expectStore(_ tmp: TemporaryDirectory, holds images: Set<String>, sourceLoc
     #expect(Set(names) == images, sourceLocation: sourceLocation)
 }
 
+/// The layers each record names, read from the store's own files.
+func namedLayers(_ tmp: TemporaryDirectory) throws -> (all: Set<String>, uppers: Set<String>) {
+    var all = Set<String>(), uppers = Set<String>()
+    let images = tmp.appending("store/.berth/images")
+    for name in try Directory(opening: images).entryNames() {
+        let text = String(decoding: try readFile(images.appending(name.components).appending("image")), as: UTF8.self)
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("layers=") { all.formUnion(line.dropFirst(7).split(separator: " ").map(String.init)) }
+            if line.hasPrefix("upper=") {
+                all.insert(String(line.dropFirst(6)))
+                uppers.insert(String(line.dropFirst(6)))
+            }
+        }
+    }
+    return (all, uppers)
+}
+
+/// After `gc`, the store holds exactly what its records name: no staging leftovers, no
+/// unnamed layer, no work directory of a frozen one, and every named layer present.
+func expectConsistentAfterGC(_ tmp: TemporaryDirectory, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    let gc = try berth(["gc"], store: tmp)
+    #expect(gc.status == 0, "\(gc)", sourceLocation: sourceLocation)
+    let named = try namedLayers(tmp)
+    let layers = Set(try Directory(opening: tmp.appending("store/.berth/layers")).entryNames().map(\.string))
+    let work = Set(try Directory(opening: tmp.appending("store/.berth/work")).entryNames().map(\.string))
+    #expect(layers == named.all, sourceLocation: sourceLocation)
+    #expect(work == named.uppers, sourceLocation: sourceLocation)
+    #expect(try Directory(opening: tmp.appending("store/.berth/staging")).entryNames().isEmpty, sourceLocation: sourceLocation)
+}
+
+/// The names `berth list` shows.
+func listedNames(_ tmp: TemporaryDirectory) throws -> Set<String> {
+    let list = try berth(["list", "--json"], store: tmp)
+    let records = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []
+    return Set(records.compactMap { $0["name"] as? String })
+}
+
 func manifest(_ path: FilePath) throws -> TreeManifest { try TreeManifest(of: path) }
 
 func expectSameTree(_ a: FilePath, _ b: FilePath, sourceLocation: SourceLocation = #_sourceLocation) throws {

@@ -19,42 +19,6 @@ import Testing
         try berth(["run", "-q", "-M", name] + options + ["/bin/sh", "-c", script], store: store)
     }
 
-    /// The layers each record names, read from the store's own files.
-    func namedLayers(_ tmp: TemporaryDirectory) throws -> (all: Set<String>, uppers: Set<String>) {
-        var all = Set<String>(), uppers = Set<String>()
-        let images = tmp.appending("store/.berth/images")
-        for name in try Directory(opening: images).entryNames() {
-            let text = String(decoding: try readFile(images.appending(name.components).appending("image")), as: UTF8.self)
-            for line in text.split(separator: "\n") {
-                if line.hasPrefix("layers=") { all.formUnion(line.dropFirst(7).split(separator: " ").map(String.init)) }
-                if line.hasPrefix("upper=") {
-                    all.insert(String(line.dropFirst(6)))
-                    uppers.insert(String(line.dropFirst(6)))
-                }
-            }
-        }
-        return (all, uppers)
-    }
-
-    /// After `gc`, the store holds exactly what its records name: no staging leftovers, no
-    /// unnamed layer, no work directory of a frozen one, and every named layer present.
-    func expectConsistentAfterGC(_ tmp: TemporaryDirectory, sourceLocation: SourceLocation = #_sourceLocation) throws {
-        let gc = try berth(["gc"], store: tmp)
-        #expect(gc.status == 0, "\(gc)", sourceLocation: sourceLocation)
-        let named = try namedLayers(tmp)
-        let layers = Set(try Directory(opening: tmp.appending("store/.berth/layers")).entryNames().map(\.string))
-        let work = Set(try Directory(opening: tmp.appending("store/.berth/work")).entryNames().map(\.string))
-        #expect(layers == named.all, sourceLocation: sourceLocation)
-        #expect(work == named.uppers, sourceLocation: sourceLocation)
-        #expect(try Directory(opening: tmp.appending("store/.berth/staging")).entryNames().isEmpty, sourceLocation: sourceLocation)
-    }
-
-    func names(_ tmp: TemporaryDirectory) throws -> Set<String> {
-        let list = try berth(["list", "--json"], store: tmp)
-        let records = try JSONSerialization.jsonObject(with: Data(list.stdout.utf8)) as? [[String: Any]] ?? []
-        return Set(records.compactMap { $0["name"] as? String })
-    }
-
     @Test func aCloneRunsWhileItsSourceStaysItsOwn() throws {
         let tmp = try storeWithBusybox("clone-cli")
         #expect(try berth(["clone", "bb", "c"], store: tmp).status == 0)
@@ -131,10 +95,10 @@ import Testing
     func badInputGetsOneLineAndChangesNothing(_ arguments: [String], _ expected: String) throws {
         let tmp = try storeWithBusybox("bad-layered")
         #expect(try berth(["clone", "bb", "c"], store: tmp).status == 0)
-        let before = try names(tmp)
+        let before = try listedNames(tmp)
         let layers = try namedLayers(tmp)
         expectCleanFailure(try berth(arguments, store: tmp), expected)
-        #expect(try names(tmp) == before)
+        #expect(try listedNames(tmp) == before)
         #expect(try namedLayers(tmp) == layers)
     }
 
@@ -185,7 +149,7 @@ import Testing
         let killed = try run(berthBinary, ["--store", tmp.appending("store").string] + arguments, environment: ["BERTH_CRASH_AT": point])
         #expect(killed.status == 128 + SIGKILL, "\(killed)")
 
-        #expect(try names(tmp) == Set(after))
+        #expect(try listedNames(tmp) == Set(after))
         // The content is whole: the old one, or the new one where the change had happened.
         #expect(try inImage("bb", "test -x /bin/busybox", store: tmp).status == 0)
         if after.contains("c") {
