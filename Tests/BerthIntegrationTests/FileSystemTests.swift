@@ -65,10 +65,6 @@ import Testing
         #expect(try listedNames(tmp) == ["deb"])
     }
 
-    func inImage(_ name: String, _ script: String, store: TemporaryDirectory) throws -> CommandResult {
-        try berth(["run", "-q", "-M", name, "/bin/sh", "-c", script], store: store)
-    }
-
     /// Every entry of the image's tree with its type, mode, owner, size and link target, as the
     /// container sees it, digested.
     func listing(_ name: String, store: TemporaryDirectory) throws -> String {

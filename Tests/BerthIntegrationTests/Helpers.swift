@@ -10,6 +10,11 @@ func berth(_ arguments: [String], store: TemporaryDirectory, input: String? = ni
     try run(berthBinary, ["--store", store.appending("store").string] + arguments, input: input)
 }
 
+/// Runs `script` with /bin/sh in a container of image `name`, with run's `options`.
+func inImage(_ name: String, _ script: String, store: TemporaryDirectory, options: [String] = []) throws -> CommandResult {
+    try berth(["run", "-q", "-M", name] + options + ["/bin/sh", "-c", script], store: store)
+}
+
 /// A command that failed as berth must fail: non-zero, one line `berth: error: ...` saying `expected`.
 func expectCleanFailure(_ result: CommandResult, _ expected: String, sourceLocation: SourceLocation = #_sourceLocation) {
     #expect(result.status != 0, "\(result)", sourceLocation: sourceLocation)

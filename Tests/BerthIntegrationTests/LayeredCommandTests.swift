@@ -15,10 +15,6 @@ import Testing
         return tmp
     }
 
-    func inImage(_ name: String, _ script: String, store: TemporaryDirectory, options: [String] = []) throws -> CommandResult {
-        try berth(["run", "-q", "-M", name] + options + ["/bin/sh", "-c", script], store: store)
-    }
-
     @Test func aCloneRunsWhileItsSourceStaysItsOwn() throws {
         let tmp = try storeWithBusybox("clone-cli")
         #expect(try berth(["clone", "bb", "c"], store: tmp).status == 0)
