@@ -1,37 +1,63 @@
 import BerthSystem
 import CBerth
 import Glibc
+import SystemPackage
 
-/// The container's console when berth runs on a terminal: a pty whose slave becomes the
-/// container's standard streams and controlling terminal. The caller's terminal is put in raw
-/// mode (and restored), its window size follows, and `^]^]^]` within a second ends the
-/// container. Keystrokes injected inside (TIOCSTI) reach only the container's own pty.
+/// The container's console when any of berth's standard streams is a terminal: a pty whose
+/// slave takes the place of each of those streams in the container (the others pass straight
+/// through) and becomes its controlling terminal. The container never holds a descriptor of the
+/// caller's terminal, so keystrokes it injects (TIOCSTI) reach only its own pty. When standard
+/// input is a terminal it is put in raw mode (and restored), keystrokes are relayed, and `^]^]^]`
+/// within a second ends the container; what the container writes to the pty goes to berth's
+/// standard output when that is a terminal, else to standard error when that is one. The window
+/// size follows the caller's terminal.
 final class ConsoleRelay {
     let master: Descriptor
     let slavePath: String
+    /// The caller's descriptor the container's terminal output goes to; -1 for none.
+    let output: Int32
+    /// Whether keystrokes are read from the caller's standard input.
+    let input: Bool
     private var saved = [UInt8](repeating: 0, count: 256)
     private var raw = false
 
-    /// Opens the pty, the size of berth's terminal, and puts that terminal in raw mode (until
-    /// `restore`) before the container exists, so nothing typed is echoed or read by anyone else.
-    init() throws {
+    /// The caller's standard streams that are terminals: those the container gets the pty for.
+    static func terminalStreams() -> [Int32] { [0, 1, 2].filter { Terminal.isTerminal($0) } }
+
+    /// Opens the pty, the size of the caller's terminal `streams[0]`, and puts standard input in
+    /// raw mode (until `restore`) before the container exists, so nothing typed is echoed or read
+    /// by anyone else.
+    init(streams: [Int32]) throws {
         var name = [CChar](repeating: 0, count: 128)
         let fd = try retryingInterrupts("posix_openpt") { cberth_open_pty(&name, name.count) }
         master = Descriptor(owning: fd)
         slavePath = String(cString: name)
-        _ = cberth_copy_window_size(0, fd)
-        raw = saved.withUnsafeMutableBytes { cberth_make_raw(0, $0.baseAddress, $0.count) } == 0
+        output = streams.contains(1) ? 1 : streams.contains(2) ? 2 : -1
+        input = streams.contains(0)
+        if let terminal = streams.first { _ = cberth_copy_window_size(terminal, fd) }
+        if input { raw = saved.withUnsafeMutableBytes { cberth_make_raw(0, $0.baseAddress, $0.count) } == 0 }
     }
 
     /// The relay berth set up, in the supervisor it handed the container to: the pty's master
     /// and, when berth made its terminal raw, the settings to restore (`savedTerminal`).
-    init(master: consuming Descriptor, savedTerminal: [UInt8]?) {
+    init(master: consuming Descriptor, output: Int32, input: Bool, savedTerminal: [UInt8]?) {
         self.master = master
+        self.output = output
+        self.input = input
         slavePath = ""
         if let savedTerminal, savedTerminal.count <= saved.count {
             saved.replaceSubrange(0..<savedTerminal.count, with: savedTerminal)
             raw = true
         }
+    }
+
+    /// The pty's slave, for the container, owned by its root (`owner` on the host) alone, as
+    /// nspawn gives it: under a user namespace root inside could not open it otherwise.
+    func openSlave(owner: UInt32) throws -> Descriptor {
+        let slave = try Descriptor.open(FilePath(slavePath), O_RDWR | O_NOCTTY)
+        try slave.setOwner(uid: owner, gid: owner)
+        try slave.setMode(0o600)
+        return slave
     }
 
     /// The terminal settings `restore` puts back, while the terminal is raw.
@@ -49,7 +75,7 @@ final class ConsoleRelay {
     func relay(signals: Int32, onEscape: () -> Void) -> Int32 {
         var escapes: [Double] = []
         var buffer = [UInt8](repeating: 0, count: 1 << 14)
-        var inputOpen = true, outputOpen = true
+        var inputOpen = input, outputOpen = true
         while true {
             var fds = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: outputOpen ? master.rawValue : -1, events: Int16(POLLIN), revents: 0),
@@ -57,7 +83,7 @@ final class ConsoleRelay {
             if poll(&fds, 3, -1) < 0 { continue }
             if fds[1].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(master.rawValue, $0.baseAddress, $0.count) }
-                if n > 0 { writeAll(1, buffer, n) } else if n == 0 || errno != EINTR && errno != EAGAIN { outputOpen = false }
+                if n > 0 { writeAll(output, buffer, n) } else if n == 0 || errno != EINTR && errno != EAGAIN { outputOpen = false }
             }
             if fds[2].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
@@ -78,7 +104,9 @@ final class ConsoleRelay {
                 if n == 128 {
                     let signal = info.withUnsafeBytes { $0.load(as: UInt32.self) }
                     if signal == UInt32(SIGWINCH) {
-                        _ = cberth_copy_window_size(0, master.rawValue)
+                        if let terminal = [0, 1, 2].first(where: { Terminal.isTerminal($0) }) {
+                            _ = cberth_copy_window_size(terminal, master.rawValue)
+                        }
                         continue
                     }
                     return Int32(signal)
@@ -94,11 +122,13 @@ final class ConsoleRelay {
         while true {
             let n = buffer.withUnsafeMutableBytes { read(master.rawValue, $0.baseAddress, $0.count) }
             if n <= 0 { return }
-            writeAll(1, buffer, n)
+            writeAll(output, buffer, n)
         }
     }
 
+    /// Writes to `fd`; for -1 (no terminal to show it on) the bytes are dropped.
     private func writeAll(_ fd: Int32, _ buffer: [UInt8], _ count: Int) {
+        guard fd >= 0 else { return }
         var done = 0
         while done < count {
             let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + done, count - done) }

@@ -3,47 +3,148 @@ import CBerth
 import Glibc
 import SystemPackage
 
-/// Where the container's first process starts, and what holds it to nspawn's device set.
+/// The cgroup of the container's own, made for every run, command or boot, below one cgroup
+/// `berth` that holds nspawn's device policy; the container's first process enters a cgroup
+/// namespace rooted at it, so nothing above it is visible, let alone writable, and moving to
+/// another cgroup cannot lift the policy. A booted systemd manages it as its root.
 ///
-/// Where the kernel takes BPF device programs on the unified (v2) hierarchy, as on pure v2
-/// hosts and hybrid ones alike, the child is made directly in a unified cgroup (clone3 with
-/// CLONE_INTO_CGROUP) that carries the program: a booted system's own cgroup, or for a command
-/// one cgroup all commands share. Elsewhere the v1 devices controller does it, and the process
-/// is moved into its cgroups after it is made.
+/// Where the kernel takes BPF device programs on the unified (v2) hierarchy, as on pure v2 hosts
+/// and hybrid ones alike, the policy is a program attached to `berth` (inherited by every cgroup
+/// below), and the child is made directly in its cgroup (clone3 with CLONE_INTO_CGROUP).
+/// Elsewhere the v1 devices controller does it: `devices/berth` denies all but nspawn's set, a
+/// child cgroup there can never allow more than it, and the process is moved in by pid.
 struct ContainerCgroup {
-    /// The unified cgroup the child is made in, with the device program attached.
-    let unified: Descriptor?
-    /// The fallback: the shared v1 devices cgroup, and a booted system's cgroup, joined by pid.
-    let legacy: [CgroupDirectory]
+    /// `<unified>/berth/<uuid>`, or nil where the host has no unified hierarchy.
+    let unified: FilePath?
+    /// The unified cgroup, open for CLONE_INTO_CGROUP, when the BPF policy holds there.
+    let intoCgroup: Descriptor?
+    /// `devices/berth/<uuid>`, when the v1 controller holds the policy.
+    let devices: FilePath?
 
-    static let sharedName = "berth"
+    static let parentName = "berth"
+
+    /// nspawn's device set, for the v1 controller (the BPF program in the C shim allows the same).
+    static let allowedDevices = [
+        "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
+    ]
 
     /// `BERTH_LEGACY_DEVICES=1` makes berth use the v1 devices controller even where BPF device
     /// programs work, so the tests cover both ways on a hybrid host.
     private static let legacyForced = getenv("BERTH_LEGACY_DEVICES").map { String(cString: $0) == "1" } ?? false
 
-    /// `system` is a booted system's own cgroup, when there is one.
-    static func make(system: SystemCgroup?) throws -> ContainerCgroup {
-        if !legacyForced, let hierarchy = SystemCgroup.unifiedHierarchy() {
-            let path = system?.path ?? hierarchy.appending(sharedName)
-            if system == nil {
-                let made = path.withPlatformString { mkdir($0, 0o755) }
-                if made != 0 && errno != EEXIST { throw SystemError.last("mkdir", path: path.string) }
-            }
-            let fd = try Descriptor.open(path, O_RDONLY | O_DIRECTORY)
-            if cberth_attach_device_policy(fd.rawValue) == 0 {
-                return ContainerCgroup(unified: fd, legacy: [])
-            }
+    static let devicesHierarchy: FilePath = "/sys/fs/cgroup/devices"
+
+    /// Makes the container's cgroups, named `name`. Runs `body` (which starts the container's
+    /// first process in them) under a shared lock that keeps a concurrent sweep of stale
+    /// cgroups from taking the fresh, still empty ones.
+    static func make<T>(name: String, _ body: (ContainerCgroup) throws -> T) throws -> T {
+        let lock = try Descriptor.open(try RuntimeDirectory.path("cgroup").appending("lock"), O_RDWR | O_CREAT, mode: 0o600)
+        if try lock.lock(.exclusive, wait: false) {
+            removeStale()
+            lock.unlock()
         }
-        guard let devices = try DeviceCgroup.shared() else {
-            throw LaunchError("this host has neither BPF device programs on cgroup v2 nor the v1 devices controller; berth cannot keep a container from the host's devices")
+        _ = try lock.lock(.shared, wait: true)
+        defer { lock.unlock() }
+
+        let hierarchy = unifiedHierarchy()
+        let unified = try hierarchy.map { try makeDirectory($0.appending(parentName)).appending(name) }
+        if let unified { try makeDirectory(unified) }
+        do {
+            if !legacyForced, let hierarchy {
+                let parent = try Descriptor.open(hierarchy.appending(parentName), O_RDONLY | O_DIRECTORY)
+                if cberth_attach_device_policy(parent.rawValue) == 0, let unified {
+                    return try body(ContainerCgroup(unified: unified, intoCgroup: try Descriptor.open(unified, O_RDONLY | O_DIRECTORY), devices: nil))
+                }
+            }
+            guard try FileStatus.of(devicesHierarchy.appending("devices.deny")) != nil else {
+                throw LaunchError("this host has neither BPF device programs on cgroup v2 nor the v1 devices controller; berth cannot keep a container from the host's devices")
+            }
+            let parent = try makeDirectory(devicesHierarchy.appending(parentName))
+            try write(parent.appending("devices.deny"), "a")
+            for rule in allowedDevices { try write(parent.appending("devices.allow"), rule) }
+            // A new v1 devices cgroup starts with its parent's rules.
+            let devices = try makeDirectory(parent.appending(name))
+            return try body(ContainerCgroup(unified: unified, intoCgroup: nil, devices: devices))
+        } catch {
+            ContainerCgroup(unified: unified, intoCgroup: nil, devices: nil).remove()
+            throw error
         }
-        return ContainerCgroup(unified: nil, legacy: [devices] + (system.map { [$0] } ?? []))
     }
 
-    /// Moves `pid` into the legacy cgroups (nothing to do when it was made in its cgroup).
+    /// Moves `pid` into the cgroups it was not made in.
     func place(_ pid: pid_t) throws {
-        for cgroup in legacy { try cgroup.write("cgroup.procs", "\(pid)") }
+        if let devices { try Self.write(devices.appending("cgroup.procs"), "\(pid)") }
+        if intoCgroup == nil, let unified { try Self.write(unified.appending("cgroup.procs"), "\(pid)") }
+    }
+
+    /// Gives the unified cgroup to the container's root (host id `owner`), as nspawn delegates
+    /// it: the directory and the files a manager inside writes.
+    func delegate(to owner: UInt32) throws {
+        guard let unified else { return }
+        for file in ["", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
+            let path = file.isEmpty ? unified : unified.appending(file)
+            let rc = path.withPlatformString { chown($0, owner, owner) }
+            if rc != 0 && errno != ENOENT { throw SystemError.last("chown", path: path.string) }
+        }
+    }
+
+    /// Removes the cgroups and whatever a manager made inside, deepest first. rmdir fails on a
+    /// cgroup that still has processes, so nothing alive is touched.
+    func remove() {
+        if let unified { Self.removeTree(unified) }
+        if let devices { _ = devices.withPlatformString { rmdir($0) } }
+    }
+
+    /// Where the unified hierarchy is mounted, or nil when the host has none.
+    static func unifiedHierarchy() -> FilePath? {
+        for candidate in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] as [FilePath] {
+            if (try? FileStatus.of(candidate.appending("cgroup.procs"))) != nil,
+               (try? FileStatus.of(candidate.appending("cgroup.controllers"))) != nil {
+                return candidate
+            }
+        }
+        return nil
+    }
+
+    /// The cgroups a killed supervisor left: those no process uses any more, in the whole
+    /// subtree (`populated 0`); a running container's, and its manager's empty ones, stay.
+    private static func removeStale() {
+        if let hierarchy = unifiedHierarchy() {
+            let parent = hierarchy.appending(parentName)
+            for name in (try? Directory(opening: parent).entryNames()) ?? [] {
+                let cgroup = parent.appending(name.components)
+                guard let events = try? Descriptor.open(cgroup.appending("cgroup.events"), O_RDONLY).readAll(limit: 4096),
+                      String(decoding: events, as: UTF8.self).contains("populated 0") else { continue }
+                removeTree(cgroup)
+            }
+        }
+        let devices = devicesHierarchy.appending(parentName)
+        for name in (try? Directory(opening: devices).entryNames()) ?? [] {
+            _ = devices.appending(name.components).withPlatformString { rmdir($0) }
+        }
+    }
+
+    /// Removes the cgroup directory `top` and every one below it, deepest first, without
+    /// recursion: a manager inside may nest them deeply.
+    private static func removeTree(_ top: FilePath) {
+        var pending = [top], order: [FilePath] = []
+        while let path = pending.popLast() {
+            order.append(path)
+            guard let dir = try? Directory(opening: path), let names = try? dir.entryNames() else { continue }
+            for name in names where (try? dir.status(name))??.kind == .directory { pending.append(path.appending(name.components)) }
+        }
+        for path in order.reversed() { _ = path.withPlatformString { rmdir($0) } }
+    }
+
+    @discardableResult
+    private static func makeDirectory(_ path: FilePath) throws -> FilePath {
+        let made = path.withPlatformString { mkdir($0, 0o755) }
+        if made != 0 && errno != EEXIST { throw SystemError.last("mkdir", path: path.string) }
+        return path
+    }
+
+    private static func write(_ path: FilePath, _ value: String) throws {
+        try Descriptor.open(path, O_WRONLY).writeAll(value + "\n")
     }
 }
-

@@ -4,12 +4,16 @@ import Glibc
 import SystemPackage
 
 /// The container's first process. The supervisor starts it in new mount, PID, UTS and IPC
-/// namespaces (and network, with --private-network) as a fresh exec of berth, so it runs
-/// single-threaded with no state from the supervisor; it sets the container up as
-/// systemd-nspawn does and then execs the payload, which becomes PID 1.
+/// namespaces (a user namespace too, unless --private-users=no, and network with
+/// --private-network) as a fresh exec of berth-stage, so it runs single-threaded with no state
+/// from the supervisor. It receives the launch description and the mounts the supervisor made
+/// for it (`PreparedMounts`), sets the container up as systemd-nspawn does, and execs the
+/// payload, which becomes PID 1.
 public enum ContainerStage {
     /// The hidden subcommand that runs this stage.
     public static let subcommand = "__container-stage"
+    /// argv[1] of --as-pid2's init, run from its sealed copy.
+    public static let initFlag = "--as-pid2-init"
 
     /// The capability bounding set systemd-nspawn 252 keeps by default (`CapBnd` 0xfcecafff):
     /// all of 0-31 but CAP_NET_ADMIN (12), CAP_IPC_LOCK (14), CAP_SYS_MODULE (16), CAP_SYS_RAWIO (17),
@@ -30,37 +34,57 @@ public enum ContainerStage {
         }
     }
 
-    private static func readSpec() throws -> LaunchSpec {
-        guard let spec = LaunchSpec(decoding: try Descriptor(owning: 3).readAll()) else { throw LaunchError("the launch description is damaged") }
-        return spec
+    /// --as-pid2's init, from its sealed copy: `arguments` are `(berth-init) --as-pid2-init PROGRAM
+    /// ARGV...`. It stays PID 1 and runs PROGRAM as PID 2. Never returns.
+    public static func runInit(_ arguments: [String]) -> Never {
+        guard arguments.count >= 4 else { _exit(127) }
+        let cArgs = arguments.dropFirst(3).map { strdup($0) } + [nil]
+        _ = cberth_run_as_pid2(arguments[2], cArgs, environ)
+        let text = "berth: error: cannot run \(arguments[2]): \(SystemError.last("execve").errno)\n"
+        _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
+        _exit(127)
+    }
+
+    /// The launch description and the descriptors that came with it, by role.
+    private static func receive() throws -> (LaunchSpec, [String: [Descriptor]]) {
+        let (bytes, descriptors) = try MessageSocket(descriptor: Descriptor(owning: 3)).receive()
+        guard let spec = LaunchSpec(decoding: bytes), spec.descriptorRoles.count == descriptors.count else {
+            throw LaunchError("the launch description is damaged")
+        }
+        var byRole: [String: [Descriptor]] = [:]
+        for (role, descriptor) in zip(spec.descriptorRoles, descriptors) { byRole[role, default: []].append(descriptor) }
+        return (spec, byRole)
     }
 
     private static func run() throws -> Never {
-        let spec = try readSpec()
+        let (spec, mounts) = try receive()
+        func mount(_ role: String) throws -> DetachedMount {
+            guard let descriptor = mounts[role]?.first else { throw LaunchError("the launch description lacks its \(role)") }
+            return DetachedMount(descriptor)
+        }
         // If the supervisor dies, so does the container: PID 1's death ends the PID namespace,
         // and with its last process the mount namespace and every mount in it.
         _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
 
-        if let console = spec.console {
-            // The pty becomes the container's terminal: a new session, then its controlling tty.
-            let fd = try Descriptor.open(FilePath(console), O_RDWR)
+        if let console = mounts["console"]?.first {
+            // The pty becomes the container's terminal: a new session, then its controlling tty,
+            // in place of each of the caller's streams that is a terminal.
             _ = try retryingInterrupts("setsid") { setsid() }
-            _ = try retryingInterrupts("TIOCSCTTY") { cberth_set_controlling_terminal(fd.rawValue) }
-            for target in [0, 1, 2] as [Int32] { _ = try retryingInterrupts("dup2") { dup2(fd.rawValue, target) } }
+            _ = try retryingInterrupts("TIOCSCTTY") { cberth_set_controlling_terminal(console.rawValue) }
+            for target in spec.consoleStreams { _ = try retryingInterrupts("dup2") { dup2(console.rawValue, target) } }
         }
-        // The supervisor placed this process in its cgroups before sending the description.
-        if spec.systemCgroup != nil {
-            // The container's cgroup becomes the root of what it sees under /sys/fs/cgroup.
-            _ = try retryingInterrupts("unshare(CLONE_NEWCGROUP)") { cberth_unshare_cgroup_namespace() }
-        }
+        // The supervisor placed this process in its cgroup before sending the description: it
+        // becomes the root of all the container sees of cgroups.
+        _ = try retryingInterrupts("unshare(CLONE_NEWCGROUP)") { cberth_unshare_cgroup_namespace() }
         try Mount.makePrivate("/")
-        let root = FilePath(spec.root)
-        if spec.ephemeral || !spec.lowerLayers.isEmpty { try mountOverlay(at: root, spec: spec) }
-        try Mount.bind(root, at: root)
-        let tree = try Directory(opening: root)
-        try mountAPIFileSystems(in: tree, spec: spec)
-        for bind in spec.bindMounts { try mountBind(bind, in: tree) }
-        if spec.readOnly { try Mount.remountReadOnly(root) }
+        let root = try mount("root")
+        try root.attach(onto: mount("root-target").descriptor)
+        let tree = Directory(root.descriptor, displayPath: spec.root)
+        try mountAPIFileSystems(in: tree, spec: spec, mount: mount)
+        for (bind, source) in zip(spec.bindMounts, mounts["bind"] ?? []) {
+            try attach(DetachedMount(source), at: FilePath(bind.destination), in: tree)
+        }
+        if spec.readOnly { try root.set(.readOnly, recursive: false) }
 
         try spec.hostname.withCString { name in
             _ = try retryingInterrupts("sethostname") { sethostname(name, strlen(name)) }
@@ -68,39 +92,13 @@ public enum ContainerStage {
         if spec.privateNetwork {
             _ = try retryingInterrupts("bring up lo") { cberth_interface_up("lo") }
         }
-        try Mount.pivotRoot(to: root)
+        _ = try retryingInterrupts("fchdir") { fchdir(root.descriptor.rawValue) }
+        try Mount.pivotRoot(to: ".")
         try dropCapabilities(keeping: keptCapabilities(privateNetwork: spec.privateNetwork))
-        try exec(spec)
+        try exec(spec, initCopy: mounts["init"]?.first)
     }
 
     // MARK: File systems
-
-    /// Stacks the image's layers over `root`, in this mount namespace only: when the container's
-    /// last process goes, so does the overlay, even if berth was killed. An ephemeral run writes
-    /// to a tmpfs mounted here first, which goes the same way.
-    private static func mountOverlay(at root: FilePath, spec: LaunchSpec) throws {
-        let lowers = try (spec.lowerLayers.isEmpty ? [spec.root] : spec.lowerLayers).map {
-            try Descriptor.open(FilePath($0), CBERTH_O_PATH | O_DIRECTORY)
-        }
-        var upper: (layer: Descriptor, work: Descriptor)?
-        if spec.ephemeral {
-            try Mount.make("tmpfs", at: root, options: "mode=700")
-            let scratch = try Directory(opening: root)
-            // The upper root's mode and owner show as the merged root's: take the image's.
-            let template = try lowers[0].status()
-            try scratch.makeDirectory("upper", mode: template.permissions)
-            try scratch.setOwner("upper", uid: template.uid, gid: template.gid)
-            try scratch.setMode("upper", template.permissions)
-            try scratch.makeDirectory("work", mode: 0o700)
-            upper = (try scratch.openFile("upper", CBERTH_O_PATH | O_DIRECTORY), try scratch.openFile("work", CBERTH_O_PATH | O_DIRECTORY))
-        } else if let layer = spec.upperLayer, let work = spec.overlayWork {
-            upper = (try Descriptor.open(FilePath(layer), CBERTH_O_PATH | O_DIRECTORY),
-                     try Descriptor.open(FilePath(work), CBERTH_O_PATH | O_DIRECTORY))
-        }
-        // Opened now, so the overlay lands on top of the tmpfs, not beneath it.
-        let target = try Descriptor.open(root, CBERTH_O_PATH | O_DIRECTORY)
-        try Mount.overlay(lowers: lowers, upper: upper, onto: target, readOnly: spec.readOnly)
-    }
 
     /// Opens (making it if missing) the directory or file `path` beneath the root, never through
     /// a symlink, for mount(2) to use as target through its /proc path.
@@ -123,9 +121,17 @@ public enum ContainerStage {
         return current.descriptor
     }
 
-    private static func mountAPIFileSystems(in tree: Directory, spec: LaunchSpec) throws {
+    /// Attaches `mount` at `path` beneath the root, made of the mount's kind (file or directory)
+    /// where missing, without following any symlink the image holds.
+    private static func attach(_ mount: DetachedMount, at path: FilePath, in tree: Directory) throws {
+        let isDirectory = try mount.descriptor.status().kind == .directory
+        try mount.attach(onto: target(path, in: tree, file: !isDirectory))
+    }
+
+    private static func mountAPIFileSystems(in tree: Directory, spec: LaunchSpec, mount: (String) throws -> DetachedMount) throws {
         let nosuid = UInt(MS_NOSUID), nodev = UInt(MS_NODEV), noexec = UInt(MS_NOEXEC)
 
+        // A proc of the container's own PID namespace, mounted from inside its user namespace.
         try Mount.make("proc", onto: target("proc", in: tree), flags: nosuid | nodev | noexec)
         // What a container must not change or read of the host's kernel, as nspawn protects it.
         let proc = try tree.openDirectory(beneath: "proc", pathOnly: true, crossingMounts: true)
@@ -134,7 +140,7 @@ public enum ContainerStage {
             try Mount.bind(p, at: p, recursive: name == "sys")
             try Mount.remountReadOnly(p, extraFlags: nosuid | nodev | noexec)
         }
-        for name in ["kcore", "keys", "kallsyms", "timer_list", "sched_debug", "latency_stats", "key-users"]
+        for name in ["kcore", "keys", "kallsyms", "timer_list", "sched_debug", "latency_stats", "key-users", "config.gz"]
             where try proc.status(FilePath(name))?.kind == .regular {
             try Mount.bind("/dev/null", at: proc.procPath(FilePath(name)), recursive: false)
         }
@@ -143,37 +149,33 @@ public enum ContainerStage {
                            flags: UInt(MS_RDONLY) | nosuid | nodev | noexec, options: "mode=555")
         }
 
-        try Mount.make("sysfs", onto: target("sys", in: tree), flags: UInt(MS_RDONLY) | nosuid | nodev | noexec)
-        if spec.systemCgroup != nil {
-            let sys = try tree.openDirectory(beneath: "sys/fs/cgroup", pathOnly: true, crossingMounts: true)
-            try Mount.make("cgroup2", onto: sys.descriptor, flags: nosuid | nodev | noexec)
+        if spec.privateNetwork {
+            try Mount.make("sysfs", onto: target("sys", in: tree), flags: UInt(MS_RDONLY) | nosuid | nodev | noexec)
+        } else {
+            try mount("sys").attach(onto: target("sys", in: tree))
+        }
+        let sys = try tree.openDirectory(beneath: "sys", pathOnly: true, crossingMounts: true)
+        // The firmware's tables (ACPI, EFI, DMI) are the host's: nothing of them shows inside.
+        if try sys.status("firmware")?.kind == .directory {
+            try Mount.make("tmpfs", at: sys.procPath("firmware"), flags: UInt(MS_RDONLY) | nosuid | nodev | noexec, options: "mode=555")
+        }
+        if ContainerCgroup.unifiedHierarchy() != nil, try sys.status("fs/cgroup")?.kind == .directory {
+            let cgroup = try sys.openDirectory(beneath: "fs/cgroup", pathOnly: true, crossingMounts: true)
+            try Mount.make("cgroup2", onto: cgroup.descriptor, flags: nosuid | nodev | noexec)
         }
 
-        try Mount.make("tmpfs", onto: target("dev", in: tree), flags: nosuid, options: "mode=755")
+        try mount("dev").attach(onto: target("dev", in: tree))
         let dev = try tree.openDirectory(beneath: "dev", pathOnly: true, crossingMounts: true)
-        for (name, major, minor) in [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-                                     ("urandom", 1, 9), ("tty", 5, 0)] as [(String, UInt32, UInt32)] {
-            try dev.makeNode(FilePath(name), mode: S_IFCHR | 0o666, device: makeDevice(major: major, minor: minor))
-            try dev.setMode(FilePath(name), 0o666)
-        }
-        for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
-                               ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
-            try target.withCString { try dev.makeSymlink(FilePath(name), target: $0) }
-        }
-        for name in ["pts", "shm", "mqueue"] { try dev.makeDirectory(FilePath(name), mode: 0o755) }
         try Mount.make("devpts", at: dev.procPath("pts"), flags: nosuid | noexec,
                        options: "newinstance,ptmxmode=0666,mode=620,gid=5")
         try Mount.make("tmpfs", at: dev.procPath("shm"), flags: nosuid | nodev, options: "mode=1777")
         try Mount.make("mqueue", at: dev.procPath("mqueue"), flags: nosuid | nodev | noexec)
-        // The console: the container's own pty when berth relays one; otherwise a null device
-        // of the container's own. Never a host file: systemd chowns and chmods /dev/console,
-        // which through a bind of the host's /dev/null (or the caller's terminal) would change
-        // the host's.
-        if let console = spec.console {
-            _ = try dev.createFile("console", mode: 0o600)
-            try Mount.bind(FilePath(console), onto: dev.openFile("console", CBERTH_O_PATH), readOnly: false)
-        } else {
-            try dev.makeNode("console", mode: S_IFCHR | 0o600, device: makeDevice(major: 1, minor: 3))
+        // The console: the container's own pty when berth relays one (otherwise the supervisor
+        // made it a null device of the container's own). Never a host file: systemd chowns and
+        // chmods /dev/console, which through a bind of the host's /dev/null (or the caller's
+        // terminal) would change the host's.
+        if spec.descriptorRoles.contains("console-mount") {
+            try mount("console-mount").attach(onto: dev.openFile("console", CBERTH_O_PATH))
         }
 
         try Mount.make("tmpfs", onto: target("run", in: tree), flags: nosuid | nodev, options: "mode=755")
@@ -181,21 +183,11 @@ public enum ContainerStage {
 
         // The host's resolver settings, read-only, where the image keeps a plain file (nspawn's
         // default copies it in; a bind leaves the image as it was).
-        if let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
-           try etc.status("resolv.conf")?.kind == .regular,
-           try FileStatus.of("/etc/resolv.conf") != nil {
-            try Mount.bind("/etc/resolv.conf", onto: etc.openFile("resolv.conf", CBERTH_O_PATH), readOnly: true)
+        if spec.descriptorRoles.contains("resolv"),
+           let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
+           try etc.status("resolv.conf")?.kind == .regular {
+            try mount("resolv").attach(onto: etc.openFile("resolv.conf", CBERTH_O_PATH))
         }
-    }
-
-    /// --bind/--bind-ro: the source is the user's host path; the destination is made inside the
-    /// image, of the source's type, without following any symlink the image holds.
-    private static func mountBind(_ bind: LaunchSpec.BindMount, in tree: Directory) throws {
-        guard let source = try FileStatus.of(FilePath(bind.source)) else {
-            throw LaunchError("--bind source \(bind.source) does not exist")
-        }
-        let destination = try target(FilePath(bind.destination), in: tree, file: source.kind != .directory)
-        try Mount.bind(FilePath(bind.source), onto: destination, readOnly: bind.readOnly)
     }
 
     private static func dropCapabilities(keeping kept: UInt64) throws {
@@ -211,7 +203,7 @@ public enum ContainerStage {
 
     private static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    private static func exec(_ spec: LaunchSpec) throws -> Never {
+    private static func exec(_ spec: LaunchSpec, initCopy: Descriptor?) throws -> Never {
         let user = try ImageUser.lookup(spec.user ?? "root")
         var environment = [
             "PATH=\(defaultPath)", "container=berth", "container_uuid=\(spec.uuid)", "TERM=\(spec.term)",
@@ -248,13 +240,28 @@ public enum ContainerStage {
             _ = try retryingInterrupts("setgroups") { setgroups(groups.count, &groups) }
             _ = try retryingInterrupts("setgid") { setgid(user.gid) }
             _ = try retryingInterrupts("setuid") { setuid(user.uid) }
+            // A change of ids clears the parent-death signal: set it again, then make sure the
+            // supervisor did not die meanwhile.
+            _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
+            if getppid() == 0 { _exit(137) }
         }
-        _ = cberth_close_from(3)
+        // --as-pid2: PID 1 becomes the init from its sealed copy; it runs `program` as PID 2.
+        if let initCopy {
+            argv = ["(berth-init)", initFlag, program] + argv
+            program = "--as-pid2's init"
+        }
+        // Every descriptor above the standard streams closes; the init's copy, moved to 3, at
+        // its exec.
+        if let initCopy {
+            _ = try retryingInterrupts("dup2") { dup2(initCopy.rawValue, 3) }
+            _ = fcntl(3, F_SETFD, FD_CLOEXEC)
+        }
+        _ = cberth_close_from(initCopy == nil ? 3 : 4)
 
         let cArgs = argv.map { strdup($0) } + [nil]
         let cEnv = environment.map { strdup($0) } + [nil]
-        if spec.asPID2 {
-            _ = cberth_run_as_pid2(program, cArgs, cEnv)
+        if initCopy != nil {
+            _ = cberth_execveat_empty(3, cArgs, cEnv)
         } else {
             execve(program, cArgs, cEnv)
         }

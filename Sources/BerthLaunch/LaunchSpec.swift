@@ -8,6 +8,11 @@ public struct LaunchSpec: Equatable, Sendable {
         public var source: String
         public var destination: String
         public var readOnly: Bool
+        /// With the source's submounts (nspawn's `rbind`, the default; `norbind` without).
+        public var recursive = true
+        /// Shown through the container's id mapping, so the host's owners stay the owners
+        /// inside (the default under a user namespace; `noidmap` shows them unmapped).
+        public var idmap = true
 
         public init(source: String, destination: String, readOnly: Bool) {
             self.source = source
@@ -34,6 +39,8 @@ public struct LaunchSpec: Equatable, Sendable {
     public var upperLayer: String?
     public var overlayWork: String?
     public var privateNetwork = false
+    /// The user namespace (the default picks a range for the machine).
+    public var privateUsers = PrivateUsers.pick
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []
@@ -43,8 +50,11 @@ public struct LaunchSpec: Equatable, Sendable {
     public var term: String
     /// The unified-hierarchy cgroup a booted system runs in, as its own root.
     var systemCgroup: String?
-    /// The pty slave that becomes the container's terminal, when berth runs on one.
-    var console: String?
+    /// Which of the container's standard streams are its pty (the caller's that are terminals);
+    /// empty when it has none.
+    var consoleStreams: [Int32] = []
+    /// What each descriptor passed beside the description holds, in order (`PreparedMounts`).
+    var descriptorRoles: [String] = []
 
     public init(root: String, machineName: String, uuid: String, term: String) {
         self.root = root
@@ -77,7 +87,7 @@ public struct LaunchSpec: Equatable, Sendable {
         if let workingDirectory { fields.append(("chdir", workingDirectory)) }
         if let user { fields.append(("user", user)) }
         if let systemCgroup { fields.append(("system-cgroup", systemCgroup)) }
-        if let console { fields.append(("console", console)) }
+        fields += consoleStreams.map { ("console-stream", String($0)) } + descriptorRoles.map { ("fd", $0) }
         var bytes: [UInt8] = []
         for (key, value) in fields {
             bytes += Array(key.utf8) + [0] + Array(value.utf8) + [0]
@@ -97,6 +107,8 @@ public struct LaunchSpec: Equatable, Sendable {
             case "arg": spec.arguments.append(value)
             case "env": spec.environment.append(value)
             case "lower": spec.lowerLayers.append(value)
+            case "console-stream": if let fd = Int32(value) { spec.consoleStreams.append(fd) }
+            case "fd": spec.descriptorRoles.append(value)
             case "bind-source": bind.source = value
             case "bind-destination": bind.destination = value
             case "bind-ro":
@@ -122,7 +134,6 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.workingDirectory = single["chdir"]
         spec.user = single["user"]
         spec.systemCgroup = single["system-cgroup"]
-        spec.console = single["console"]
         self = spec
     }
 }

@@ -28,15 +28,25 @@ public enum Supervisor {
         let pid: pid_t
         let boot: Bool
         let asPID2: Bool
-        /// A booted system's cgroup, removed when the container ends.
-        let systemCgroup: SystemCgroup?
+        /// The container's cgroups, removed when it ends.
+        let cgroup: ContainerCgroup
         let console: ConsoleRelay?
+        /// What keeps the container's range of user ids its own while it runs.
+        let userRangeLock: Descriptor?
 
         var arguments: [String] {
-            ["pid=\(pid)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
-                + (systemCgroup.map { ["cgroup=\($0.path)"] } ?? []) + (console.map { ["console=\($0.master.rawValue)"] } ?? [])
-                + (console?.savedTerminal.map { ["terminal=\(Hex.encode($0))"] } ?? [])
+            var fields = ["pid=\(pid)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
+            if let unified = cgroup.unified { fields.append("cgroup=\(unified)") }
+            if let devices = cgroup.devices { fields.append("devices-cgroup=\(devices)") }
+            if let console {
+                fields += ["console=\(console.master.rawValue)", "console-output=\(console.output)", "console-input=\(console.input ? 1 : 0)"]
+                if let saved = console.savedTerminal { fields.append("terminal=\(Hex.encode(saved))") }
+            }
+            return fields
         }
+
+        /// The descriptors the supervisor keeps across its exec.
+        var descriptors: [Int32] { (console.map { [$0.master.rawValue] } ?? []) + (userRangeLock.map { [$0.rawValue] } ?? []) }
     }
 
     /// Runs `spec` and returns the exit status berth should exit with: the command's own, or
@@ -46,44 +56,67 @@ public enum Supervisor {
     }
 
     /// Starts the container's first process in new namespaces and its cgroup, and hands it the
-    /// launch description. The signals the supervisor takes are blocked from here on: they
-    /// stay pending across the exec into `berth-stage --supervise`, as the child's exit does.
+    /// launch description with the mounts made for it. The signals the supervisor takes are
+    /// blocked from here on: they stay pending across the exec into `berth-stage --supervise`,
+    /// as the child's exit does.
+    ///
+    /// The order matters. The child is made in all its namespaces at once, a user namespace
+    /// among them, so that the others belong to it; it waits (before its exec, which would drop
+    /// its capabilities while its ids are unmapped) until its id maps are written, then becomes
+    /// the namespace's root and execs the stage, which waits for its description. Meanwhile the
+    /// supervisor, still the host's root, makes the mounts through the new namespace's mapping.
     public static func start(_ spec: LaunchSpec) throws -> Started {
         var spec = spec
-        let system = spec.boot ? try SystemCgroup.make(name: "berth-\(spec.uuid)") : nil
-        spec.systemCgroup = system?.path.string
+        let users = try spec.privateUsers.allocate(for: spec.machineName)
+        var namespaces: Namespaces = [.mount, .pid, .uts, .ipc]
+        if spec.privateNetwork { namespaces.insert(.network) }
+        if users != nil { namespaces.insert(.user) }
+
+        pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
+        let streams = ConsoleRelay.terminalStreams()
+        let console = streams.isEmpty ? nil : try ConsoleRelay(streams: streams)
+        spec.consoleStreams = streams
+
+        let (socket, childSocket) = try MessageSocket.pair()
+        let go = try users.map { _ in try Pipe() }
+        let executable = try Descriptor.open(FilePath(stageExecutable), CBERTH_O_PATH)
+        let argv = [strdup("berth"), strdup(ContainerStage.subcommand), nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        defer { argv.forEach { free($0) } }
         var pid: pid_t = 0
-        do {
-            let cgroup = try ContainerCgroup.make(system: system)
-            var flags = UInt(CBERTH_CLONE_NEWNS | CBERTH_CLONE_NEWPID | CBERTH_CLONE_NEWUTS | CBERTH_CLONE_NEWIPC)
-            if spec.privateNetwork { flags |= UInt(CBERTH_CLONE_NEWNET) }
-
-            pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
-            // On a terminal the container gets a pty of its own; elsewhere the streams pass through.
-            let console = Terminal.isTerminal(0) && Terminal.isTerminal(1) ? try ConsoleRelay() : nil
-            spec.console = console?.slavePath
-
-            var fds: [Int32] = [-1, -1]
-            _ = try retryingInterrupts("pipe") { pipe(&fds) }
-            for fd in fds { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
-            let reader = Descriptor(owning: fds[0]), writer = Descriptor(owning: fds[1])
-            let argv = [strdup("berth"), strdup(ContainerStage.subcommand), nil]
-            let envp: [UnsafeMutablePointer<CChar>?] = [nil]
-            defer { argv.forEach { free($0) } }
-            pid = cberth_spawn(flags, stageExecutable, argv, envp, reader.rawValue, cgroup.unified?.rawValue ?? -1)
+        var report: Int32 = -1
+        let cgroup = try ContainerCgroup.make(name: spec.uuid) { cgroup in
+            pid = cberth_spawn(namespaces.rawValue, executable.rawValue, argv, envp, childSocket.descriptor.rawValue,
+                               cgroup.intoCgroup?.rawValue ?? -1, go?.reader.rawValue ?? -1, &report)
             guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
-            withExtendedLifetime(reader) {}
-            // The child waits for its description before doing anything, so where it could not be
-            // made in its cgroup it is moved there first (a v1 migration takes milliseconds).
+            // Where it could not be made in its cgroups, it is moved there before it does anything.
             try cgroup.place(pid)
-            try spec.encoded().withUnsafeBytes { try writer.writeAll($0) }
-            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, systemCgroup: system, console: console)
+            return cgroup
+        }
+        withExtendedLifetime(childSocket) {}
+        do {
+            var userNamespace: Descriptor?
+            if let users, let go {
+                try users.range.writeMaps(of: pid)
+                try go.writer.writeAll("g")
+                userNamespace = try Descriptor.open(FilePath("/proc/\(pid)/ns/user"), O_RDONLY)
+                try cgroup.delegate(to: users.range.base)
+            }
+            let mounts = try PreparedMounts(for: spec, pid: pid, userNamespace: userNamespace, range: users?.range, console: console)
+            spec.descriptorRoles = mounts.roles
+            let sent = Result { try socket.send(spec.encoded(), descriptors: mounts.descriptors.map(\.rawValue)) }
+            guard cberth_spawn_result(pid, report) == 0 else {
+                pid = 0  // reaped
+                throw LaunchError("cannot start the container: \(SystemError.last("execve \(stageExecutable)"))")
+            }
+            try sent.get()
+            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, cgroup: cgroup, console: console, userRangeLock: users?.lock)
         } catch {
             if pid > 0 {
                 kill(pid, SIGKILL)
                 waitpid(pid, nil, 0)
             }
-            system?.remove()
+            cgroup.remove()
             throw error
         }
     }
@@ -96,7 +129,7 @@ public enum Supervisor {
     /// there is no `berth-stage` beside berth or it cannot be started; the caller then supervises.
     public static func handOver(_ started: Started, keeping descriptors: [Int32]) {
         guard stageExecutable != "/proc/self/exe" else { return }
-        let kept = descriptors + (started.console.map { [$0.master.rawValue] } ?? [])
+        let kept = descriptors + started.descriptors
         for fd in kept { _ = fcntl(fd, F_SETFD, 0) }
         let argv = (["berth-stage", supervisorFlag] + started.arguments).map { strdup($0) } + [nil]
         execv(stageExecutable, argv)
@@ -129,7 +162,7 @@ public enum Supervisor {
     /// before its exec into `berth-stage --supervise` (a blocked mask survives an exec).
     public static func supervise(_ started: Started) -> Int32 {
         let pid = started.pid
-        defer { started.systemCgroup?.remove() }
+        defer { started.cgroup.remove() }
         let signals = started.console == nil ? -1 : cberth_signalfd(&handledSignals)
         defer { if signals >= 0 { close(signals) } }
 
@@ -179,10 +212,14 @@ extension Supervisor.Started {
         self.pid = pid
         boot = fields["boot"] == "1"
         asPID2 = fields["as-pid2"] == "1"
-        systemCgroup = fields["cgroup"].map { SystemCgroup(path: FilePath(String($0))) }
+        cgroup = ContainerCgroup(unified: fields["cgroup"].map { FilePath(String($0)) }, intoCgroup: nil,
+                                 devices: fields["devices-cgroup"].map { FilePath(String($0)) })
         let savedTerminal = fields["terminal"].flatMap { Hex.decode(String($0)) }
+        let output = fields["console-output"].flatMap { Int32($0) } ?? -1, input = fields["console-input"] == "1"
         console = fields["console"].flatMap { Int32($0) }.map {
-            ConsoleRelay(master: Descriptor(owning: $0), savedTerminal: savedTerminal)
+            ConsoleRelay(master: Descriptor(owning: $0), output: output, input: input, savedTerminal: savedTerminal)
         }
+        // The range's lock stays open across the exec, unnamed: it is released when this ends.
+        userRangeLock = nil
     }
 }

@@ -74,21 +74,24 @@ extension ImageStore {
         }
     }
 
-    /// Mounts `use`'s overlay onto the directory `target` is open on, on the host.
-    private func mountOverlay(_ use: ImageUse, onto target: Descriptor) throws {
+    /// Mounts `use`'s overlay onto the directory `target` is open on, on the host, with
+    /// `attributes` (nosuid and nodev unless the caller asks otherwise: a tree on the host must
+    /// not give its setuid programs or device nodes to whoever can reach it).
+    private func mountOverlay(_ use: ImageUse, onto target: Descriptor,
+                              attributes: MountAttributes = [.noSetUID, .noDevices]) throws {
         let upper = try use.upperID.map {
             (try layersDirectory.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor,
              try workDirectory.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor)
         }
-        try mountLayers(use.layerIDs, upper: upper, onto: target, readOnly: use.readOnly)
+        try mountLayers(use.layerIDs, upper: upper, onto: target, readOnly: use.readOnly, attributes: attributes)
     }
 
     /// Mounts an overlay of the store's layers `lowerIDs` (top first), each opened beneath
     /// `.berth/layers`, and `upper`, onto the directory `target` is open on.
     func mountLayers(_ lowerIDs: [String], upper: (layer: Descriptor, work: Descriptor)?,
-                     onto target: Descriptor, readOnly: Bool = false) throws {
+                     onto target: Descriptor, readOnly: Bool = false, attributes: MountAttributes = []) throws {
         let lowers = try lowerIDs.map { try layersDirectory.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor }
-        try Mount.overlay(lowers: lowers, upper: upper, onto: target, readOnly: readOnly)
+        try Mount.overlay(lowers: lowers, upper: upper, onto: target, readOnly: readOnly, attributes: attributes)
     }
 
     /// Runs `body` with `name`'s merged tree at a path: a directory image's own tree, or a layered
@@ -108,8 +111,9 @@ extension ImageStore {
     // MARK: berth mount and umount
 
     /// Mounts layered image `name`'s merged tree at `directory` on the host, writable unless the
-    /// image is read-only. The image counts as in use until `unmount`.
-    public func mount(_ name: ImageName, at directory: FilePath) throws {
+    /// image is read-only, with `attributes` (by default nosuid and nodev). The image counts as
+    /// in use until `unmount`.
+    public func mount(_ name: ImageName, at directory: FilePath, attributes: MountAttributes = [.noSetUID, .noDevices]) throws {
         guard let target = realPath(directory), try FileStatus.of(target)?.kind == .directory else {
             throw StoreError("cannot mount on \(directory): it is not a directory; make it first")
         }
@@ -126,7 +130,7 @@ extension ImageStore {
             try marker.writeAll(target.string)
             try marker.sync()
             do {
-                try mountOverlay(use, onto: Directory(opening: target).descriptor)
+                try mountOverlay(use, onto: Directory(opening: target).descriptor, attributes: attributes)
             } catch {
                 try? record.remove("mounted", isDirectory: false)
                 throw StoreError("cannot mount '\(name)' on \(directory): \(error)")

@@ -38,37 +38,13 @@ public enum Mount {
 
     /// Mounts an overlay of the directories `lowers` (top first) onto exactly the directory
     /// `target` is open on, with `upper` (a layer and its work directory) as its writable layer;
-    /// without one it is read-only. Each layer is passed as one `lowerdir+` through its
-    /// descriptor's /proc path (Linux 6.8 and later), so neither the store's path length nor the
-    /// one-page option string of mount(2) bounds the depth of the stack.
+    /// without one it is read-only. Each layer is named by its descriptor's /proc path, so the
+    /// store's path length does not bound the depth of the stack either.
     public static func overlay(lowers: [Descriptor], upper: (layer: Descriptor, work: Descriptor)?,
-                               onto target: Descriptor, readOnly: Bool = false) throws {
-        let fs = try retryingInterrupts("fsopen overlay") { cberth_fsopen("overlay") }
-        let context = Descriptor(owning: fs)
-        func set(_ key: String, _ value: Descriptor) throws {
-            let rc = value.procPath.withPlatformString { cberth_fsconfig_string(fs, key, $0) }
-            if rc != 0 { throw overlayError(context, key) }
-        }
-        for lower in lowers { try set("lowerdir+", lower) }
-        if let upper {
-            try set("upperdir", upper.layer)
-            try set("workdir", upper.work)
-        }
-        if cberth_fsconfig_create(fs) != 0 { throw overlayError(context, "\(lowers.count) layers") }
-        let mounted = try retryingInterrupts("fsmount overlay") { cberth_fsmount(fs, readOnly || upper == nil ? 1 : 0) }
-        let detached = Descriptor(owning: mounted)
-        _ = try retryingInterrupts("move_mount overlay") { cberth_move_mount_to_fd(detached.rawValue, target.rawValue) }
-    }
-
-    /// The error of a failed overlay configuration, with the kernel's own words from the context.
-    private static func overlayError(_ context: Descriptor, _ what: String) -> SystemError {
-        let error = SystemError.last("overlay mount", path: what)
-        var buffer = [UInt8](repeating: 0, count: 512)
-        let n = Glibc.read(context.rawValue, &buffer, buffer.count)
-        guard n > 2 else { return error }
-        // Messages come as "e overlayfs: text".
-        let text = String(decoding: buffer[2..<n].prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
-        return SystemError("overlay mount (\(text))", error.errno, path: what)
+                               onto target: Descriptor, readOnly: Bool = false, attributes: MountAttributes = []) throws {
+        let mount = try DetachedMount.overlay(lowers: lowers.map(\.procPath), upper: upper.map { ($0.layer.procPath, $0.work.procPath) },
+                                              attributes: attributes.union(readOnly ? .readOnly : []))
+        try mount.attach(onto: target)
     }
 
     /// Unmounts the file system at `target`; with `detach`, lazily (MNT_DETACH), so it goes as

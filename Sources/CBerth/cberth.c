@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <linux/bpf.h>
+#include <linux/capability.h>
+#include <sys/uio.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -96,7 +98,8 @@ struct cberth_clone_args {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
 };
 
-pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], char *const envp[], int spec_fd, int cgroup_fd) {
+pid_t cberth_spawn(unsigned long flags, int exe_fd, char *const argv[], char *const envp[], int spec_fd, int cgroup_fd,
+                   int go_fd, int *report_fd) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0) return -1;
     sigset_t all, old;
@@ -126,10 +129,20 @@ pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], ch
                 goto fail;
             }
         }
+        if (go_fd >= 0) {
+            char go;
+            ssize_t n;
+            do { n = read(go_fd, &go, 1); } while (n < 0 && errno == EINTR);
+            if (n != 1) _exit(127);
+            // Raw system calls: glibc's set*id would signal the parent's other threads.
+            if (syscall(SYS_setgroups, 0, NULL) < 0) goto fail;
+            if (syscall(SYS_setresgid, 0, 0, 0) < 0) goto fail;
+            if (syscall(SYS_setresuid, 0, 0, 0) < 0) goto fail;
+        }
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        execve(path, argv, envp);
+        syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
     fail:;
         int e = errno;
         (void)!write(report[1], &e, sizeof e);
@@ -143,16 +156,21 @@ pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], ch
         errno = saved;
         return -1;
     }
+    *report_fd = report[0];
+    return pid;
+}
+
+int cberth_spawn_result(pid_t pid, int report_fd) {
     int e = 0;
     ssize_t n;
-    do { n = read(report[0], &e, sizeof e); } while (n < 0 && errno == EINTR);
-    close(report[0]);
+    do { n = read(report_fd, &e, sizeof e); } while (n < 0 && errno == EINTR);
+    close(report_fd);
     if (n == (ssize_t)sizeof e) {
         while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {}
         errno = e;
         return -1;
     }
-    return pid;
+    return 0;
 }
 
 struct cberth_mount_attr {
@@ -188,8 +206,18 @@ int cberth_fsconfig_string(int fs, const char *key, const char *value) {
 
 int cberth_fsconfig_create(int fs) { return (int)syscall(SYS_fsconfig, fs, 6 /* FSCONFIG_CMD_CREATE */, NULL, NULL, 0); }
 
-int cberth_fsmount(int fs, int read_only) {
-    return (int)syscall(SYS_fsmount, fs, 1 /* FSMOUNT_CLOEXEC */, read_only ? 0x00000001 /* MOUNT_ATTR_RDONLY */ : 0);
+int cberth_fsmount(int fs, uint64_t attributes) {
+    return (int)syscall(SYS_fsmount, fs, 1 /* FSMOUNT_CLOEXEC */, (unsigned int)attributes);
+}
+
+int cberth_open_tree(int dirfd, const char *path, int recursive) {
+    unsigned int flags = 1 /* OPEN_TREE_CLONE */ | O_CLOEXEC | (recursive ? AT_RECURSIVE : 0) | (path[0] ? 0 : AT_EMPTY_PATH);
+    return (int)syscall(SYS_open_tree, dirfd, path, flags);
+}
+
+int cberth_mount_setattr(int fd, uint64_t set, uint64_t clear, int userns_fd, int recursive) {
+    struct cberth_mount_attr attr = { .attr_set = set, .attr_clr = clear, .userns_fd = (uint64_t)(userns_fd < 0 ? 0 : userns_fd) };
+    return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof attr);
 }
 
 int cberth_move_mount_to_fd(int mount_fd, int target_fd) {
@@ -342,4 +370,74 @@ int cberth_attach_device_policy(int cgroup_fd) {
     close(prog);
     errno = saved;
     return rc;
+}
+
+int cberth_use_file_system_ids(uid_t uid, gid_t gid) {
+    (void)syscall(SYS_setfsgid, gid);
+    (void)syscall(SYS_setfsuid, uid);
+    // setfsuid reports the previous id, never an error: ask again to learn whether it took.
+    if ((uid_t)syscall(SYS_setfsuid, -1) != uid || (gid_t)syscall(SYS_setfsgid, -1) != gid) { errno = EPERM; return -1; }
+    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) != 0) return -1;
+    data[0].effective = data[0].permitted;
+    data[1].effective = data[1].permitted;
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+int cberth_send_with_descriptors(int socket, const void *buffer, size_t length, const int *fds, int count) {
+    if (count < 0 || count > 253) { errno = EINVAL; return -1; }
+    char control[CMSG_SPACE(253 * sizeof(int))];
+    memset(control, 0, sizeof control);
+    struct iovec iov = { .iov_base = (void *)buffer, .iov_len = length };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+    if (count > 0) {
+        msg.msg_control = control;
+        msg.msg_controllen = CMSG_SPACE(count * sizeof(int));
+        struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+        cmsg->cmsg_level = SOL_SOCKET;
+        cmsg->cmsg_type = SCM_RIGHTS;
+        cmsg->cmsg_len = CMSG_LEN(count * sizeof(int));
+        memcpy(CMSG_DATA(cmsg), fds, count * sizeof(int));
+    }
+    ssize_t n;
+    do { n = sendmsg(socket, &msg, MSG_NOSIGNAL); } while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    if ((size_t)n != length) { errno = EMSGSIZE; return -1; }
+    return 0;
+}
+
+ssize_t cberth_receive_with_descriptors(int socket, void *buffer, size_t length, int *fds, int max, int *count) {
+    char control[CMSG_SPACE(253 * sizeof(int))];
+    struct iovec iov = { .iov_base = buffer, .iov_len = length };
+    struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = control, .msg_controllen = sizeof control };
+    ssize_t n;
+    do { n = recvmsg(socket, &msg, MSG_CMSG_CLOEXEC); } while (n < 0 && errno == EINTR);
+    if (n < 0) return -1;
+    *count = 0;
+    for (struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg); cmsg; cmsg = CMSG_NXTHDR(&msg, cmsg)) {
+        if (cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS) continue;
+        int received = (int)((cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (int i = 0; i < received; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cmsg) + i * sizeof(int), sizeof fd);
+            if (*count < max) fds[(*count)++] = fd; else close(fd);
+        }
+    }
+    if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) { errno = EMSGSIZE; return -1; }
+    return n;
+}
+
+int cberth_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int cberth_seqpacket_pair(int fds[2]) { return socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds); }
+
+int cberth_memfd_create(const char *name) { return (int)syscall(SYS_memfd_create, name, 1U /* MFD_CLOEXEC */ | 2U /* MFD_ALLOW_SEALING */); }
+
+int cberth_seal_completely(int fd) {
+    return fcntl(fd, 1033 /* F_ADD_SEALS */, 0x0001 /* SEAL */ | 0x0002 /* SHRINK */ | 0x0004 /* GROW */ | 0x0008 /* WRITE */);
+}
+
+int cberth_execveat_empty(int fd, char *const argv[], char *const envp[]) {
+    return (int)syscall(SYS_execveat, fd, "", argv, envp, AT_EMPTY_PATH);
 }

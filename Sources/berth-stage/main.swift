@@ -6,6 +6,7 @@
 //                                  first process is started, which stays its child
 //   berth-stage                    the container's first process: sets the container up, execs
 //                                  the payload (the description on descriptor 3)
+//   (berth-init) --as-pid2-init    --as-pid2's init, run from a sealed in-memory copy of this file
 //
 // berth supervises and stages by itself when this file is not beside it.
 import BerthLaunch
@@ -13,5 +14,8 @@ import BerthLaunch
 let arguments = CommandLine.arguments
 if arguments.count >= 2, arguments[1] == Supervisor.supervisorFlag {
     Supervisor.supervise(arguments: arguments.dropFirst(2))
+}
+if arguments.count >= 2, arguments[1] == ContainerStage.initFlag {
+    ContainerStage.runInit(arguments)
 }
 ContainerStage.main()

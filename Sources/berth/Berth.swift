@@ -22,9 +22,13 @@ struct Berth: ParsableCommand {
 
     /// Parses, runs, and turns every failure into one line `berth: error: ...` and a non-zero exit.
     static func main() {
-        // The container's first process is a fresh exec of berth: no parsing, straight to work.
+        // Where berth-stage is not beside it, berth is the container's first process (and
+        // --as-pid2's init) itself: no parsing, straight to work.
         if CommandLine.arguments.count == 2 && CommandLine.arguments[1] == ContainerStage.subcommand {
             ContainerStage.main()
+        }
+        if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == ContainerStage.initFlag {
+            ContainerStage.runInit(CommandLine.arguments)
         }
         do {
             let arguments = Array(CommandLine.arguments.dropFirst())

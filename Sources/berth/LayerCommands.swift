@@ -1,5 +1,6 @@
 import ArgumentParser
 import BerthStore
+import BerthSystem
 import SystemPackage
 
 struct CloneCommand: ParsableCommand {
@@ -69,9 +70,14 @@ struct MountCommand: ParsableCommand {
     @OptionGroup var store: StoreOptions
     @Argument(help: "The image.") var name: String
     @Argument(help: "An existing directory.") var directory: String
+    @Flag(help: "Honour the image's setuid and setgid bits (by default they are ignored: nosuid).") var suid = false
+    @Flag(help: "Let the image's device nodes open devices (by default they cannot: nodev).") var dev = false
 
     func run() throws {
-        try store.open(create: false).mount(try ImageName(name), at: FilePath(directory))
+        var ignored: MountAttributes = []
+        if !suid { ignored.insert(.noSetUID) }
+        if !dev { ignored.insert(.noDevices) }
+        try store.open(create: false).mount(try ImageName(name), at: FilePath(directory), attributes: ignored)
     }
 }
 

@@ -24,6 +24,8 @@ struct RunCommandLine {
     var user: String?
     var hostname: String?
     var privateNetwork = false
+    var privateUsers: String?
+    var privateUsersOwnership: String?
     var asPID2 = false
     var quiet = false
     var help = false
@@ -124,7 +126,7 @@ struct RunCommandLine {
 
     private struct Option {
         var short: Character?
-        var long: String
+        var long: String?
         /// What the option takes, for the help; nil for a flag.
         var valueName: String?
         var help: String
@@ -142,14 +144,28 @@ struct RunCommandLine {
         Option(short: "E", long: "setenv", valueName: "NAME[=VALUE]", help: "Set NAME=VALUE (NAME alone copies berth's own).") {
             $0.setenv.append($1)
         },
-        Option(long: "bind", valueName: "SRC[:DST]", help: "Bind SRC from the host, writable.") { $0.bind.append($1) },
-        Option(long: "bind-ro", valueName: "SRC[:DST]", help: "Bind SRC from the host, read-only.") { $0.bindReadOnly.append($1) },
+        Option(long: "bind", valueName: "SRC[:DST[:OPTIONS]]",
+               help: "Bind SRC from the host, writable; OPTIONS: rbind (the default), norbind, idmap (the default), noidmap.") {
+            $0.bind.append($1)
+        },
+        Option(long: "bind-ro", valueName: "SRC[:DST[:OPTIONS]]", help: "Bind SRC from the host, read-only.") { $0.bindReadOnly.append($1) },
         Option(long: "chdir", valueName: "DIR", help: "The working directory in the container.") { $0.chdir = $1 },
         Option(short: "u", long: "user", valueName: "USER", help: "Run as USER from the image's user database.") { $0.user = $1 },
         Option(long: "hostname", valueName: "NAME", help: "The container's hostname (default: the machine name).") {
             $0.hostname = $1
         },
         Option(long: "private-network", help: "Only a loopback interface.") { line, _ in line.privateNetwork = true },
+        Option(short: "U", long: nil, help: "A user namespace with a range of ids picked for the machine (the default).") { line, _ in
+            line.privateUsers = "pick"
+        },
+        Option(long: "private-users", valueName: "no|pick|identity|BASE[:COUNT]",
+               help: "The container's user namespace (default pick); no runs it as the host's root, which is not a security boundary.") {
+            $0.privateUsers = $1
+        },
+        Option(long: "private-users-ownership", valueName: "map|auto",
+               help: "How the image's owners reach the namespace: idmapped mounts, the image unchanged on disk.") {
+            $0.privateUsersOwnership = $1
+        },
         Option(long: "as-pid2", help: "Run the command as PID 2 under a minimal init that reaps orphans and passes signals on.") {
             line, _ in line.asPID2 = true
         },
@@ -175,7 +191,8 @@ struct RunCommandLine {
 
             """
         let labels = options.map { option in
-            [option.short.map { "-\($0), " } ?? "    ", "--\(option.long)", option.valueName.map { " \($0)" } ?? ""].joined()
+            [option.short.map { "-\($0)" + (option.long == nil ? "" : ", ") } ?? "    ", option.long.map { "--\($0)" } ?? "",
+             option.valueName.map { " \($0)" } ?? ""].joined()
         }
         let width = labels.map(\.count).max() ?? 0
         for (label, option) in zip(labels, options) {

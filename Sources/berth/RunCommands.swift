@@ -36,6 +36,8 @@ extension RunCommandLine {
         spec.upperLayer = target.upper?.layer
         spec.overlayWork = target.upper?.work
         spec.privateNetwork = privateNetwork
+        spec.privateUsers = try privateUsers.map { try PrivateUsers(parsing: $0) } ?? .pick
+        _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
         spec.workingDirectory = chdir
         spec.user = user
         spec.environment = try setenv.compactMap { setting in
@@ -108,13 +110,25 @@ extension RunCommandLine {
         }
     }
 
+    /// nspawn's `SRC[:DST[:OPTIONS]]`, OPTIONS a comma-separated list of rbind, norbind, idmap
+    /// and noidmap.
     private func bindMount(_ text: String, readOnly: Bool) throws -> LaunchSpec.BindMount {
-        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
         guard let source = parts.first, source.hasPrefix("/") else {
-            throw StoreError("--bind takes SRC[:DST] with an absolute SRC, not '\(text)'")
+            throw StoreError("--bind takes SRC[:DST[:OPTIONS]] with an absolute SRC, not '\(text)'")
         }
-        let destination = parts.count > 1 ? parts[1] : source
+        let destination = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
         guard destination.hasPrefix("/") else { throw StoreError("--bind destination must be absolute, not '\(destination)'") }
-        return LaunchSpec.BindMount(source: source, destination: destination, readOnly: readOnly)
+        var bind = LaunchSpec.BindMount(source: source, destination: destination, readOnly: readOnly)
+        for option in parts.count > 2 ? parts[2].split(separator: ",", omittingEmptySubsequences: false) : [] {
+            switch option {
+            case "rbind": bind.recursive = true
+            case "norbind": bind.recursive = false
+            case "idmap": bind.idmap = true
+            case "noidmap": bind.idmap = false
+            default: throw StoreError("--bind takes the options rbind, norbind, idmap and noidmap, not '\(option)' in '\(text)'")
+            }
+        }
+        return bind
     }
 }

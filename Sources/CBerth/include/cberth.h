@@ -29,6 +29,14 @@
 #define CBERTH_CLONE_NEWIPC  0x08000000
 #define CBERTH_CLONE_NEWPID  0x20000000
 #define CBERTH_CLONE_NEWNET  0x40000000
+#define CBERTH_CLONE_NEWUSER 0x10000000
+
+// mount_setattr(2) and fsmount(2) attributes.
+#define CBERTH_MOUNT_ATTR_RDONLY 0x00000001
+#define CBERTH_MOUNT_ATTR_NOSUID 0x00000002
+#define CBERTH_MOUNT_ATTR_NODEV  0x00000004
+#define CBERTH_MOUNT_ATTR_NOEXEC 0x00000008
+#define CBERTH_MOUNT_ATTR_IDMAP  0x00100000
 
 // Inode flags for FS_IOC_GETFLAGS / FS_IOC_SETFLAGS.
 #define CBERTH_FS_IMMUTABLE_FL 0x00000010
@@ -70,8 +78,17 @@ int cberth_fsopen(const char *type);
 int cberth_fsconfig_string(int fs, const char *key, const char *value);
 /// fsconfig(2) FSCONFIG_CMD_CREATE.
 int cberth_fsconfig_create(int fs);
-/// fsmount(2): a detached mount of the created file system, read-only when asked; close-on-exec.
-int cberth_fsmount(int fs, int read_only);
+/// fsmount(2): a detached mount of the created file system with the MOUNT_ATTR_* `attributes`;
+/// close-on-exec.
+int cberth_fsmount(int fs, uint64_t attributes);
+/// open_tree(2) with OPEN_TREE_CLONE: a detached copy of the mount at `path` beneath `dirfd`
+/// (the object `dirfd` itself when `path` is empty), with its submounts when `recursive`;
+/// close-on-exec.
+int cberth_open_tree(int dirfd, const char *path, int recursive);
+/// mount_setattr(2) on the mount `fd` refers to: sets and clears MOUNT_ATTR_* flags, with
+/// MOUNT_ATTR_IDMAP the user namespace `userns_fd` as the mount's id mapping (-1 for none);
+/// over its submounts too when `recursive`.
+int cberth_mount_setattr(int fd, uint64_t set, uint64_t clear, int userns_fd, int recursive);
 /// move_mount(2) of the detached mount `mount_fd` onto exactly the object `target_fd` refers to.
 int cberth_move_mount_to_fd(int mount_fd, int target_fd);
 /// A new pseudo-terminal master (posix_openpt, grantpt, unlockpt), close-on-exec; the slave's
@@ -104,11 +121,20 @@ int cberth_sigrtmin_plus(int n);
 
 /// The one fork/exec routine: clone(2) with `flags` (namespace flags; SIGCHLD is added), and in the
 /// child only async-signal-safe calls: default signal dispositions, `spec_fd` duplicated to 3
-/// (when not -1), no signal blocked, execve(path, argv, envp). A failure before
-/// execve succeeds comes back over a close-on-exec pipe: -1 with errno set, and the child reaped.
+/// (when not -1), no signal blocked, then the executable open on `exe_fd` run with execveat(2)
+/// (AT_EMPTY_PATH: no path is looked up, so the child needs no access to the directories it is in).
 /// With `cgroup_fd` (a directory of the unified cgroup hierarchy; -1 for none) the child is made
-/// in that cgroup (clone3 with CLONE_INTO_CGROUP).
-pid_t cberth_spawn(unsigned long flags, const char *path, char *const argv[], char *const envp[], int spec_fd, int cgroup_fd);
+/// in that cgroup (clone3 with CLONE_INTO_CGROUP). With `go_fd` (-1 for none) the child first
+/// waits for one byte on it, and then, in a new user namespace whose id maps the parent has
+/// written meanwhile, becomes its root (setresgid, setresuid, an empty group list) so that the
+/// exec keeps its capabilities there; end of file instead of the byte ends it.
+/// Returns the child's pid and, in `report_fd`, a pipe on which cberth_spawn_result learns
+/// whether the exec succeeded; -1 with errno when the child could not be made.
+pid_t cberth_spawn(unsigned long flags, int exe_fd, char *const argv[], char *const envp[], int spec_fd, int cgroup_fd,
+                   int go_fd, int *report_fd);
+/// Waits until the child cberth_spawn made has run its executable (0) or failed before it
+/// (-1 with the child's errno, the child reaped), and closes `report_fd`.
+int cberth_spawn_result(pid_t pid, int report_fd);
 
 /// Attaches to the unified-hierarchy cgroup `cgroup_fd` a BPF device program that allows only
 /// systemd-nspawn's device set (null, zero, full, random, urandom, tty, console, ptmx, ptys),
@@ -121,5 +147,29 @@ int cberth_attach_device_policy(int cgroup_fd);
 /// the payload's status (128 plus the signal that killed it). Returns -1 with errno only when
 /// the payload cannot be started.
 int cberth_run_as_pid2(const char *path, char *const argv[], char *const envp[]);
+
+
+// User namespaces, descriptor passing, sealed executables.
+
+/// Sets this thread's file-system user and group ids (setfsuid/setfsgid), then makes every
+/// permitted capability effective again (the change of fsuid drops the file-system ones), so
+/// that what this thread creates is owned by `uid`:`gid` while it keeps its privileges.
+int cberth_use_file_system_ids(uid_t uid, gid_t gid);
+/// sendmsg(2) of `length` bytes of `buffer` with `count` descriptors (SCM_RIGHTS) on `socket`.
+int cberth_send_with_descriptors(int socket, const void *buffer, size_t length, const int *fds, int count);
+/// recvmsg(2) of one message into `buffer`, with up to `max` descriptors (close-on-exec) into
+/// `fds` and their number in `count`. Returns the message's length; -1 with EMSGSIZE when the
+/// message or its descriptors did not fit.
+ssize_t cberth_receive_with_descriptors(int socket, void *buffer, size_t length, int *fds, int max, int *count);
+/// pipe2(2) with O_CLOEXEC.
+int cberth_pipe_cloexec(int fds[2]);
+/// socketpair(2) of AF_UNIX SOCK_SEQPACKET, close-on-exec.
+int cberth_seqpacket_pair(int fds[2]);
+/// memfd_create(2) with MFD_CLOEXEC|MFD_ALLOW_SEALING.
+int cberth_memfd_create(const char *name);
+/// Seals the memfd `fd` against every change (F_SEAL_SEAL, SHRINK, GROW, WRITE).
+int cberth_seal_completely(int fd);
+/// execveat(2) of the executable open on `fd` (AT_EMPTY_PATH).
+int cberth_execveat_empty(int fd, char *const argv[], char *const envp[]);
 
 #endif

@@ -1,0 +1,193 @@
+import BerthSystem
+import CBerth
+import Glibc
+import SystemPackage
+
+/// What the supervisor makes on the host, before the container's first process goes on, for it
+/// to attach in its own mount namespace: detached mounts nobody else sees, passed beside the
+/// launch description. They are made here, by the host's root, because in a user namespace the
+/// first process may not map ids onto a host file system, make device nodes, or mount an overlay
+/// that keeps its whiteouts and opaque directories in trusted.* attributes; and the host paths
+/// of the image, the binds and the store are looked up here, so the first process never needs
+/// (and, as the namespace's root, would not have) the right to reach them.
+///
+/// Under a user namespace every tree from the host is shown through the container's id mapping
+/// (`mapIDs`): owners stay 0-based on disk, and root inside sees its files as its own.
+struct PreparedMounts {
+    /// What each descriptor holds, in order: `LaunchSpec.descriptorRoles`.
+    private(set) var roles: [String] = []
+    private(set) var descriptors: [Descriptor] = []
+
+    private mutating func add(_ role: String, _ descriptor: Descriptor) {
+        roles.append(role)
+        descriptors.append(descriptor)
+    }
+
+    /// For the container whose first process is `pid`: `userNamespace` is its own (nil without
+    /// one), whose ids map onto `range`.
+    init(for spec: LaunchSpec, pid: pid_t, userNamespace: Descriptor?, range: IDRange?, console: ConsoleRelay?) throws {
+        // The identity mapping shows every owner as it is: nothing to map.
+        let mapping = range.flatMap { $0.base == 0 ? nil : $0 }.flatMap { range in userNamespace.map { (range, $0) } }
+        // Where the root is attached must be a directory of the container's mount namespace (a
+        // copy of the host's): looked up through the first process's own root, by the host's
+        // root, since the store's directories are closed to the container's.
+        add("root-target", try Descriptor.open(FilePath("/proc/\(pid)/root").appending(FilePath(spec.root).components),
+                                               CBERTH_O_PATH | O_DIRECTORY))
+        add("root", try Self.root(for: spec, mapping: mapping).descriptor)
+        add("dev", try Self.devices(owner: range?.base ?? 0, console: console != nil).descriptor)
+        if !spec.privateNetwork {
+            // A fresh sysfs shows the network namespace of its mounter: with the host's network,
+            // the host makes it (in a user namespace the first process could not); with a private
+            // one, the first process mounts its own.
+            add("sys", try DetachedMount.fileSystem("sysfs", attributes: [.readOnly, .noSetUID, .noDevices, .noExec]).descriptor)
+        }
+        if let console {
+            let slave = try console.openSlave(owner: range?.base ?? 0)
+            add("console-mount", try DetachedMount.copy(of: slave, recursive: false).descriptor)
+            add("console", slave)
+        }
+        if try FileStatus.of("/etc/resolv.conf") != nil {
+            let resolv = try DetachedMount.copy(of: "/etc/resolv.conf", recursive: false)
+            try Self.map(resolv, mapping, what: "/etc/resolv.conf")
+            try resolv.set(.readOnly, recursive: false)
+            add("resolv", resolv.descriptor)
+        }
+        for bind in spec.bindMounts {
+            guard try FileStatus.of(FilePath(bind.source)) != nil else {
+                throw LaunchError("--bind source \(bind.source) does not exist")
+            }
+            let mount = try DetachedMount.copy(of: FilePath(bind.source), recursive: bind.recursive)
+            if bind.idmap { try Self.map(mount, mapping, what: "--bind source \(bind.source)", hint: ", or add :noidmap to the bind") }
+            if bind.readOnly { try mount.set(.readOnly, recursive: bind.recursive) }
+            add("bind", mount.descriptor)
+        }
+        if spec.asPID2 { add("init", try Self.sealedCopy(of: Supervisor.stageExecutable)) }
+    }
+
+    // MARK: The root
+
+    /// The container's root: an overlay of the image's layers (or an ephemeral layer over the
+    /// tree), or the directory itself.
+    private static func root(for spec: LaunchSpec, mapping: (IDRange, Descriptor)?) throws -> DetachedMount {
+        let lowers = spec.lowerLayers.isEmpty ? [spec.root] : spec.lowerLayers
+        guard spec.ephemeral || !spec.lowerLayers.isEmpty else {
+            let tree = try DetachedMount.copy(of: FilePath(spec.root))
+            try map(tree, mapping, what: spec.root)
+            return tree
+        }
+        // One copy of the directory that holds every layer, mapped once: overlayfs wants the
+        // writable layer and its work directory on one mount, and one mapping costs less than many.
+        let layerPaths = lowers + [spec.upperLayer, spec.overlayWork].compactMap { $0 }
+        let holder = commonDirectory(of: layerPaths.map { FilePath($0) })
+        let layers = try DetachedMount.copy(of: holder)
+        try map(layers, mapping, what: holder.string)
+        func beneath(_ path: String) -> FilePath {
+            var relative = FilePath(path)
+            _ = relative.removePrefix(holder)
+            return layers.descriptor.procPath.appending(relative.components)
+        }
+        var upper: (layer: FilePath, work: FilePath)?
+        var scratch: DetachedMount?
+        if spec.ephemeral {
+            // Changes go to a tmpfs that lives only as long as the overlay, which lives only as
+            // long as the container's mount namespace.
+            let tmpfs = try DetachedMount.fileSystem("tmpfs", options: [("mode", "0700")])
+            let top = try FileStatus.of(FilePath(lowers[0]))
+            let base = mapping?.0.base ?? 0
+            let directory = Directory(tmpfs.descriptor, displayPath: "the ephemeral layer")
+            // The upper root's mode and owner show as the merged root's: take the image's.
+            try directory.makeDirectory("upper", mode: top?.permissions ?? 0o755)
+            try directory.setOwner("upper", uid: (top?.uid ?? 0) + base, gid: (top?.gid ?? 0) + base)
+            try directory.setMode("upper", top?.permissions ?? 0o755)
+            try directory.makeDirectory("work", mode: 0o700)
+            try directory.setOwner("work", uid: base, gid: base)
+            upper = (tmpfs.descriptor.procPath.appending("upper"), tmpfs.descriptor.procPath.appending("work"))
+            scratch = tmpfs
+        } else if let layer = spec.upperLayer, let work = spec.overlayWork {
+            upper = (beneath(layer), beneath(work))
+        }
+        let mount = {
+            try DetachedMount.overlay(lowers: spec.lowerLayers.isEmpty ? [beneath(spec.root)] : spec.lowerLayers.map(beneath),
+                                      upper: upper, attributes: spec.readOnly ? .readOnly : [])
+        }
+        // Overlayfs does its own work on the layers (its work directory, copy-ups, whiteouts)
+        // as whoever mounted it; through mapped layers that must be an id the mapping holds.
+        let overlay = try mapping.map { try $0.0.asRoot(mount) } ?? mount()
+        withExtendedLifetime(scratch) {}
+        return overlay
+    }
+
+    /// The deepest directory that holds every one of `paths`.
+    static func commonDirectory(of paths: [FilePath]) -> FilePath {
+        guard var common = paths.first else { return "/" }
+        for path in paths.dropFirst() {
+            while !path.starts(with: common) { common.removeLastComponent() }
+        }
+        return common
+    }
+
+    /// Maps `mount`'s ids through the container's namespace, when it has a mapping; a file
+    /// system that cannot do it is an error, never a tree silently shown as nobody's.
+    private static func map(_ mount: DetachedMount, _ mapping: (IDRange, Descriptor)?, what: String, hint: String = "") throws {
+        guard let (_, userNamespace) = mapping else { return }
+        do {
+            try mount.mapIDs(through: userNamespace)
+        } catch let error as SystemError where error.errno == .invalidArgument || error.errno == .notSupported {
+            throw LaunchError("cannot map the container's user ids onto \(what): its file system does not support idmapped mounts; run with --private-users=no (not a security boundary)\(hint)")
+        }
+    }
+
+    // MARK: /dev
+
+    /// The container's /dev, as nspawn makes it: a tmpfs with the pseudo devices, the links into
+    /// /proc, and mount points for pts, shm and mqueue, all owned by the container's root. The
+    /// nodes are the container's own, never the host's: systemd chmods and chowns them.
+    private static func devices(owner base: UInt32, console: Bool) throws -> DetachedMount {
+        let tmpfs = try DetachedMount.fileSystem("tmpfs", options: [("mode", "0755"), ("uid", "\(base)"), ("gid", "\(base)")],
+                                                 attributes: .noSetUID)
+        let dev = Directory(tmpfs.descriptor, displayPath: "the container's /dev")
+        var nodes: [(String, UInt32, UInt32, mode_t)] = [
+            ("null", 1, 3, 0o666), ("zero", 1, 5, 0o666), ("full", 1, 7, 0o666), ("random", 1, 8, 0o666),
+            ("urandom", 1, 9, 0o666), ("tty", 5, 0, 0o666),
+        ]
+        // Without a pty, the console is a null device of the container's own.
+        if !console { nodes.append(("console", 1, 3, 0o600)) }
+        for (name, major, minor, mode) in nodes {
+            try dev.makeNode(FilePath(name), mode: S_IFCHR | mode, device: makeDevice(major: major, minor: minor))
+            try dev.setMode(FilePath(name), mode)
+            try dev.setOwner(FilePath(name), uid: base, gid: base)
+        }
+        for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                               ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
+            try target.withCString { try dev.makeSymlink(FilePath(name), target: $0) }
+            try dev.setOwner(FilePath(name), uid: base, gid: base)
+        }
+        for name in ["pts", "shm", "mqueue"] {
+            try dev.makeDirectory(FilePath(name), mode: 0o755)
+            try dev.setOwner(FilePath(name), uid: base, gid: base)
+        }
+        if console {
+            _ = try dev.createFile("console", mode: 0o600)
+            try dev.setOwner("console", uid: base, gid: base)
+        }
+        return tmpfs
+    }
+
+    // MARK: --as-pid2's init
+
+    /// A sealed in-memory copy of `executable`: --as-pid2's init runs from it, so no host binary
+    /// ever runs as a process of the container, where root could open, read or trace it through
+    /// /proc (CVE-2019-5736's class; runc answers the same way).
+    private static func sealedCopy(of executable: String) throws -> Descriptor {
+        let source = try Descriptor.open(FilePath(executable), O_RDONLY)
+        let copy = Descriptor(owning: try retryingInterrupts("memfd_create") { cberth_memfd_create("berth-init") })
+        var remaining = try source.status().size
+        while remaining > 0 {
+            let n = try retryingInterrupts("sendfile") { sendfile(copy.rawValue, source.rawValue, nil, Int(min(remaining, 1 << 30))) }
+            guard n > 0 else { throw LaunchError("cannot copy \(executable) for --as-pid2: it ended early") }
+            remaining -= Int64(n)
+        }
+        _ = try retryingInterrupts("seal the init's copy") { cberth_seal_completely(copy.rawValue) }
+        return copy
+    }
+}
