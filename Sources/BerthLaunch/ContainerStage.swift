@@ -240,10 +240,8 @@ public enum ContainerStage {
             _ = try retryingInterrupts("setgroups") { setgroups(groups.count, &groups) }
             _ = try retryingInterrupts("setgid") { setgid(user.gid) }
             _ = try retryingInterrupts("setuid") { setuid(user.uid) }
-            // A change of ids clears the parent-death signal: set it again, then make sure the
-            // supervisor did not die meanwhile.
+            // A change of ids clears the parent-death signal: set it again.
             _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
-            if getppid() == 0 { _exit(137) }
         }
         // --as-pid2: PID 1 becomes the init from its sealed copy; it runs `program` as PID 2.
         if let initCopy {
