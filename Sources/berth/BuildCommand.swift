@@ -11,7 +11,7 @@ struct BuildCommand: ParsableCommand {
     @Argument(help: "The recipe (TOML; see recipes/README.md).") var recipe: String
     @Option(help: "The image's name (default: the recipe's name).") var name: String?
     @Option(name: .customLong("context"),
-            help: "The build context: the directory the recipe's copy and tarball paths are in (default: the recipe's folder).")
+            help: ArgumentHelp("The build context: the directory the recipe's copy and tarball paths are in (default: the recipe's folder).", valueName: "DIR"))
     var context: String?
     @Option(name: .customLong("build-context"),
             help: ArgumentHelp("Grant the recipe the host directory DIR, which it names with from = \"NAME\" (repeatable).", valueName: "NAME=DIR"))
