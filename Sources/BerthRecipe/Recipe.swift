@@ -22,14 +22,27 @@ public struct Recipe {
     public enum Base: Equatable {
         /// An empty tree.
         case scratch
-        /// A tarball on the host (a path relative to the recipe, or `file://`), with its SHA-256.
-        case tarball(FilePath, sha256: String)
+        /// A tarball in a build context, with its SHA-256.
+        case tarball(Source, sha256: String)
         /// An image in the store.
         case image(String)
         /// A Debian tree made by mmdebstrap.
         case mmdebstrap(Bootstrap)
     }
 
+    /// A file or directory a recipe takes from the host: a relative path, with no `..`, beneath
+    /// a build context. The recipe names no host path of its own: the command line says which
+    /// directories it may read (the recipe's folder, `--context DIR`, `--build-context NAME=DIR`).
+    public struct Source: Equatable, CustomStringConvertible {
+        /// The context granted as `--build-context NAME=DIR` and named by `from = "NAME"`; nil for
+        /// the default one.
+        public var context: String?
+        public var path: FilePath
+        public var description: String { context.map { "\(path) from \($0)" } ?? path.string }
+    }
+
+    /// What mmdebstrap is given. Every value is checked when the recipe is read (see
+    /// RecipeChecks.swift), because each reaches mmdebstrap's command line, run on the host as root.
     public struct Bootstrap: Equatable {
         public var suite: String
         public var variant = "minbase"
@@ -42,8 +55,8 @@ public struct Recipe {
     public enum Step: Equatable {
         /// A command in a container over the tree: a string goes to `/bin/sh -c`, an array is the argv.
         case run([String], shell: Bool)
-        /// A host file or directory (relative to the recipe, or absolute) copied to a path in the tree.
-        case copy(FilePath, to: String, mode: mode_t?)
+        /// A file or directory of a build context copied to a path in the tree.
+        case copy(Source, to: String, mode: mode_t?)
         /// A file of the tree given this content.
         case write(String, content: String, mode: mode_t)
         /// /etc/hostname.
@@ -75,7 +88,6 @@ public struct Recipe {
         } catch let error as TOMLParseError {
             throw RecipeError("\(path):\(error.source.begin.line):\(error.source.begin.column): \(error.description)")
         }
-        let directory = FilePath(path).removingLastComponent()
         let top = Keys(table, place: path)
         try top.allow(["name", "description", "base", "step"])
         name = try top.string("name")
@@ -86,20 +98,20 @@ public struct Recipe {
         guard let baseTable = table["base"]?.table else {
             throw RecipeError("\(path): no [base] table; give one of scratch, tarball, image or mmdebstrap")
         }
-        base = try Self.base(Keys(baseTable, place: "\(path): [base]"), relativeTo: directory)
+        base = try Self.base(Keys(baseTable, place: "\(path): [base]"))
         var steps: [Step] = []
         if let list = table["step"] {
             guard let array = list.array else { throw RecipeError("\(path): 'step' must be an array of tables: [[step]]") }
             for (index, value) in array.enumerated() {
                 let place = "\(path): step \(index + 1)"
                 guard let stepTable = value.table else { throw RecipeError("\(place): a step must be a table") }
-                steps.append(try Self.step(Keys(stepTable, place: place), relativeTo: directory))
+                steps.append(try Self.step(Keys(stepTable, place: place)))
             }
         }
         self.steps = steps
     }
 
-    private static func base(_ keys: Keys, relativeTo directory: FilePath) throws -> Base {
+    private static func base(_ keys: Keys) throws -> Base {
         let kind = try keys.exactlyOne(of: ["scratch", "tarball", "image", "mmdebstrap"])
         switch kind {
         case "scratch":
@@ -107,29 +119,34 @@ public struct Recipe {
             guard try keys.bool("scratch") == true else { throw RecipeError("\(keys.place): scratch must be true") }
             return .scratch
         case "tarball":
-            try keys.allow(["tarball", "sha256"])
+            try keys.allow(["tarball", "sha256", "from"])
             guard let digest = try keys.string("sha256")?.lowercased() else {
                 throw RecipeError("\(keys.place): a tarball base needs its sha256")
             }
             guard SHA256.isDigest(digest) else {
                 throw RecipeError("\(keys.place): sha256 must be 64 hexadecimal digits")
             }
-            return .tarball(try hostPath(keys.string("tarball")!, relativeTo: directory), sha256: digest)
+            return .tarball(try source(keys, "tarball"), sha256: digest)
         case "image":
             try keys.allow(["image"])
             return .image(try keys.string("image")!)
         default:
             try keys.allow(["mmdebstrap", "variant", "packages", "mirror", "source_date_epoch"])
-            var bootstrap = Bootstrap(suite: try keys.string("mmdebstrap")!)
-            if let variant = try keys.string("variant") { bootstrap.variant = variant }
-            if let packages = try keys.strings("packages") { bootstrap.packages = packages }
-            if let mirror = try keys.string("mirror") { bootstrap.mirror = mirror }
-            if let epoch = try keys.int("source_date_epoch") { bootstrap.sourceDateEpoch = epoch }
+            var bootstrap = Bootstrap(suite: try RecipeChecks.suite(keys.string("mmdebstrap")!, place: keys.place))
+            if let variant = try keys.string("variant") { bootstrap.variant = try RecipeChecks.variant(variant, place: keys.place) }
+            if let packages = try keys.strings("packages") {
+                bootstrap.packages = try packages.map { try RecipeChecks.package($0, place: keys.place) }
+            }
+            if let mirror = try keys.string("mirror") { bootstrap.mirror = try RecipeChecks.mirror(mirror, place: keys.place) }
+            if let epoch = try keys.int("source_date_epoch") {
+                guard epoch >= 0 else { throw RecipeError("\(keys.place): source_date_epoch must not be negative") }
+                bootstrap.sourceDateEpoch = epoch
+            }
             return .mmdebstrap(bootstrap)
         }
     }
 
-    private static func step(_ keys: Keys, relativeTo directory: FilePath) throws -> Step {
+    private static func step(_ keys: Keys) throws -> Step {
         let kind = try keys.exactlyOne(of: ["run", "copy", "write", "hostname", "enable"])
         switch kind {
         case "run":
@@ -142,11 +159,11 @@ public struct Recipe {
             }
             return .run(argv, shell: false)
         case "copy":
-            try keys.allow(["copy", "to", "mode"])
+            try keys.allow(["copy", "from", "to", "mode"])
             guard let to = try keys.string("to"), to.hasPrefix("/") else {
                 throw RecipeError("\(keys.place): copy needs 'to', an absolute path in the image")
             }
-            return .copy(try hostPath(keys.string("copy")!, relativeTo: directory), to: to, mode: try keys.mode("mode"))
+            return .copy(try source(keys, "copy"), to: to, mode: try keys.mode("mode"))
         case "write":
             try keys.allow(["write", "content", "mode"])
             guard let path = try keys.string("write"), path.hasPrefix("/") else {
@@ -167,11 +184,11 @@ public struct Recipe {
         }
     }
 
-    /// A host path from a recipe: `file://` URLs and paths relative to the recipe's directory.
-    private static func hostPath(_ text: String, relativeTo directory: FilePath) throws -> FilePath {
-        let path = text.hasPrefix("file://") ? String(text.dropFirst("file://".count)) : text
-        guard !path.isEmpty else { throw RecipeError("an empty path in the recipe") }
-        return path.hasPrefix("/") ? FilePath(path) : directory.appending(FilePath(path).components)
+    /// The source named by `key` and the optional `from`.
+    private static func source(_ keys: Keys, _ key: String) throws -> Source {
+        let path = try RecipeChecks.sourcePath(keys.string(key)!, key: key, place: keys.place)
+        let context = try keys.string("from").map { try RecipeChecks.contextName($0, place: keys.place) }
+        return Source(context: context, path: path)
     }
 }
 

@@ -20,15 +20,18 @@ public struct BuildSummary {
 public final class RecipeBuilder {
     let store: ImageStore
     let recipe: Recipe
+    let sources: RecipeSources
     public var useCache = true
     /// Whether steps' output is shown (it is always kept, for the error of a failing step).
     public var showOutput = true
     /// Called with a line for each step as it starts.
     public var onStep: (String) -> Void = { _ in }
 
-    public init(store: ImageStore, recipe: Recipe) {
+    /// `sources` are the recipe's host files, opened beneath their contexts.
+    public init(store: ImageStore, recipe: Recipe, sources: RecipeSources) {
         self.store = store
         self.recipe = recipe
+        self.sources = sources
     }
 
     public func build(as name: ImageName) throws -> BuildSummary {
@@ -37,7 +40,7 @@ public final class RecipeBuilder {
         var (key, stack) = try base(&summary, total: total)
         for (index, step) in recipe.steps.enumerated() {
             let label = "[\(index + 2)/\(total)] \(Self.summary(of: step))"
-            key = SHA256.hex("berth-build 1\n\(key)\n\(try text(of: step))")
+            key = SHA256.hex("berth-build 1\n\(key)\n\(try text(of: step, index: index))")
             if useCache, let cached = try store.cachedStack(key) {
                 onStep("\(label) (cached)")
                 summary.cached += 1
@@ -81,11 +84,15 @@ public final class RecipeBuilder {
         switch recipe.base {
         case .scratch:
             layer = try store.makeBaseLayer { _ in }
-        case .tarball(let path, let sha256):
+        case .tarball(let source, let sha256):
+            // The store reads the file opened beneath its context, through /proc/self/fd.
+            let file = sources.tarball!
+            let path = file.descriptor.procPath
             do {
                 layer = try store.makeBaseLayer(fromTarball: path, sha256: sha256)
             } catch let error as StoreError {
-                throw RecipeError("\(recipe.file): [base]: \(error.message)")
+                let message = error.message.replacingOccurrences(of: path.string, with: source.description)
+                throw RecipeError("\(recipe.file): [base]: \(message)")
             }
         case .mmdebstrap(let bootstrap):
             layer = try store.makeBaseLayer { try bootstrapDebian(bootstrap, into: $0) }
@@ -107,10 +114,13 @@ public final class RecipeBuilder {
         }
     }
 
+    /// mmdebstrap runs on the host as root, so the recipe's values reach it only in checked forms
+    /// (Recipe reads them through RecipeChecks) and the positional ones after `--`: no recipe
+    /// value can become an option, a hook, a sources.list file or a .deb path.
     private func bootstrapDebian(_ b: Recipe.Bootstrap, into tree: FilePath) throws {
         var arguments = ["mmdebstrap", "--quiet", "--variant=\(b.variant)"]
         if !b.packages.isEmpty { arguments.append("--include=\(b.packages.joined(separator: ","))") }
-        arguments += [b.suite, tree.string, b.mirror]
+        arguments += ["--", b.suite, tree.string, b.mirror]
         let status = try spawnAndWait(arguments, environment: ["SOURCE_DATE_EPOCH=\(b.sourceDateEpoch)"])
         guard status == 0 else {
             throw RecipeError("\(recipe.file): [base]: mmdebstrap failed with status \(status)")
@@ -141,11 +151,11 @@ public final class RecipeBuilder {
     }
 
     /// The step as the cache key sees it: its own text, and for a copy the content copied.
-    private func text(of step: Recipe.Step) throws -> String {
+    private func text(of step: Recipe.Step, index: Int) throws -> String {
         switch step {
         case .run(let argv, let shell): return "run shell=\(shell)\n" + argv.joined(separator: "\u{0}")
-        case .copy(let source, let to, let mode):
-            return "copy to=\(to) mode=\(mode.map { String($0, radix: 8) } ?? "-")\n" + (try contentDigest(of: source))
+        case .copy(_, let to, let mode):
+            return "copy to=\(to) mode=\(mode.map { String($0, radix: 8) } ?? "-")\n" + (try contentDigest(of: sources.copies[index]!))
         case .write(let path, let content, let mode): return "write \(path) mode=\(String(mode, radix: 8))\n\(content)"
         case .hostname(let name): return "hostname \(name)"
         case .enable(let units): return "enable \(units.joined(separator: " "))"
@@ -160,7 +170,8 @@ public final class RecipeBuilder {
                 try runInContainer(shell ? ["/bin/sh", "-c", argv[0]] : argv, in: layer, name: name, place: place)
             case .enable(let units):
                 try runInContainer(["systemctl", "enable"] + units, in: layer, name: name, place: place)
-            case .copy(let source, let to, let mode):
+            case .copy(_, let to, let mode):
+                let source = sources.copies[number - 1]!
                 try layer.withMergedTree { root in try TreeCopy.copy(source, to: FilePath(to), in: root, mode: mode) }
             case .write(let path, let content, let mode):
                 try layer.withMergedTree { root in try TreeCopy.write(Array(content.utf8), to: FilePath(path), in: root, mode: mode) }
@@ -197,17 +208,14 @@ public final class RecipeBuilder {
         }
     }
 
-    /// A digest of what a copy takes from the host: names, kinds, modes and contents, in order.
-    private func contentDigest(of source: FilePath) throws -> String {
+    /// A digest of what a copy takes from its context: names, kinds, modes and contents, in order.
+    private func contentDigest(of source: ContextFile) throws -> String {
         let hasher = SHA256()
-        guard let status = try FileStatus.of(source) else {
-            throw RecipeError("\(recipe.file): copy: \(source) does not exist")
-        }
-        if status.kind == .directory {
-            try TreeCopy.digest(Directory(opening: source), prefix: "", into: hasher)
+        if source.status.kind == .directory {
+            try TreeCopy.digest(source.openDirectory(), prefix: "", into: hasher)
         } else {
-            try TreeCopy.digestFile(source, into: hasher)
-            hasher.update("mode \(String(status.permissions, radix: 8))")
+            try TreeCopy.digestFile(source.openFile(), into: hasher)
+            hasher.update("mode \(String(source.status.permissions, radix: 8))")
         }
         return hasher.finalize()
     }

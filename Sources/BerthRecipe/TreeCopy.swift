@@ -3,7 +3,7 @@ import BerthSystem
 import Glibc
 import SystemPackage
 
-/// Host files into an image's tree, for copy, write and hostname steps. Paths in the image are
+/// Files of a build context into an image's tree, for copy, write and hostname steps. Paths in the image are
 /// resolved as inside it (symlinks there stay there); what is made belongs to root.
 enum TreeCopy {
     /// Opens the directory that will hold `path` in the image, making missing ones.
@@ -29,17 +29,19 @@ enum TreeCopy {
         try file.setMode(mode)
     }
 
-    /// Copies the host file or directory `source` to `path` in the image; `mode` overrides the
-    /// source's for a file.
-    static func copy(_ source: FilePath, to path: FilePath, in root: Directory, mode: mode_t?) throws {
-        guard let status = try FileStatus.of(source) else { throw RecipeError("\(source) does not exist on the host") }
+    /// Copies `source`, a file or directory of a build context, to `path` in the image; `mode`
+    /// overrides the source's for a file. In a directory, symlinks are copied as symlinks, never
+    /// followed, so one pointing out of the context brings nothing of the host along.
+    static func copy(_ source: ContextFile, to path: FilePath, in root: Directory, mode: mode_t?) throws {
         let (directory, name) = try parent(of: path, in: root)
-        if status.kind == .directory {
-            if try directory.status(name) == nil { try directory.makeDirectory(name, mode: status.permissions) }
-            try copyContents(of: Directory(opening: source), into: directory.openDirectory(beneath: name))
+        if source.status.kind == .directory {
+            if try directory.status(name) == nil { try directory.makeDirectory(name, mode: source.status.permissions) }
+            try copyContents(of: source.openDirectory(), into: directory.openDirectory(beneath: name))
         } else {
-            try copyEntry(FilePath(source.lastComponent!.string), from: Directory(opening: source.removingLastComponent()),
-                          as: name, into: directory, mode: mode)
+            try clear(name, in: directory)
+            let output = try directory.createFile(name, mode: 0o600)
+            try source.openFile().readChunks { try output.writeAll($0) }
+            try output.setMode(mode ?? source.status.permissions)
         }
     }
 
@@ -61,7 +63,8 @@ enum TreeCopy {
         case .regular:
             try clear(target, in: directory)
             let output = try directory.createFile(target, mode: 0o600)
-            try source.openFile(name, O_RDONLY).readChunks { try output.writeAll($0) }
+            // O_NONBLOCK: should the entry become a FIFO meanwhile, the open does not hang.
+            try source.openFile(name, O_RDONLY | O_NONBLOCK).readChunks { try output.writeAll($0) }
             try output.setMode(mode ?? status.permissions)
         case .symlink:
             try clear(target, in: directory)
@@ -73,8 +76,8 @@ enum TreeCopy {
 
     // MARK: Digests of what is copied
 
-    static func digestFile(_ path: FilePath, into hasher: SHA256) throws {
-        try Descriptor.open(path, O_RDONLY).readChunks { hasher.update($0) }
+    static func digestFile(_ file: Descriptor, into hasher: SHA256) throws {
+        try file.readChunks { hasher.update($0) }
     }
 
     static func digest(_ directory: Directory, prefix: String, into hasher: SHA256) throws {
@@ -84,7 +87,7 @@ enum TreeCopy {
             hasher.update("\n\(status.kind.rawValue) \(String(status.permissions, radix: 8)) \(path)\n")
             switch status.kind {
             case .directory: try digest(directory.openDirectory(beneath: name), prefix: path, into: hasher)
-            case .regular: try digestFile(directory.procPath(name), into: hasher)
+            case .regular: try digestFile(directory.openFile(name, O_RDONLY | O_NONBLOCK), into: hasher)
             case .symlink: hasher.update(try directory.readLink(name).string)
             default: break
             }

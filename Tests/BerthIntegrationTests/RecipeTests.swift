@@ -8,6 +8,8 @@ import Testing
 /// Debian recipe booted.
 @Suite struct RecipeTests {
     static let recipes = projectRoot + "/recipes"
+    /// What the busybox recipe needs from the command line: the host's /bin, as "bin".
+    static let grant = ["--build-context", "bin=/bin"]
 
     func layers(_ name: String, store: TemporaryDirectory) throws -> [String] {
         let show = try berth(["show", "--json", name], store: store)
@@ -25,7 +27,7 @@ import Testing
 
     @Test func theBusyboxRecipeBuildsThenComesFromTheCache() throws {
         let tmp = try TemporaryDirectory("recipe")
-        let first = try berth(["build", Self.recipes + "/busybox.toml"], store: tmp)
+        let first = try berth(["build"] + Self.grant + [Self.recipes + "/busybox.toml"], store: tmp)
         #expect(first.status == 0, "\(first)")
         #expect(first.stdout.contains("6 steps made, 0 from the cache"), "\(first)")
         let run = try berth(["run", "-q", "-M", "busybox", "/bin/sh", "-c", "cat /etc/hostname; cat /etc/passwd | head -1; test -L /bin/ls && echo linked"], store: tmp)
@@ -35,12 +37,12 @@ import Testing
         let built = try layers("busybox", store: tmp)
         #expect(built.count == 6)
 
-        let again = try berth(["build", Self.recipes + "/busybox.toml"], store: tmp)
+        let again = try berth(["build"] + Self.grant + [Self.recipes + "/busybox.toml"], store: tmp)
         #expect(again.stdout.contains("0 steps made, 6 from the cache"), "\(again)")
         #expect(try layers("busybox", store: tmp) == built)
         // The cache keeps the layers through gc; dropping it frees those no image uses.
         #expect(try berth(["gc"], store: tmp).stdout.contains("Freed 0 layers"))
-        let noCache = try berth(["build", "--no-cache", Self.recipes + "/busybox.toml"], store: tmp)
+        let noCache = try berth(["build", "--no-cache"] + Self.grant + [Self.recipes + "/busybox.toml"], store: tmp)
         #expect(noCache.stdout.contains("6 steps made, 0 from the cache"), "\(noCache)")
         #expect(Set(try layers("busybox", store: tmp)).isDisjoint(with: built))
         let dropped = try berth(["gc", "--drop-cache"], store: tmp)
@@ -51,10 +53,10 @@ import Testing
     @Test func editingTheLastStepRebuildsOnlyIt() throws {
         let tmp = try TemporaryDirectory("recipe-edit")
         let original = try busyboxRecipe(in: tmp)
-        #expect(try berth(["build", original, "--name", "bb"], store: tmp).status == 0)
+        #expect(try berth(["build", original, "--name", "bb"] + Self.grant, store: tmp).status == 0)
         let before = try layers("bb", store: tmp)
         let edited = try busyboxRecipe(in: tmp) { $0.replacingOccurrences(of: "hostname = \"busybox\"", with: "hostname = \"edited\"") }
-        let rebuilt = try berth(["build", edited, "--name", "bb"], store: tmp)
+        let rebuilt = try berth(["build", edited, "--name", "bb"] + Self.grant, store: tmp)
         #expect(rebuilt.stdout.contains("1 step made, 5 from the cache"), "\(rebuilt)")
         let after = try layers("bb", store: tmp)
         #expect(after.count == 6 && Array(after.prefix(5)) == Array(before.prefix(5)) && after[5] != before[5])
@@ -65,10 +67,10 @@ import Testing
         let tmp = try TemporaryDirectory("recipe-copy")
         try writeFile(tmp.appending("motd"), "first\n")
         let recipe = try busyboxRecipe(in: tmp) { $0 + "\n[[step]]\ncopy = \"motd\"\nto = \"/etc/motd\"\n" }
-        #expect(try berth(["build", recipe], store: tmp).status == 0)
+        #expect(try berth(["build", recipe] + Self.grant, store: tmp).status == 0)
         #expect(try berth(["run", "-q", "-M", "busybox", "/bin/cat", "/etc/motd"], store: tmp).stdout == "first\n")
         try writeFile(tmp.appending("motd"), "second\n")
-        let rebuilt = try berth(["build", recipe], store: tmp)
+        let rebuilt = try berth(["build", recipe] + Self.grant, store: tmp)
         #expect(rebuilt.stdout.contains("1 step made, 6 from the cache"), "\(rebuilt)")
         #expect(try berth(["run", "-q", "-M", "busybox", "/bin/cat", "/etc/motd"], store: tmp).stdout == "second\n")
     }
@@ -82,6 +84,11 @@ import Testing
         ("[base]\ntarball = \"missing.tar\"\n", "a tarball base needs its sha256"),
         ("[base]\nimage = \"nothing\"\n", "no image 'nothing'"),
         ("[base]\nscratch = true\n[[step]]\nwrite = \"relative\"\ncontent = \"x\"\n", "absolute path"),
+        ("[base]\nmmdebstrap = \"bookworm\"\nsource_date_epoch = -1\n", "[base]: source_date_epoch must not be negative"),
+        ("[base]\nmmdebstrap = \"bookworm\"\npackages = [\"systemd=252\"]\n", "[base]: packages must be Debian package names"),
+        ("[base]\nscratch = true\n[[step]]\ncopy = \"x\"\nfrom = \"-x\"\nto = \"/x\"\n", "step 1: from names a build context"),
+        ("[base]\nscratch = true\n[[step]]\ncopy = \"missing\"\nto = \"/x\"\n", "step 1 (copy missing to /x): missing does not exist in the build context"),
+        ("[base]\nscratch = true\n[[step]]\ncopy = \"x\"\nfrom = \"bin\"\nto = \"/x\"\n", "no build context 'bin' was granted; pass berth build --build-context bin=DIR"),
     ])
     func aBadRecipeIsRefusedWithItsPlace(_ text: String, _ expected: String) throws {
         let tmp = try TemporaryDirectory("recipe-bad")
@@ -93,24 +100,33 @@ import Testing
         #expect(try berth(["show", "x"], store: tmp).status != 0)
     }
 
+    /// The busybox fixture as a tarball base in the context "fixtures", with the digest `sha256`.
+    static func fixtureBase(sha256: String) -> String {
+        "[base]\ntarball = \"\(FilePath(Fixtures.busybox).lastComponent!)\"\nfrom = \"fixtures\"\nsha256 = \"\(sha256)\"\n"
+    }
+    static let fixtureGrant = ["--build-context", "fixtures=\(FilePath(Fixtures.busybox).removingLastComponent())"]
+    static func fixtureDigest() throws -> String {
+        try shell("sha256sum '\(Fixtures.busybox)' | cut -c1-64").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
     @Test func aChecksumMismatchPublishesNothing() throws {
         let tmp = try TemporaryDirectory("recipe-sha")
         let wrong = String(repeating: "0", count: 64)
-        try writeFile(tmp.appending("r.toml"), "name = \"t\"\n[base]\ntarball = \"file://\(Fixtures.busybox)\"\nsha256 = \"\(wrong)\"\n")
-        let result = try berth(["build", tmp.appending("r.toml").string], store: tmp)
+        try writeFile(tmp.appending("r.toml"), "name = \"t\"\n" + Self.fixtureBase(sha256: wrong))
+        let result = try berth(["build", tmp.appending("r.toml").string] + Self.fixtureGrant, store: tmp)
+        expectCleanFailure(result, "\(FilePath(Fixtures.busybox).lastComponent!) from fixtures has SHA-256")
         expectCleanFailure(result, "not the \(wrong) the recipe gives")
         #expect(try berth(["show", "t"], store: tmp).status != 0)
         // With the right one, the tarball is the base.
-        let digest = try shell("sha256sum '\(Fixtures.busybox)' | cut -c1-64").stdout.trimmingCharacters(in: .whitespacesAndNewlines)
-        try writeFile(tmp.appending("r.toml"), "name = \"t\"\n[base]\ntarball = \"file://\(Fixtures.busybox)\"\nsha256 = \"\(digest)\"\n")
-        #expect(try berth(["build", tmp.appending("r.toml").string], store: tmp).status == 0)
+        try writeFile(tmp.appending("r.toml"), "name = \"t\"\n" + Self.fixtureBase(sha256: try Self.fixtureDigest()))
+        #expect(try berth(["build", tmp.appending("r.toml").string] + Self.fixtureGrant, store: tmp).status == 0)
         #expect(try berth(["run", "-q", "-M", "t", "/bin/busybox", "true"], store: tmp).status == 0)
     }
 
     @Test func aFailingStepShowsItsStatusAndLastLinesAndKeepsOnlyWholeLayers() throws {
         let tmp = try TemporaryDirectory("recipe-fail")
         let recipe = try busyboxRecipe(in: tmp) { $0 + "\n[[step]]\nrun = \"echo about to fail; echo on stderr >&2; exit 3\"\n" }
-        let result = try berth(["build", "-q", recipe], store: tmp)
+        let result = try berth(["build", "-q", recipe] + Self.grant, store: tmp)
         #expect(result.status != 0)
         let lines = result.stderr.split(separator: "\n")
         #expect(lines.last?.hasPrefix("berth: error: ") == true && lines.last?.contains("step 6") == true, "\(result)")
@@ -120,7 +136,7 @@ import Testing
         #expect(try Directory(opening: tmp.appending("store/.berth/staging")).entryNames().isEmpty)
         // The six good steps are cached: fixing the last step builds only it.
         let fixed = try busyboxRecipe(in: tmp) { $0 + "\n[[step]]\nrun = \"echo fixed\"\n" }
-        let rebuilt = try berth(["build", "-q", fixed], store: tmp)
+        let rebuilt = try berth(["build", "-q", fixed] + Self.grant, store: tmp)
         #expect(rebuilt.stdout.contains("1 step made, 6 from the cache"), "\(rebuilt)")
         #expect(mounts(under: tmp.string).isEmpty)
     }
@@ -128,7 +144,7 @@ import Testing
     @Test func anImageNotBuiltFromARecipeIsNotReplaced() throws {
         let tmp = try TemporaryDirectory("recipe-clash")
         #expect(try berth(["import", "-q", Fixtures.busybox, "busybox"], store: tmp).status == 0)
-        expectCleanFailure(try berth(["build", Self.recipes + "/busybox.toml"], store: tmp), "was not built from a recipe")
+        expectCleanFailure(try berth(["build"] + Self.grant + [Self.recipes + "/busybox.toml"], store: tmp), "was not built from a recipe")
         #expect(try berth(["show", "busybox"], store: tmp).stdout.contains("Kind: directory"))
     }
 

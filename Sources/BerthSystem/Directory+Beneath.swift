@@ -1,0 +1,21 @@
+import CBerth
+import Glibc
+import SystemPackage
+
+extension Directory {
+    /// Opens whatever `path` names beneath this directory as an O_PATH descriptor (no read, no
+    /// open side effects: a FIFO or a device is not opened), following symlinks, the last one
+    /// too, as long as they stay beneath it: openat2 with RESOLVE_BENEATH refuses an absolute
+    /// path, a `..` above this directory and a symlink that leads out (EXDEV), and
+    /// RESOLVE_NO_MAGICLINKS refuses /proc's magic links. The kernel checks every step, so a
+    /// tree that changes meanwhile cannot redirect the lookup. `fstat` and `/proc/self/fd/N`
+    /// (`Descriptor.procPath`) reach the file it names.
+    public func openPath(beneath path: FilePath) throws -> Descriptor {
+        let flags = UInt64(O_CLOEXEC | CBERTH_O_PATH)
+        let resolve = UInt64(CBERTH_RESOLVE_BENEATH | CBERTH_RESOLVE_NO_MAGICLINKS)
+        let fd = try path.withPlatformString { p in
+            try retryingInterrupts("openat2", path: child(path)) { cberth_openat2(rawValue, p, flags, 0, resolve) }
+        }
+        return Descriptor(owning: fd)
+    }
+}
