@@ -13,6 +13,10 @@ import SystemPackage
 /// size follows the caller's terminal.
 final class ConsoleRelay {
     let master: Descriptor
+    /// The supervisor's own hold on the slave. A pty's master reads EIO, and polls as hung up,
+    /// while no process has the slave open, which a booted systemd does between its messages
+    /// (it opens and closes /dev/console): held here, the relay never loses the console.
+    let slave: Descriptor
     let slavePath: String
     /// The caller's descriptor the container's terminal output goes to; -1 for none.
     let output: Int32
@@ -32,7 +36,10 @@ final class ConsoleRelay {
         let fd = try retryingInterrupts("posix_openpt") { cberth_open_pty(&name, name.count) }
         master = Descriptor(owning: fd)
         slavePath = String(cString: name)
-        output = streams.contains(1) ? 1 : streams.contains(2) ? 2 : -1
+        slave = try Descriptor.open(FilePath(slavePath), O_RDWR | O_NOCTTY)
+        // With no terminal at all (a booted system's console off one), the console's output goes
+        // to standard output, as nspawn's read-only console does.
+        output = streams.contains(1) ? 1 : streams.contains(2) ? 2 : streams.isEmpty ? 1 : -1
         input = streams.contains(0)
         if let terminal = streams.first { _ = cberth_copy_window_size(terminal, fd) }
         if input { raw = saved.withUnsafeMutableBytes { cberth_make_raw(0, $0.baseAddress, $0.count) } == 0 }
@@ -40,8 +47,9 @@ final class ConsoleRelay {
 
     /// The relay berth set up, in the supervisor it handed the container to: the pty's master
     /// and, when berth made its terminal raw, the settings to restore (`savedTerminal`).
-    init(master: consuming Descriptor, output: Int32, input: Bool, savedTerminal: [UInt8]?) {
+    init(master: consuming Descriptor, slave: consuming Descriptor, output: Int32, input: Bool, savedTerminal: [UInt8]?) {
         self.master = master
+        self.slave = slave
         self.output = output
         self.input = input
         slavePath = ""

@@ -39,14 +39,17 @@ public enum Supervisor {
             if let unified = cgroup.unified { fields.append("cgroup=\(unified)") }
             if let devices = cgroup.devices { fields.append("devices-cgroup=\(devices)") }
             if let console {
-                fields += ["console=\(console.master.rawValue)", "console-output=\(console.output)", "console-input=\(console.input ? 1 : 0)"]
+                fields += ["console=\(console.master.rawValue)", "console-slave=\(console.slave.rawValue)",
+                           "console-output=\(console.output)", "console-input=\(console.input ? 1 : 0)"]
                 if let saved = console.savedTerminal { fields.append("terminal=\(Hex.encode(saved))") }
             }
             return fields
         }
 
         /// The descriptors the supervisor keeps across its exec.
-        var descriptors: [Int32] { (console.map { [$0.master.rawValue] } ?? []) + (userRangeLock.map { [$0.rawValue] } ?? []) }
+        var descriptors: [Int32] {
+            (console.map { [$0.master.rawValue, $0.slave.rawValue] } ?? []) + (userRangeLock.map { [$0.rawValue] } ?? [])
+        }
     }
 
     /// Runs `spec` and returns the exit status berth should exit with: the command's own, or
@@ -74,7 +77,8 @@ public enum Supervisor {
 
         pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
         let streams = ConsoleRelay.terminalStreams()
-        let console = streams.isEmpty ? nil : try ConsoleRelay(streams: streams)
+        // A booted system always gets a console: off a terminal its output is berth's output.
+        let console = streams.isEmpty && !spec.boot ? nil : try ConsoleRelay(streams: streams)
         spec.consoleStreams = streams
 
         let (socket, childSocket) = try MessageSocket.pair()
@@ -216,8 +220,10 @@ extension Supervisor.Started {
                                  devices: fields["devices-cgroup"].map { FilePath(String($0)) })
         let savedTerminal = fields["terminal"].flatMap { Hex.decode(String($0)) }
         let output = fields["console-output"].flatMap { Int32($0) } ?? -1, input = fields["console-input"] == "1"
-        console = fields["console"].flatMap { Int32($0) }.map {
-            ConsoleRelay(master: Descriptor(owning: $0), output: output, input: input, savedTerminal: savedTerminal)
+        let slave = fields["console-slave"].flatMap { Int32($0) }
+        console = fields["console"].flatMap { Int32($0) }.map { master in
+            ConsoleRelay(master: Descriptor(owning: master), slave: Descriptor(owning: slave ?? -1), output: output, input: input,
+                         savedTerminal: savedTerminal)
         }
         // The range's lock stays open across the exec, unnamed: it is released when this ends.
         userRangeLock = nil
