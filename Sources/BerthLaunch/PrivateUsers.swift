@@ -38,11 +38,15 @@ public enum PrivateUsers: Equatable, Sendable {
 
     /// The range for a machine named `machine` and the lock that keeps it the machine's alone
     /// while it runs (held until the lock's descriptor closes); nil for `.off`.
-    func allocate(for machine: String) throws -> (range: IDRange, lock: Descriptor?)? {
+    func allocate(for machine: String) throws -> (range: IDRange, lock: [Descriptor])? {
         switch self {
         case .off: return nil
-        case .identity: return (IDRange(base: 0, count: 65536), nil)
-        case .range(let range): return (range, try Self.lockRange(range, wait: false))
+        case .identity: return (IDRange(base: 0, count: 65536), [])
+        case .range(let range):
+            guard let locks = try Self.lockRange(range) else {
+                throw LaunchError("the user ids \(range.base)-\(UInt64(range.base) + UInt64(range.count) - 1) are in use by another running machine; give another --private-users=BASE, or pick")
+            }
+            return (range, locks)
         case .pick:
             let blocks = (Self.pickedBlocks.end - Self.pickedBlocks.first) / Self.pickedBlocks.size
             // FNV-1a: the same name gets the same range from one run to the next.
@@ -51,18 +55,25 @@ public enum PrivateUsers: Equatable, Sendable {
             for probe in 0..<UInt64(256) {
                 let block = UInt32((hash &+ probe) % UInt64(blocks))
                 let range = IDRange(base: Self.pickedBlocks.first + block * Self.pickedBlocks.size, count: 65536)
-                if let lock = try Self.lockRange(range, wait: false) { return (range, lock) }
+                if let locks = try Self.lockRange(range) { return (range, locks) }
             }
             throw LaunchError("no free range of user ids for a user namespace (256 tried); stop a machine, or give --private-users=BASE")
         }
     }
 
-    /// Takes the lock of the range starting at `range.base` under /run/berth/userns; nil when
-    /// another running machine holds it (for an explicit range, an error saying so).
-    private static func lockRange(_ range: IDRange, wait: Bool) throws -> Descriptor? {
+    /// Takes the locks of every 64K block `range` touches, under /run/berth/userns; nil when
+    /// another running machine holds one of them.
+    private static func lockRange(_ range: IDRange) throws -> [Descriptor]? {
         let directory = try RuntimeDirectory.path("userns")
-        let lock = try Descriptor.open(directory.appending(String(range.base, radix: 16) + ".lock"), O_RDWR | O_CREAT, mode: 0o600)
-        return try lock.lock(.exclusive, wait: wait) ? lock : nil
+        let first = range.base / pickedBlocks.size, last = UInt32((UInt64(range.base) + UInt64(range.count) - 1) / UInt64(pickedBlocks.size))
+        guard last - first < 4096 else { throw LaunchError("--private-users takes at most 4096 blocks of 65536 ids") }
+        var locks: [Descriptor] = []
+        for block in first...last {
+            let lock = try Descriptor.open(directory.appending(String(block * pickedBlocks.size, radix: 16) + ".lock"), O_RDWR | O_CREAT, mode: 0o600)
+            guard try lock.lock(.exclusive, wait: false) else { return nil }
+            locks.append(lock)
+        }
+        return locks
     }
 }
 

@@ -32,7 +32,7 @@ public enum Supervisor {
         let cgroup: ContainerCgroup
         let console: ConsoleRelay?
         /// What keeps the container's range of user ids its own while it runs.
-        let userRangeLock: Descriptor?
+        let userRangeLocks: [Descriptor]
 
         var arguments: [String] {
             var fields = ["pid=\(pid)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
@@ -48,7 +48,7 @@ public enum Supervisor {
 
         /// The descriptors the supervisor keeps across its exec.
         var descriptors: [Int32] {
-            (console.map { [$0.master.rawValue, $0.slave.rawValue] } ?? []) + (userRangeLock.map { [$0.rawValue] } ?? [])
+            (console.map { [$0.master.rawValue, $0.slave.rawValue] } ?? []) + userRangeLocks.map(\.rawValue)
         }
     }
 
@@ -114,7 +114,7 @@ public enum Supervisor {
                 throw LaunchError("cannot start the container: \(SystemError.last("execve \(stageExecutable)"))")
             }
             try sent.get()
-            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, cgroup: cgroup, console: console, userRangeLock: users?.lock)
+            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, cgroup: cgroup, console: console, userRangeLocks: users?.lock ?? [])
         } catch {
             if pid > 0 {
                 kill(pid, SIGKILL)
@@ -226,6 +226,6 @@ extension Supervisor.Started {
                          savedTerminal: savedTerminal)
         }
         // The range's lock stays open across the exec, unnamed: it is released when this ends.
-        userRangeLock = nil
+        userRangeLocks = []
     }
 }
