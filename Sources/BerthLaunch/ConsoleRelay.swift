@@ -28,22 +28,50 @@ final class ConsoleRelay {
     /// The caller's standard streams that are terminals: those the container gets the pty for.
     static func terminalStreams() -> [Int32] { [0, 1, 2].filter { Terminal.isTerminal($0) } }
 
-    /// Opens the pty, the size of the caller's terminal `streams[0]`, and puts standard input in
-    /// raw mode (until `restore`) before the container exists, so nothing typed is echoed or read
-    /// by anyone else.
-    init(streams: [Int32]) throws {
+    /// The console `mode` asks for, given the caller's streams: which of the container's streams
+    /// are the pty, and the relay; nil streams and relay for a container that takes berth's own
+    /// streams (`pipe`, and a command's with no terminal about). The container never gets a
+    /// terminal of the caller's, so `pipe` beside one is refused.
+    static func make(_ mode: ConsoleMode, boot: Bool) throws -> (streams: [Int32], relay: ConsoleRelay?) {
+        let terminals = terminalStreams()
+        switch mode {
+        case .automatic:
+            // A booted system always gets a console: off a terminal its output is berth's output,
+            // as nspawn's read-only console does.
+            guard !terminals.isEmpty || boot else { return ([], nil) }
+            let output: Int32 = terminals.contains(1) ? 1 : terminals.contains(2) ? 2 : terminals.isEmpty ? 1 : -1
+            return (terminals, try ConsoleRelay(output: output, input: terminals.contains(0), size: terminals.first))
+        case .interactive:
+            return ([0, 1, 2], try ConsoleRelay(output: 1, input: true, size: terminals.first))
+        case .readOnly:
+            return ([0, 1, 2], try ConsoleRelay(output: 1, input: false, size: terminals.first))
+        case .passive:
+            return ([0, 1, 2], try ConsoleRelay(output: -1, input: false, size: terminals.first))
+        case .pipe:
+            guard terminals.isEmpty else {
+                throw LaunchError("--console=pipe would give the container your terminal, where it could type into your shell; redirect the streams that are terminals, or use another --console mode")
+            }
+            return ([], nil)
+        }
+    }
+
+    /// Opens the pty, the size of the caller's terminal `size`, and when `input` is relayed from
+    /// a terminal puts it in raw mode (until `restore`) before the container exists, so nothing
+    /// typed is echoed or read by anyone else.
+    private init(output: Int32, input: Bool, size terminal: Int32?) throws {
         var name = [CChar](repeating: 0, count: 128)
         let fd = try retryingInterrupts("posix_openpt") { cberth_open_pty(&name, name.count) }
         master = Descriptor(owning: fd)
         slavePath = String(cString: name)
         slave = try Descriptor.open(FilePath(slavePath), O_RDWR | O_NOCTTY)
-        // With no terminal at all (a booted system's console off one), the console's output goes
-        // to standard output, as nspawn's read-only console does.
-        output = streams.contains(1) ? 1 : streams.contains(2) ? 2 : streams.isEmpty ? 1 : -1
-        input = streams.contains(0)
-        if let terminal = streams.first { _ = cberth_copy_window_size(terminal, fd) }
-        if input { raw = saved.withUnsafeMutableBytes { cberth_make_raw(0, $0.baseAddress, $0.count) } == 0 }
+        self.output = output
+        self.input = input
+        if let terminal { _ = cberth_copy_window_size(terminal, fd) }
+        if input && Terminal.isTerminal(0) { raw = saved.withUnsafeMutableBytes { cberth_make_raw(0, $0.baseAddress, $0.count) } == 0 }
     }
+
+    /// Whether `^]^]^]` typed at the caller's terminal ends the container.
+    var escapes: Bool { input && Terminal.isTerminal(0) }
 
     /// The relay berth set up, in the supervisor it handed the container to: the pty's master
     /// and, when berth made its terminal raw, the settings to restore (`savedTerminal`).
@@ -98,7 +126,7 @@ final class ConsoleRelay {
                 if n <= 0 {
                     if n == 0 || errno != EINTR { inputOpen = false }
                 } else {
-                    for byte in buffer[..<n] where byte == 0x1d {
+                    for byte in buffer[..<n] where byte == 0x1d && raw {
                         let now = monotonicSeconds()
                         escapes = escapes.filter { now - $0 < 1 } + [now]
                         if escapes.count >= 3 { onEscape() }

@@ -41,6 +41,12 @@ public struct LaunchSpec: Equatable, Sendable {
     public var privateNetwork = false
     /// The user namespace (the default picks a range for the machine).
     public var privateUsers = PrivateUsers.pick
+    /// How the container's console reaches berth's streams (`--console=`, `-P`).
+    public var consoleMode = ConsoleMode.automatic
+    /// No status lines (`-q`): only the container's own output.
+    public var quiet = false
+    /// Where the user knows the tree to be (an image's path in the store), for the status line.
+    public var displayRoot: String?
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []

@@ -28,6 +28,8 @@ public enum Supervisor {
         let pid: pid_t
         let boot: Bool
         let asPID2: Bool
+        /// The machine's name, for the closing status line, unless `-q`.
+        let machineName: String?
         /// The container's cgroups, removed when it ends.
         let cgroup: ContainerCgroup
         let console: ConsoleRelay?
@@ -36,6 +38,7 @@ public enum Supervisor {
 
         var arguments: [String] {
             var fields = ["pid=\(pid)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
+            if let machineName { fields.append("machine=\(Hex.encode(Array(machineName.utf8)))") }
             if let unified = cgroup.unified { fields.append("cgroup=\(unified)") }
             if let devices = cgroup.devices { fields.append("devices-cgroup=\(devices)") }
             if let console {
@@ -76,10 +79,15 @@ public enum Supervisor {
         if users != nil { namespaces.insert(.user) }
 
         pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
-        let streams = ConsoleRelay.terminalStreams()
-        // A booted system always gets a console: off a terminal its output is berth's output.
-        let console = streams.isEmpty && !spec.boot ? nil : try ConsoleRelay(streams: streams)
+        let (streams, console) = try ConsoleRelay.make(spec.consoleMode, boot: spec.boot)
         spec.consoleStreams = streams
+        if !spec.quiet {
+            // The terminal may be raw already: a line ends with CR LF there.
+            let end = Terminal.isTerminal(2) ? "\r\n" : "\n"
+            var banner = "Spawning container \(spec.machineName) on \(spec.displayRoot ?? spec.root).\(end)"
+            if console?.escapes == true { banner += "Press ^] three times within 1s to kill container.\(end)" }
+            _ = banner.withCString { write(2, $0, strlen($0)) }
+        }
 
         let (socket, childSocket) = try MessageSocket.pair()
         let go = try users.map { _ in try Pipe() }
@@ -114,7 +122,7 @@ public enum Supervisor {
                 throw LaunchError("cannot start the container: \(SystemError.last("execve \(stageExecutable)"))")
             }
             try sent.get()
-            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, cgroup: cgroup, console: console, userRangeLocks: users?.lock ?? [])
+            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, machineName: spec.quiet ? nil : spec.machineName, cgroup: cgroup, console: console, userRangeLocks: users?.lock ?? [])
         } catch {
             if pid > 0 {
                 kill(pid, SIGKILL)
@@ -171,6 +179,7 @@ public enum Supervisor {
         defer { if signals >= 0 { close(signals) } }
 
         var interrupts = 0
+        var escaped = false
         var sig: Int32 = SIGCHLD  // the child may have ended before its exit could be waited for
         while true {
             if sig == SIGCHLD {
@@ -178,13 +187,15 @@ public enum Supervisor {
                 if waitpid(pid, &status, WNOHANG) == pid {
                     started.console?.drain()
                     started.console?.restore()
-                    if status & 0x7f == 0 { return (status >> 8) & 0xff }  // exited
-                    let signal = status & 0x7f
-                    // reboot(2) in a PID namespace ends its init with SIGINT for power-off and
-                    // halt, SIGHUP for reboot; nspawn returns 0 and 133 for them.
-                    if started.boot && signal == SIGINT { return 0 }
-                    if started.boot && signal == SIGHUP { return 133 }
-                    return 128 + signal  // killed by a signal
+                    let exit = ExitStatus(waitStatus: status, boot: started.boot)
+                    if let name = started.machineName {
+                        // After a console shown on a terminal, on a line of its own, so that neither
+                        // it nor the caller's prompt lands on the console's last line.
+                        let shown = started.console.map { $0.output >= 0 && Terminal.isTerminal($0.output) } ?? false
+                        let line = (shown ? "\n" : "") + (escaped ? "Container \(name) terminated by ^]^]^].\n" : exit.sentence(machine: name))
+                        _ = line.withCString { write(2, $0, strlen($0)) }
+                    }
+                    return exit.code
                 }
             } else if sig != SIGWINCH && sig > 0 {
                 // A booted system is asked to power off (systemd's SIGRTMIN+3), and a command under
@@ -195,7 +206,10 @@ public enum Supervisor {
                 kill(pid, interrupts == 1 ? gentle : SIGKILL)
             }
             if let console = started.console, signals >= 0 {
-                sig = console.relay(signals: signals) { kill(pid, SIGKILL) }
+                sig = console.relay(signals: signals) {
+                    escaped = true
+                    kill(pid, SIGKILL)
+                }
             } else {
                 var info = siginfo_t()
                 sig = sigwaitinfo(&handledSignals, &info)
@@ -216,6 +230,7 @@ extension Supervisor.Started {
         self.pid = pid
         boot = fields["boot"] == "1"
         asPID2 = fields["as-pid2"] == "1"
+        machineName = fields["machine"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
         cgroup = ContainerCgroup(unified: fields["cgroup"].map { FilePath(String($0)) }, intoCgroup: nil,
                                  devices: fields["devices-cgroup"].map { FilePath(String($0)) })
         let savedTerminal = fields["terminal"].flatMap { Hex.decode(String($0)) }

@@ -27,6 +27,7 @@ struct RunCommandLine {
     var privateUsers: String?
     var privateUsersOwnership: String?
     var asPID2 = false
+    var console: String?
     var quiet = false
     var help = false
     /// The command and its arguments, or with -b init's arguments.
@@ -168,6 +169,13 @@ struct RunCommandLine {
         },
         Option(long: "as-pid2", help: "Run the command as PID 2 under a minimal init that reaps orphans and passes signals on.") {
             line, _ in line.asPID2 = true
+        },
+        Option(long: "console", valueName: "interactive|read-only|passive|pipe",
+               help: "How the container's console reaches berth's streams (default: a pty for those that are terminals).") {
+            $0.console = $1
+        },
+        Option(short: "P", long: "pipe", help: "--console=pipe: the container takes berth's streams (never a terminal).") { line, _ in
+            line.console = "pipe"
         },
         Option(short: "q", long: "quiet", help: "Print no status messages.") { line, _ in line.quiet = true },
         Option(long: "store", valueName: "DIR", help: "The image store (default: $BERTH_STORE, else /var/lib/machines).") {

@@ -37,6 +37,9 @@ extension RunCommandLine {
         spec.overlayWork = target.upper?.work
         spec.privateNetwork = privateNetwork
         spec.privateUsers = try privateUsers.map { try PrivateUsers(parsing: $0) } ?? .pick
+        spec.consoleMode = try console.map { try ConsoleMode(parsing: $0) } ?? .automatic
+        spec.quiet = quiet
+        spec.displayRoot = target.displayRoot
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
         spec.workingDirectory = chdir
         spec.user = user
@@ -61,6 +64,8 @@ extension RunCommandLine {
         var readOnly: Bool
         var lowerLayers: [String] = []
         var upper: (layer: String, work: String)?
+        /// Where the user knows the tree to be, for the status line.
+        var displayRoot: String?
         /// What keeps others out while the container runs: the image's use, or the tree's lock.
         var hold: Any?
 
@@ -95,7 +100,8 @@ extension RunCommandLine {
             if !use.isLayered { try requireOSTree(use.root.string) }
             return Target(root: use.root.string, name: image.rawValue, readOnly: use.readOnly,
                           lowerLayers: use.lowerLayers.map(\.string),
-                          upper: use.upper.map { ($0.layer.string, $0.work.string) }, hold: use)
+                          upper: use.upper.map { ($0.layer.string, $0.work.string) },
+                          displayRoot: FilePath(StoreOptions.path(store)).appending(image.rawValue).string, hold: use)
         case (nil, nil):
             throw StoreError("give the tree to run: -D DIR, or -M NAME for an image in the store")
         default:

@@ -1,0 +1,55 @@
+import Glibc
+
+/// How a container ended, from its first process's wait status, as berth reports it.
+struct ExitStatus: Equatable {
+    enum Ending: Equatable {
+        case exited(Int32)
+        case poweredOff
+        case rebooted
+        case killed(Int32)
+    }
+
+    let ending: Ending
+
+    /// reboot(2) in a PID namespace ends its init with SIGINT for power-off and halt, SIGHUP for
+    /// reboot; for a booted system those are its ways to end, not deaths.
+    init(waitStatus status: Int32, boot: Bool) {
+        let signal = status & 0x7f
+        if signal == 0 {
+            ending = .exited((status >> 8) & 0xff)
+        } else if boot && signal == SIGINT {
+            ending = .poweredOff
+        } else if boot && signal == SIGHUP {
+            ending = .rebooted
+        } else {
+            ending = .killed(signal)
+        }
+    }
+
+    /// berth's exit status: the command's own, 0 after a power-off and 133 after a reboot (as
+    /// nspawn), 128 plus the signal that killed it.
+    var code: Int32 {
+        switch ending {
+        case .exited(let code): return code
+        case .poweredOff: return 0
+        case .rebooted: return 133
+        case .killed(let signal): return 128 + signal
+        }
+    }
+
+    /// nspawn's closing line.
+    func sentence(machine name: String) -> String {
+        switch ending {
+        case .exited(0), .poweredOff: return "Container \(name) exited successfully.\n"
+        case .exited(let code): return "Container \(name) failed with error code \(code).\n"
+        case .rebooted: return "Container \(name) is being rebooted.\n"
+        case .killed(let signal): return "Container \(name) terminated by signal \(Self.name(of: signal)).\n"
+        }
+    }
+
+    private static func name(of signal: Int32) -> String {
+        let names: [Int32: String] = [SIGHUP: "HUP", SIGINT: "INT", SIGQUIT: "QUIT", SIGILL: "ILL", SIGABRT: "ABRT", SIGBUS: "BUS",
+                                      SIGFPE: "FPE", SIGKILL: "KILL", SIGSEGV: "SEGV", SIGPIPE: "PIPE", SIGALRM: "ALRM", SIGTERM: "TERM"]
+        return names[signal] ?? "\(signal)"
+    }
+}
