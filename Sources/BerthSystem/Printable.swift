@@ -36,6 +36,15 @@ public enum Printable {
         }
     }
 
+    /// `path` as text, exactly, when it is UTF-8 (control characters kept, for JSON, which
+    /// escapes them itself); else escaped, since no string holds it exactly.
+    public static func text(_ path: FilePath) -> String {
+        path.withPlatformString { p in
+            let bytes = UnsafeRawBufferPointer(start: p, count: strlen(p))
+            return String(validating: bytes, as: UTF8.self) ?? escaping(bytes: bytes)
+        }
+    }
+
     /// `text` with its control characters escaped.
     public static func escaping(_ text: String) -> String {
         guard text.unicodeScalars.contains(where: isControl) else { return text }
