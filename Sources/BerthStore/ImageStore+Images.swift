@@ -50,7 +50,7 @@ extension ImageStore {
             }
         }
         let scan = try scanRecords()
-        for problem in scan.damaged { warn("\(problem); it is not listed") }
+        for (_, problem) in scan.damaged { warn("\(problem); it is not listed") }
         for (name, stack) in scan.stacks where try rootDirectory.status(FilePath(name.rawValue)) == nil {
             do {
                 result.append(try layeredInfo(name, stack, among: scan.stacks))

@@ -61,21 +61,22 @@ extension ImageStore {
     /// entry that does not. Records a directory image of the same name shadows are neither.
     struct RecordScan {
         var stacks: [(name: ImageName, stack: LayerStack)] = []
-        var damaged: [String] = []
+        /// What is wrong, by the entry's name in `.berth/images`.
+        var damaged: [(entry: String, problem: String)] = []
     }
 
     func scanRecords() throws -> RecordScan {
         var scan = RecordScan()
         for entry in try imagesDirectory.entryNames() {
             guard let name = try? ImageName(entry.string), name.rawValue == entry.string else {
-                scan.damaged.append("'\(entry.printable)' in \(statePath)/images is not a record berth made; move it out of the store")
+                scan.damaged.append((entry.printable, "'\(entry.printable)' in \(statePath)/images is not a record berth made; move it out of the store"))
                 continue
             }
             if try rootDirectory.status(entry)?.kind == .directory { continue }
             do {
                 if let stack = try readStack(name) { scan.stacks.append((name, stack)) }
             } catch let error as StoreError {
-                scan.damaged.append(error.message)
+                scan.damaged.append((name.rawValue, error.message))
             }
         }
         return scan
@@ -325,8 +326,8 @@ extension ImageStore {
             // What gc cannot read, it cannot prove unused: one damaged record, and nothing goes.
             let scan = try scanRecords()
             if let first = scan.damaged.first {
-                let more = scan.damaged.count > 1 ? " (and \(scan.damaged.count - 1) more damaged record\(scan.damaged.count > 2 ? "s" : ""))" : ""
-                throw StoreError("gc freed nothing: it cannot tell which layers a damaged record needs\(more): \(first)")
+                let names = scan.damaged.map { "'\($0.entry)'" }.joined(separator: ", ")
+                throw StoreError("gc freed nothing: it cannot tell which layers the damaged record\(scan.damaged.count > 1 ? "s" : "") of \(names) need: \(first.problem)")
             }
             var named = Set<String>(), uppers = Set<String>()
             for (_, stack) in scan.stacks {
