@@ -29,15 +29,16 @@ public enum ImportSource: Sendable {
         }
         switch status.kind {
         case .directory: self = .directory(FilePath(argument))
-        case .regular, .fifo: self = .tarball(FilePath(argument))
+        // A character device is read as a stream (/dev/null is an empty one; /dev/zero fails at
+        // its first block of zeros): only what cannot be a stream at all is refused.
+        case .regular, .fifo, .characterDevice: self = .tarball(FilePath(argument))
         default: throw Self.notReadable(argument, status.kind)
         }
     }
 
-    /// A device, socket or the like is no tarball: /dev/zero would be read for ever.
+    /// A block device (a whole disk), a socket or the like is no tarball.
     static func notReadable(_ path: String, _ kind: FileStatus.Kind) -> StoreError {
-        let what = kind == .characterDevice ? "a character device" : kind == .blockDevice ? "a block device"
-            : kind == .socket ? "a socket" : "not a regular file"
+        let what = kind == .blockDevice ? "a block device" : kind == .socket ? "a socket" : "not a regular file"
         return StoreError("\(path) is \(what), not a tarball or a directory; give a tarball file, a directory, or '-' for standard input")
     }
 
@@ -134,7 +135,9 @@ extension ImageStore {
                     input = try Descriptor.open(path, O_RDONLY)
                     // Checked on what was opened, for every caller (a recipe's tarball too).
                     let kind = try input.status().kind
-                    guard kind == .regular || kind == .fifo else { throw ImportSource.notReadable(path.string, kind) }
+                    guard kind == .regular || kind == .fifo || kind == .characterDevice else {
+                        throw ImportSource.notReadable(path.string, kind)
+                    }
                 } else {
                     input = Descriptor(owning: dup(0))
                 }

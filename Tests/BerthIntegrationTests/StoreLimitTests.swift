@@ -105,10 +105,14 @@ private func nest(_ path: FilePath, depth: Int) throws {
         let empty = tmp.appending("empty.tar")
         #expect(try shell("tar -cf '\(empty.string)' -T /dev/null").status == 0)
         expectCleanFailure(try berth(["import", empty.string, "empty"], store: tmp), "holds no tar members")
-        // /dev/zero never ends: refused as a device, and as standard input at its first block.
+        // /dev/zero never ends: refused at its first block, named or as standard input.
         let started = monotonicSeconds()
         let device = try shell("timeout 60 '\(berthBinary)' --store '\(tmp.appending("store").string)' import /dev/zero zero")
-        expectCleanFailure(device, "/dev/zero is a character device")
+        expectCleanFailure(device, "holds no tar members")
+        // A disk is no stream of members at all.
+        if let disk = try shell("ls /dev/loop0 /dev/sda /dev/vda 2>/dev/null | head -1").stdout.split(separator: "\n").first {
+            expectCleanFailure(try berth(["import", String(disk), "disk"], store: tmp), "is a block device")
+        }
         expectCleanFailure(try berth(["import", "-", "zero"], store: tmp, input: "/dev/zero"), "holds no tar members")
         #expect(monotonicSeconds() - started < 30)
         try expectStore(tmp, holds: [])
