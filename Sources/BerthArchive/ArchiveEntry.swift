@@ -17,8 +17,11 @@ public final class ArchiveEntry {
 
     deinit { archive_entry_free(pointer) }
 
-    /// The member's path, for messages (bytes that are not UTF-8 are shown replaced).
-    public var path: String { archive_entry_pathname(pointer).map { String(cString: $0) } ?? "" }
+    /// The member's path, for messages: control characters and bytes that are not UTF-8 are
+    /// escaped (see `Printable`), so a name cannot reach the terminal as commands.
+    public var path: String {
+        archive_entry_pathname(pointer).map { Printable.escaping(bytes: UnsafeRawBufferPointer(start: $0, count: strlen($0))) } ?? ""
+    }
 
     /// The member's path as bytes, exactly as stored.
     public var filePath: FilePath {

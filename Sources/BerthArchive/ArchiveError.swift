@@ -5,7 +5,9 @@ import CArchive
 public struct ArchiveError: Error, CustomStringConvertible {
     public var message: String
 
-    public init(_ message: String) { self.message = message }
+    /// Control characters in `message` (a name from the archive, libarchive's words about it)
+    /// are escaped, so the error stays one line and cannot drive the terminal.
+    public init(_ message: String) { self.message = Printable.escaping(message) }
 
     /// The error libarchive holds for `archive`, prefixed with what was being done.
     static func libarchive(_ archive: OpaquePointer, _ doing: String) -> ArchiveError {

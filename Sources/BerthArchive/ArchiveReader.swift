@@ -73,7 +73,12 @@ public final class ArchiveReader: MemberSource {
     public func nextEntry() throws -> ArchiveEntry? {
         let rc = archive_read_next_header2(pointer, entry.pointer)
         if rc == ARCHIVE_EOF {
-            if entryCount == 0, let stream, stream.bytesDelivered == 0 { throw notTar(after: 0) }
+            guard entryCount > 0 else {
+                if let stream, stream.bytesDelivered == 0 { throw notTar(after: 0) }
+                // An end-of-archive block first: an empty tarball, or no tarball at all (an ISO
+                // image, a disk, zeros), which would import as an empty image.
+                throw ArchiveError("it holds no tar members: it starts with a block of zeros (an empty tarball, a disk image or zeros); give a tarball of a root file system")
+            }
             return nil
         }
         if rc < ARCHIVE_WARN {

@@ -2,27 +2,6 @@ import BerthSystem
 import Glibc
 import SystemPackage
 
-/// How much an extraction may write before it is stopped.
-public struct ExtractionLimits: Sendable {
-    /// The most file data, counted by the sizes the archive claims (sparse holes included), that
-    /// one extraction writes. It stops decompression bombs before they fill the disk.
-    public var maxBytes: Int64
-
-    public init(maxBytes: Int64) { self.maxBytes = maxBytes }
-
-    /// 64 GiB: far above any root file system, far below what would hurt a host.
-    public static let standard = ExtractionLimits(maxBytes: 64 << 30)
-}
-
-/// Where an extraction stands, for a progress display.
-public struct ExtractionProgress: Sendable {
-    public var entries: Int
-    public var bytesWritten: Int64
-    public var inputBytesRead: Int64
-    public var inputSize: Int64?
-    public var seconds: Double
-}
-
 /// Writes the members of an archive into one directory, and nowhere else.
 ///
 /// Safety does not rest on checking path strings: every member is created by an `*at` call
@@ -38,12 +17,18 @@ public final class Extractor {
     public var onProgress: ((ExtractionProgress) -> Void)?
 
     public private(set) var entryCount = 0
+    /// File data written, by the sizes the archive claims.
     public private(set) var bytesWritten: Int64 = 0
+    /// What counts against `limits.maxBytes`: file data and each entry's cost.
+    private var charged: Int64 = 0
     /// Attributes the archive carried that were not applied, by name.
     public private(set) var skippedAttributes = Set<String>()
 
     private var parentCache: (path: FilePath, directory: Directory)?
-    private var pendingDirectories: [FilePath: DirectoryMetadata] = [:]
+    /// The metadata of each directory the archive holds, by inode (a path would cost memory in
+    /// proportion to the depth), applied by `finishDirectories` at the end.
+    private var pendingDirectories: [ino_t: DirectoryMetadata] = [:]
+    private var rootInode: ino_t = 0
     private var lastProgress = 0.0
     private let started = monotonicSeconds()
 
@@ -54,7 +39,15 @@ public final class Extractor {
 
     /// Extracts every member `reader` yields, then sets the directories' own metadata.
     public func extract(from reader: MemberSource, input: DecompressedStream? = nil) throws {
+        do {
+            rootInode = try root.descriptor.status().inode
+        } catch let error as SystemError {
+            throw ArchiveError("cannot extract into \(root.displayPath): \(error)")
+        }
         while let entry = try reader.nextEntry() {
+            guard entryCount < limits.maxEntries else {
+                throw ArchiveError.member(entry.path, "it is past the import's limit of \(limits.maxEntries) entries; --max-entries raises it")
+            }
             try extract(entry, from: reader)
             entryCount += 1
             if entryCount & 63 == 0 { report(input) }
@@ -80,10 +73,11 @@ public final class Extractor {
         let display = entry.path
         let path = try memberPath(entry.filePath, display: display)
         let kind = entry.kind
+        try charge(kind == .directory ? ExtractionLimits.directoryCost : ExtractionLimits.entryCost, display: display)
         if path.isEmpty {
             // The root itself ("." or "/"): only its metadata applies.
             guard kind == .directory else { throw ArchiveError.member(display, "only a directory can stand at the root") }
-            pendingDirectories[path] = DirectoryMetadata(entry)
+            pendingDirectories[rootInode] = DirectoryMetadata(entry)
             return
         }
         let parent = try parentDirectory(of: path, display: display)
@@ -99,7 +93,10 @@ public final class Extractor {
                 } else {
                     try parent.makeDirectory(name, mode: 0o700)
                 }
-                pendingDirectories[path] = DirectoryMetadata(entry)
+                guard let made = try parent.status(name), made.kind == .directory else {
+                    throw ArchiveError.member(display, "the directory vanished as it was made; is something else writing to the store?")
+                }
+                pendingDirectories[made.inode] = DirectoryMetadata(entry)
             case .regular:
                 try writeFile(entry, name: name, in: parent, path: path, display: display, from: reader)
             case .symlink:
@@ -135,7 +132,7 @@ public final class Extractor {
     private func writeFile(_ entry: ArchiveEntry, name: FilePath, in parent: Directory, path: FilePath,
                            display: String, from reader: MemberSource) throws {
         let size = entry.size
-        guard size >= 0, size <= limits.maxBytes - bytesWritten else {
+        guard size >= 0, size <= limits.maxBytes - charged else {
             throw ArchiveError.member(display, "its size (\(size) bytes) takes the import past its limit of \(limits.maxBytes) bytes; nothing this large belongs in a root file system")
         }
         var file: Descriptor?
@@ -153,6 +150,7 @@ public final class Extractor {
         }
         if end < size { try file.truncate(to: size) }  // a sparse file that ends in a hole
         bytesWritten += size
+        charged += size
         // Owner before mode (chown clears setuid/setgid) and before attributes (it clears
         // security.capability); times last, since setting attributes changes ctime only.
         try file.setOwner(uid: entry.uid, gid: entry.gid)
@@ -172,14 +170,14 @@ public final class Extractor {
         do {
             targetParent = try parentPath.isEmpty ? root : walk(to: parentPath, creating: false)
         } catch let blocked as PathBlocked {
-            throw ArchiveError.member(display, "its hard link target '\(rawTarget)' cannot be reached: \(blocked.reason)")
+            throw ArchiveError.member(display, "its hard link target '\(rawTarget.printable)' cannot be reached: \(blocked.reason)")
         }
         let targetLeaf = FilePath(root: nil, [targetName])
         guard let targetStatus = try targetParent.status(targetLeaf) else {
-            throw ArchiveError.member(display, "its hard link target '\(rawTarget)' is not in the archive before it")
+            throw ArchiveError.member(display, "its hard link target '\(rawTarget.printable)' is not in the archive before it")
         }
         guard targetStatus.kind != .directory else {
-            throw ArchiveError.member(display, "its hard link target '\(rawTarget)' is a directory")
+            throw ArchiveError.member(display, "its hard link target '\(rawTarget.printable)' is a directory")
         }
         if target == path { return }
         try replacing(name, in: parent, path: path, display: display) {
@@ -187,20 +185,52 @@ public final class Extractor {
         }
     }
 
+    /// Counts `cost` against the limit, and stops the extraction when it goes past.
+    private func charge(_ cost: Int64, display: String) throws {
+        guard cost <= limits.maxBytes - charged else {
+            throw ArchiveError.member(display, "it takes the import past its limit of \(limits.maxBytes) bytes (file data, and \(ExtractionLimits.directoryCost) bytes a directory, \(ExtractionLimits.entryCost) any other entry); --max-size raises it")
+        }
+        charged += cost
+    }
+
     // MARK: Paths
 
     /// The member's path relative to the root: leading slashes and `.` dropped, `..` refused.
+    /// Done on the bytes, once: an archive of a deep tree has paths of tens of kilobytes.
     private func memberPath(_ raw: FilePath, display: String) throws -> FilePath {
-        var components: [FilePath.Component] = []
-        for component in raw.components {
-            switch component.kind {
-            case .currentDirectory: continue
-            case .parentDirectory:
-                throw ArchiveError.member(display, "its path contains '..'; refusing to write outside the image")
-            case .regular: components.append(component)
+        let slash = UInt8(ascii: "/"), dot = UInt8(ascii: ".")
+        return try raw.withPlatformString { p in
+            let bytes = UnsafeRawBufferPointer(start: p, count: strlen(p))
+            var out: [UInt8] = []
+            out.reserveCapacity(bytes.count + 1)
+            var start = 0
+            while start < bytes.count {
+                var end = start
+                while end < bytes.count && bytes[end] != slash { end += 1 }
+                let length = end - start
+                if length == 2 && bytes[start] == dot && bytes[start + 1] == dot {
+                    throw ArchiveError.member(display, "its path contains '..'; refusing to write outside the image")
+                }
+                if length > 0 && !(length == 1 && bytes[start] == dot) {
+                    if !out.isEmpty { out.append(slash) }
+                    out.append(contentsOf: bytes[start..<end])
+                }
+                start = end + 1
+            }
+            out.append(0)
+            return out.withUnsafeBufferPointer { FilePath(platformString: UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }
+        }
+    }
+
+    /// The rest of `path` below `prefix` when `path` lies below it (both as `memberPath` makes them).
+    private static func path(_ path: FilePath, below prefix: FilePath) -> FilePath? {
+        path.withPlatformString { p in
+            prefix.withPlatformString { q in
+                let (n, m) = (strlen(p), strlen(q))
+                guard m > 0, n > m + 1, p[m] == CChar(UInt8(ascii: "/")), memcmp(p, q, m) == 0 else { return nil }
+                return FilePath(platformString: p + m + 1)
             }
         }
-        return FilePath(root: nil, components)
     }
 
     /// The directory that holds `path`, created (with mode 0755, as tar does) where the archive
@@ -210,11 +240,16 @@ public final class Extractor {
         if parentPath.isEmpty { return root }
         if let cached = parentCache, cached.path == parentPath { return cached.directory }
         // One openat2 for the whole path in the common case; a walk to make what is missing or
-        // to say what stands in the way.
+        // to say what stands in the way. Below the last parent (an archive of a deep tree, whose
+        // paths are longer than openat2 takes), the walk starts there, one step down.
         let directory: Directory
         do {
-            directory = try (try? root.openDirectory(beneath: parentPath, pathOnly: true))
-                ?? walk(to: parentPath, creating: true)
+            if let cached = parentCache, let rest = Self.path(parentPath, below: cached.path) {
+                directory = try walk(to: rest, creating: true, from: cached.directory, at: cached.path)
+            } else {
+                directory = try (try? root.openDirectory(beneath: parentPath, pathOnly: true))
+                    ?? walk(to: parentPath, creating: true)
+            }
         } catch let blocked as PathBlocked {
             throw ArchiveError.member(display, blocked.reason)
         } catch let error as SystemError {
@@ -230,14 +265,14 @@ public final class Extractor {
 
     /// Opens `path` beneath the root one component at a time, making missing directories when
     /// `creating`, and names the component that is a symlink or not a directory.
-    private func walk(to path: FilePath, creating: Bool) throws -> Directory {
-        var current = root
-        var walked = FilePath()
+    private func walk(to path: FilePath, creating: Bool, from start: Directory? = nil, at startPath: FilePath = FilePath()) throws -> Directory {
+        var current = start ?? root
+        var walked = startPath
         for component in path.components {
             let name = FilePath(root: nil, [component])
             walked.append(component)
             guard let existing = try current.status(name) else {
-                guard creating else { throw PathBlocked(reason: "'\(walked)' does not exist in the image") }
+                guard creating else { throw PathBlocked(reason: "'\(walked.printable)' does not exist in the image") }
                 try current.makeDirectory(name, mode: 0o755)
                 current = try current.openDirectory(beneath: name, pathOnly: true)
                 continue
@@ -246,9 +281,9 @@ public final class Extractor {
             case .directory:
                 current = try current.openDirectory(beneath: name, pathOnly: true)
             case .symlink:
-                throw PathBlocked(reason: "'\(walked)' in its path is a symlink; refusing to write through it")
+                throw PathBlocked(reason: "'\(walked.printable)' in its path is a symlink; refusing to write through it")
             default:
-                throw PathBlocked(reason: "'\(walked)' in its path is not a directory")
+                throw PathBlocked(reason: "'\(walked.printable)' in its path is not a directory")
             }
         }
         return current
@@ -266,9 +301,9 @@ public final class Extractor {
                 do {
                     try parent.remove(name, isDirectory: true)
                 } catch let error as SystemError where error.errno == .directoryNotEmpty || error.errno == .fileExists {
-                    throw ArchiveError.member(display, "it would replace the non-empty directory '\(path)'")
+                    throw ArchiveError.member(display, "it would replace the non-empty directory '\(path.printable)'")
                 }
-                pendingDirectories[path] = nil
+                pendingDirectories[existing.inode] = nil
                 parentCache = nil
             } else {
                 try parent.remove(name, isDirectory: false)
@@ -328,7 +363,6 @@ public final class Extractor {
         var modification: timespec
         var attributes: [(String, [UInt8])]
         var acls: [(name: String, value: [UInt8])]
-        var display: String
 
         init(_ entry: ArchiveEntry) {
             uid = entry.uid
@@ -338,33 +372,55 @@ public final class Extractor {
             modification = entry.modification
             attributes = entry.extendedAttributes.map { ($0.name, Array($0.value)) }
             acls = PosixACL.attributes(of: entry)
-            display = entry.path
         }
     }
 
-    /// Directories get their owner, mode, attributes and times last, deepest first: writing
-    /// into a directory changes its mtime, and a read-only mode must not stop the writes.
+    /// Directories get their owner, mode, attributes and times last, each after everything
+    /// below it (a walk of the tree, children first): writing into a directory changes its
+    /// mtime, and a read-only mode must not stop the writes. The walk does not recurse and
+    /// holds one directory open, however deep the tree.
     private func finishDirectories() throws {
-        let ordered = pendingDirectories.sorted { $0.key.components.count > $1.key.components.count }
-        for (path, meta) in ordered {
-            do {
-                let dir = path.isEmpty ? root : try root.openDirectory(beneath: path)
-                let fd = dir.descriptor
-                try fd.setOwner(uid: meta.uid, gid: meta.gid)
-                try fd.setMode(meta.permissions)
-                var names = Set<String>()
-                for (name, value) in meta.attributes {
-                    names.insert(name)
-                    try value.withUnsafeBytes { try setAttribute(name, $0, on: .descriptor(fd), display: meta.display) }
+        defer { pendingDirectories = [:] }
+        guard !pendingDirectories.isEmpty else { return }
+        let walker = try TreeWalker(root)
+        var current = FilePath()  // the directory being finished, for a message
+        do {
+            while let event = try walker.next() {
+                switch event {
+                case .entry(let name, let status) where status.kind == .directory:
+                    current = FilePath(root: nil, [name.lastComponent!])
+                    try walker.enter(name)
+                case .left(let name):
+                    current = FilePath(root: nil, [name.lastComponent!])
+                    let dir = try walker.directory.openDirectory(beneath: name)
+                    if let meta = pendingDirectories.removeValue(forKey: try dir.descriptor.status().inode) {
+                        try apply(meta, to: dir.descriptor, display: walker.path.appending(name.components).printable)
+                    }
+                case .entry:
+                    continue
                 }
-                for (name, value) in meta.acls where !names.contains(name) {
-                    try value.withUnsafeBytes { try setAttribute(name, $0, on: .descriptor(fd), display: meta.display) }
-                }
-                try fd.setTimes(access: meta.access, modification: meta.modification)
-            } catch let error as SystemError {
-                throw ArchiveError.member(meta.display, error)
             }
+            current = FilePath()
+            if let meta = pendingDirectories.removeValue(forKey: rootInode) {
+                try apply(meta, to: root.descriptor, display: ".")
+            }
+        } catch let error as SystemError {
+            let path = current.isEmpty ? FilePath(".") : walker.path.appending(current.components)
+            throw ArchiveError.member(path.printable, error)
         }
-        pendingDirectories = [:]
+    }
+
+    private func apply(_ meta: DirectoryMetadata, to fd: Descriptor, display: String) throws {
+        try fd.setOwner(uid: meta.uid, gid: meta.gid)
+        try fd.setMode(meta.permissions)
+        var names = Set<String>()
+        for (name, value) in meta.attributes {
+            names.insert(name)
+            try value.withUnsafeBytes { try setAttribute(name, $0, on: .descriptor(fd), display: display) }
+        }
+        for (name, value) in meta.acls where !names.contains(name) {
+            try value.withUnsafeBytes { try setAttribute(name, $0, on: .descriptor(fd), display: display) }
+        }
+        try fd.setTimes(access: meta.access, modification: meta.modification)
     }
 }

@@ -18,13 +18,8 @@ public final class TreeReader: MemberSource {
     private let entry = ArchiveEntry()
     private let rootDevice: dev_t
 
-    private struct Frame {
-        var directory: Directory
-        var prefix: FilePath
-        var names: [FilePath]
-        var next = 0
-    }
-    private var stack: [Frame] = []
+    /// The walk, once the root is read; it holds one directory open whatever the depth.
+    private var walker: TreeWalker?
     private var root: Directory?
 
     // The open regular file whose data is being read, and where.
@@ -65,15 +60,13 @@ public final class TreeReader: MemberSource {
             if let dir = root {
                 root = nil
                 try describe(path: ".", fd: dir.descriptor.rawValue, procPath: dir.descriptor.procPath)
-                stack.append(Frame(directory: dir, prefix: FilePath(), names: try sortedNames(dir)))
+                walker = try TreeWalker(dir, sorted: true)
                 return entry
             }
-            while var frame = stack.popLast() {
-                guard frame.next < frame.names.count else { continue }
-                let name = frame.names[frame.next]
-                frame.next += 1
-                stack.append(frame)
-                try member(name, in: frame.directory, path: frame.prefix.appending(name.components))
+            guard let walker else { return nil }
+            while let event = try walker.next() {
+                guard case .entry(let name, _) = event else { continue }
+                try member(name, walker: walker)
                 return entry
             }
             return nil
@@ -82,11 +75,9 @@ public final class TreeReader: MemberSource {
         }
     }
 
-    private func sortedNames(_ dir: Directory) throws -> [FilePath] {
-        try dir.entryNames().sorted { $0.string.utf8.lexicographicallyPrecedes($1.string.utf8) }
-    }
-
-    private func member(_ name: FilePath, in parent: Directory, path: FilePath) throws {
+    private func member(_ name: FilePath, walker: TreeWalker) throws {
+        let parent = walker.directory
+        let path = walker.path.appending(name.components)
         var st = stat()
         _ = try name.withPlatformString { n in
             try retryingInterrupts("fstatat", path: parent.child(name)) { fstatat(parent.rawValue, n, &st, AT_SYMLINK_NOFOLLOW) }
@@ -96,9 +87,7 @@ public final class TreeReader: MemberSource {
         case S_IFDIR:
             let dir = try parent.openDirectory(beneath: name)
             try describe(path: path, fd: dir.rawValue, procPath: procPath)
-            if st.st_dev == rootDevice {
-                stack.append(Frame(directory: dir, prefix: path, names: try sortedNames(dir)))
-            }
+            if st.st_dev == rootDevice { try walker.enter(name, opened: dir) }
         case S_IFREG:
             let fd = try parent.openFile(name, O_RDONLY | O_NONBLOCK)
             try describe(path: path, fd: fd.rawValue, procPath: procPath)
@@ -122,12 +111,12 @@ public final class TreeReader: MemberSource {
         try procPath.withPlatformString { source in
             archive_entry_copy_sourcepath(entry.pointer, source)
             if fd >= 0 {
-                try retryingInterrupts("fstat", path: path.string) { fstat(fd, &st) }
+                try retryingInterrupts("fstat", path: path.printable) { fstat(fd, &st) }
             } else {
-                try retryingInterrupts("lstat", path: path.string) { lstat(source, &st) }
+                try retryingInterrupts("lstat", path: path.printable) { lstat(source, &st) }
             }
             if archive_read_disk_entry_from_file(disk, entry.pointer, fd, &st) < ARCHIVE_WARN {
-                throw ArchiveError.libarchive(disk, "cannot read \(sourceName)/\(path)")
+                throw ArchiveError.libarchive(disk, "cannot read \(sourceName)/\(path.printable)")
             }
             if st.st_mode & S_IFMT != S_IFLNK {
                 for name in [PosixACL.accessAttribute, PosixACL.defaultAttribute] {

@@ -1,4 +1,6 @@
+import BerthSystem
 import Glibc
+import SystemPackage
 
 /// Named points inside store changes where a test can have berth killed (SIGKILL, as `kill -9`
 /// would) by setting `BERTH_CRASH_AT` to the name: the crash-safety tests use them to stop a
@@ -8,5 +10,29 @@ enum CrashPoint {
 
     static func reach(_ name: String) {
         if chosen == name { kill(getpid(), SIGKILL) }
+    }
+}
+
+/// Named points where a test makes a step fail with an errno, as a full or failing disk would:
+/// `BERTH_FAIL_AT=NAME:ERRNO[,NAME:ERRNO...]`, ERRNO a number or ENOSPC, EIO, EDQUOT, EROFS.
+/// The points are the steps a real disk can fail that tests cannot make fail on demand: the
+/// syncs and clean-ups after a change's commit (`*-sync`, `*-cleanup`, see `afterCommit`) and
+/// the read of an image's record (`record-read`).
+enum FaultPoint {
+    private static let chosen: [String: Int32] = {
+        guard let value = getenv("BERTH_FAIL_AT").map({ String(cString: $0) }) else { return [:] }
+        let names: [String: Int32] = ["ENOSPC": ENOSPC, "EIO": EIO, "EDQUOT": EDQUOT, "EROFS": EROFS]
+        var points: [String: Int32] = [:]
+        for item in value.split(separator: ",") {
+            let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let errno = names[parts[1]] ?? Int32(parts[1]) else { continue }
+            points[parts[0]] = errno
+        }
+        return points
+    }()
+
+    /// Throws the chosen errno, as system call `call` on `path` would, when `name` is chosen.
+    static func check(_ name: String, _ call: String, path: String) throws {
+        if let errno = chosen[name] { throw SystemError(call, Errno(rawValue: errno), path: path) }
     }
 }

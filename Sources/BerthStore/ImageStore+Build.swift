@@ -165,11 +165,11 @@ extension ImageStore {
             try installLayer(upper, from: staging)
             if let replaced {
                 try staging.directory.rename("record", to: FilePath(name.rawValue), in: imagesDirectory, .exchange)
-                try imagesDirectory.sync()
-                try discardLayer(replaced.upper, into: staging)
+                afterCommit("build-sync", done: "built '\(name)'") { try imagesDirectory.sync() }
+                afterCommit("build-cleanup", done: "built '\(name)'") { try discardLayer(replaced.upper, into: staging) }
             } else {
                 try staging.directory.rename("record", to: FilePath(name.rawValue), in: imagesDirectory, .noReplace)
-                try imagesDirectory.sync()
+                afterCommit("build-sync", done: "built '\(name)'") { try imagesDirectory.sync() }
             }
         }
     }

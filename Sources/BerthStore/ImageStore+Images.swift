@@ -36,16 +36,27 @@ extension ImageStore {
 
     // MARK: Listing
 
-    /// Every image in the store, by name. Directories other tools put there count too.
+    /// Every image in the store, by name. Directories other tools put there count too. An image
+    /// that cannot be read (a damaged record, a tree berth cannot walk) is left out with a
+    /// warning that names it, never silently, and never stops the others being listed.
     public func images() throws -> [ImageInfo] {
         var result: [ImageInfo] = []
         for entry in try rootDirectory.entryNames() where !entry.string.hasPrefix(".") {
             guard try rootDirectory.status(entry)?.kind == .directory else { continue }
-            result.append(try directoryInfo(entry))
+            do {
+                result.append(try directoryInfo(entry))
+            } catch {
+                warn("cannot read image '\(entry.printable)' in \(root), so it is not listed: \(error)")
+            }
         }
-        let stacks = try self.stacks()
-        for (name, stack) in stacks where try rootDirectory.status(FilePath(name.rawValue)) == nil {
-            result.append(try layeredInfo(name, stack, among: stacks))
+        let scan = try scanRecords()
+        for (_, problem) in scan.damaged { warn("\(problem); it is not listed") }
+        for (name, stack) in scan.stacks where try rootDirectory.status(FilePath(name.rawValue)) == nil {
+            do {
+                result.append(try layeredInfo(name, stack, among: scan.stacks))
+            } catch {
+                warn("cannot read image '\(name)', so it is not listed: \(error)")
+            }
         }
         return result.sorted { $0.name < $1.name }
     }
@@ -63,10 +74,10 @@ extension ImageStore {
         let st = try tree.descriptor.status()
         let readOnly = (tree.descriptor.inodeFlags() ?? 0) & immutableFlag != 0
         return ImageInfo(
-            name: entry.string, kind: .directory, readOnly: readOnly,
+            name: Printable.text(entry), kind: .directory, readOnly: readOnly,
             usage: try rootDirectory.diskUsage(entry),
             created: rootDirectory.birthTime(entry) ?? Int64(st.modification.tv_sec),
-            parent: nil, path: root.appending(entry.components).string,
+            parent: nil, path: root.string + "/" + Printable.text(entry),
             operatingSystem: Self.prettyName(of: tree), layers: [], dependants: [])
     }
 
@@ -127,10 +138,11 @@ extension ImageStore {
             guard let found = try lookup(old) else { throw noImage(old) }
             try refuseExisting(new)
             guard let lock = try lockImage(old, .exclusive) else { throw inUse(old) }
+            let change = "renamed '\(old)' to '\(new)'"
             guard case .directory = found else {
                 try refuseMounted(old)
                 try imagesDirectory.rename(FilePath(old.rawValue), to: FilePath(new.rawValue), .noReplace)
-                try imagesDirectory.sync()
+                afterCommit("rename-sync", done: change) { try imagesDirectory.sync() }
                 return
             }
             let wasReadOnly = try clearReadOnlyFlag(FilePath(old.rawValue))
@@ -140,8 +152,14 @@ extension ImageStore {
                 if wasReadOnly { try? lock.setInodeFlags((lock.inodeFlags() ?? 0) | immutableFlag) }
                 throw error
             }
-            if wasReadOnly { try lock.setInodeFlags((lock.inodeFlags() ?? 0) | immutableFlag) }
-            try rootDirectory.sync()
+            if wasReadOnly {
+                do {
+                    try lock.setInodeFlags((lock.inodeFlags() ?? 0) | immutableFlag)
+                } catch {
+                    warn("\(change), but could not mark it read-only again (\(error)); 'berth read-only \(new)' does")
+                }
+            }
+            afterCommit("rename-sync", done: change) { try rootDirectory.sync() }
         }
     }
 
@@ -149,28 +167,55 @@ extension ImageStore {
     /// staging in one rename, so a crash leaves it either whole in place or gone. A layered image
     /// takes its own writable layer with it; frozen layers other images share stay for them,
     /// and `gc` frees those nothing needs any more.
+    /// A damaged record goes too (its layers stay for `gc`, which frees them once no damaged
+    /// record is left that might name them).
     public func remove(_ names: [ImageName]) throws {
-        for name in names { try requireImage(name) }
+        for name in names where try !hasDamagedRecord(name) { try requireImage(name) }
         for name in names {
             let staging = try makeStaging("remove-\(name)")
             defer { staging.discard() }
             try withStoreLock {
-                guard let found = try lookup(name) else { throw noImage(name) }
+                let change = "removed '\(name)'"
+                let found: StoredImage?
+                do {
+                    found = try lookup(name)
+                } catch {
+                    guard try hasDamagedRecord(name) else { throw error }
+                    try removeDamagedRecord(name, into: staging, change: change)
+                    return
+                }
+                guard let found else { throw noImage(name) }
                 guard try lockImage(name, .exclusive) != nil else { throw inUse(name) }
                 switch found {
                 case .directory:
                     try clearReadOnlyFlag(FilePath(name.rawValue))
                     try rootDirectory.rename(FilePath(name.rawValue), to: staging.name.appending("tree"), in: stagingDirectory, .noReplace)
-                    try rootDirectory.sync()
+                    afterCommit("remove-sync", done: change) { try rootDirectory.sync() }
                 case .layered(let stack):
                     try refuseMounted(name)
                     try imagesDirectory.rename(FilePath(name.rawValue), to: "record", in: staging.directory, .noReplace)
-                    try imagesDirectory.sync()
+                    afterCommit("remove-sync", done: change) { try imagesDirectory.sync() }
                     CrashPoint.reach("remove")
-                    try discardLayer(stack.upper, into: staging)
+                    afterCommit("remove-cleanup", done: change) { try discardLayer(stack.upper, into: staging) }
                 }
             }
         }
+    }
+
+    /// Whether `name` has a record that cannot be read, with no directory image shadowing it.
+    private func hasDamagedRecord(_ name: ImageName) throws -> Bool {
+        guard try rootDirectory.status(FilePath(name.rawValue))?.kind != .directory,
+              try imagesDirectory.status(FilePath(name.rawValue)) != nil else { return false }
+        return (try? readStack(name)) == nil
+    }
+
+    private func removeDamagedRecord(_ name: ImageName, into staging: Staging, change: String) throws {
+        let entry = FilePath(name.rawValue)
+        if try imagesDirectory.status(entry)?.kind == .directory {
+            guard try lockImage(name, .exclusive) != nil else { throw inUse(name) }
+        }
+        try imagesDirectory.rename(entry, to: "record", in: staging.directory, .noReplace)
+        afterCommit("remove-sync", done: change) { try imagesDirectory.sync() }
     }
 
     /// Marks an image read-only or writable. For a directory image, like machinectl on a file
@@ -189,7 +234,7 @@ extension ImageStore {
             case .layered(var stack)?:
                 guard stack.readOnly != readOnly else { return }
                 stack.readOnly = readOnly
-                try writeStack(stack, in: recordDirectory(name))
+                try writeStack(stack, in: recordDirectory(name), committing: "marked '\(name)' \(readOnly ? "read-only" : "writable")")
             case nil:
                 throw noImage(name)
             }

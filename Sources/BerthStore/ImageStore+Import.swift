@@ -27,7 +27,19 @@ public enum ImportSource: Sendable {
         guard let status else {
             throw StoreError("\(argument) does not exist; give a tarball, a directory, or '-' for standard input")
         }
-        self = status.kind == .directory ? .directory(FilePath(argument)) : .tarball(FilePath(argument))
+        switch status.kind {
+        case .directory: self = .directory(FilePath(argument))
+        // A character device is read as a stream (/dev/null is an empty one; /dev/zero fails at
+        // its first block of zeros): only what cannot be a stream at all is refused.
+        case .regular, .fifo, .characterDevice: self = .tarball(FilePath(argument))
+        default: throw Self.notReadable(argument, status.kind)
+        }
+    }
+
+    /// A block device (a whole disk), a socket or the like is no tarball.
+    static func notReadable(_ path: String, _ kind: FileStatus.Kind) -> StoreError {
+        let what = kind == .blockDevice ? "a block device" : kind == .socket ? "a socket" : "not a regular file"
+        return StoreError("\(path) is \(what), not a tarball or a directory; give a tarball file, a directory, or '-' for standard input")
     }
 
     var displayName: String {
@@ -121,6 +133,11 @@ extension ImageStore {
                 let input: Descriptor
                 if case .tarball(let path) = source {
                     input = try Descriptor.open(path, O_RDONLY)
+                    // Checked on what was opened, for every caller (a recipe's tarball too).
+                    let kind = try input.status().kind
+                    guard kind == .regular || kind == .fifo || kind == .characterDevice else {
+                        throw ImportSource.notReadable(path.string, kind)
+                    }
                 } else {
                     input = Descriptor(owning: dup(0))
                 }
@@ -150,7 +167,7 @@ extension ImageStore {
                 } catch let error as SystemError where error.errno == .fileExists {
                     throw StoreError("image '\(name)' was created meanwhile by another command; pass --force to replace it")
                 }
-                try rootDirectory.sync()
+                afterCommit("import-sync", done: "imported '\(name)'") { try rootDirectory.sync() }
                 return
             }
             guard replacing else {
@@ -162,13 +179,16 @@ extension ImageStore {
             case .directory:
                 try clearReadOnlyFlag(target)
                 try stagingDirectory.rename(staged, to: target, in: rootDirectory, .exchange)
-                try rootDirectory.sync()
+                afterCommit("import-sync", done: "imported '\(name)' in place of the old one") { try rootDirectory.sync() }
             case .layered(let stack):
                 try refuseMounted(name)
                 try stagingDirectory.rename(staged, to: target, in: rootDirectory, .noReplace)
-                try rootDirectory.sync()
-                try imagesDirectory.rename(target, to: "replaced-record", in: staging.directory, .noReplace)
-                try discardLayer(stack.upper, into: staging)
+                let change = "imported '\(name)' in place of the old one"
+                afterCommit("import-sync", done: change) { try rootDirectory.sync() }
+                afterCommit("import-cleanup", done: change) {
+                    try imagesDirectory.rename(target, to: "replaced-record", in: staging.directory, .noReplace)
+                    try discardLayer(stack.upper, into: staging)
+                }
             }
         }
     }

@@ -29,33 +29,78 @@ extension ImageStore {
         return try readStack(name).map { .layered($0) }
     }
 
+    /// The record of `name`; nil when there is none. A record that is there but cannot be read
+    /// or understood (not a directory, no `image` in it, an error reading it, a line berth does
+    /// not write, a layer name berth does not make) is an error, never taken for no record:
+    /// what berth cannot read, it must not take as unused.
     func readStack(_ name: ImageName) throws -> LayerStack? {
-        guard try imagesDirectory.status(FilePath(name.rawValue))?.kind == .directory else { return nil }
-        let record = try imagesDirectory.openDirectory(beneath: FilePath(name.rawValue))
-        guard try record.status("image") != nil else { return nil }
-        let text = String(decoding: try record.openFile("image", O_RDONLY).readAll(limit: 1 << 20), as: UTF8.self)
+        let entry = FilePath(name.rawValue)
+        guard let found = try imagesDirectory.status(entry) else { return nil }
+        let text: String
+        do {
+            guard found.kind == .directory else { throw damaged(name, "it is not a directory") }
+            let record = try imagesDirectory.openDirectory(beneath: entry)
+            guard let file = try record.status("image") else { throw damaged(name, "its file 'image' is missing") }
+            guard file.kind == .regular else { throw damaged(name, "its 'image' is not a regular file") }
+            try FaultPoint.check("record-read", "openat", path: record.child("image"))
+            text = String(decoding: try record.openFile("image", O_RDONLY).readAll(limit: 1 << 20), as: UTF8.self)
+        } catch let error as SystemError {
+            throw damaged(name, "it cannot be read (\(error))")
+        }
         guard let stack = LayerStack(decoding: text) else {
-            throw StoreError("the record of image '\(name)' (\(statePath)/images/\(name)/image) is damaged; 'berth remove \(name)' removes it")
+            throw damaged(name, text.isEmpty ? "it is empty" : "it holds a line or a layer name berth does not write")
         }
         return stack
     }
 
-    /// Every layered image's name and record.
-    func stacks() throws -> [(name: ImageName, stack: LayerStack)] {
-        try imagesDirectory.entryNames().compactMap { entry in
-            guard let name = try? ImageName(entry.string), let stack = try? readStack(name) else { return nil }
-            return (name, stack)
+    private func damaged(_ name: ImageName, _ reason: String) -> StoreError {
+        StoreError("the record of image '\(name)' (\(statePath)/images/\(name)) is damaged: \(reason); 'berth remove \(name)' removes it")
+    }
+
+    /// What `.berth/images` holds: the records that read well, and what is wrong with each
+    /// entry that does not. Records a directory image of the same name shadows are neither.
+    struct RecordScan {
+        var stacks: [(name: ImageName, stack: LayerStack)] = []
+        /// What is wrong, by the entry's name in `.berth/images`.
+        var damaged: [(entry: String, problem: String)] = []
+    }
+
+    func scanRecords() throws -> RecordScan {
+        var scan = RecordScan()
+        for entry in try imagesDirectory.entryNames() {
+            guard let name = try? ImageName(entry.string), name.rawValue == entry.string else {
+                scan.damaged.append((entry.printable, "'\(entry.printable)' in \(statePath)/images is not a record berth made; move it out of the store"))
+                continue
+            }
+            if try rootDirectory.status(entry)?.kind == .directory { continue }
+            do {
+                if let stack = try readStack(name) { scan.stacks.append((name, stack)) }
+            } catch let error as StoreError {
+                scan.damaged.append((name.rawValue, error.message))
+            }
         }
+        return scan
+    }
+
+    /// Every layered image's name and record that can be read.
+    func stacks() throws -> [(name: ImageName, stack: LayerStack)] {
+        try scanRecords().stacks
     }
 
     /// Replaces the record in `record` (an image's directory under `.berth/images`) in one rename.
-    func writeStack(_ stack: LayerStack, in record: Directory) throws {
+    /// For a published record (`committing` says what the change is), the rename is the commit,
+    /// and a failure to sync after it is a warning.
+    func writeStack(_ stack: LayerStack, in record: Directory, committing change: String? = nil) throws {
         if try record.status("image.new") != nil { try record.remove("image.new", isDirectory: false) }
         let file = try record.createFile("image.new", mode: 0o600)
         try file.writeAll(stack.encoded())
         try file.sync()
         try record.rename("image.new", to: "image", .replace)
-        try record.sync()
+        if let change {
+            afterCommit("record-sync", done: change) { try record.sync() }
+        } else {
+            try record.sync()
+        }
     }
 
     func recordDirectory(_ name: ImageName) throws -> Directory {
@@ -127,7 +172,7 @@ extension ImageStore {
         frozen.layers.append(stack.upper)
         frozen.upper = upper
         CrashPoint.reach("freeze")
-        try writeStack(frozen, in: recordDirectory(name))
+        try writeStack(frozen, in: recordDirectory(name), committing: "froze the changes of '\(name)' into a layer")
         try? workDirectory.removeTree(FilePath(stack.upper))
         return frozen
     }
@@ -161,8 +206,10 @@ extension ImageStore {
             if wasReadOnly { try? tree.descriptor.setInodeFlags((tree.descriptor.inodeFlags() ?? 0) | immutableFlag) }
             throw error
         }
-        try rootDirectory.sync()
-        try layersDirectory.sync()
+        afterCommit("convert-sync", done: "turned directory image '\(name)' into a layered one") {
+            try rootDirectory.sync()
+            try layersDirectory.sync()
+        }
         return stack
     }
 
@@ -190,7 +237,7 @@ extension ImageStore {
             try installLayer(upper, from: staging)
             CrashPoint.reach("clone")
             try staging.directory.rename("new-record", to: FilePath(target.rawValue), in: imagesDirectory, .noReplace)
-            try imagesDirectory.sync()
+            afterCommit("clone-sync", done: "made '\(target)' from '\(source)'") { try imagesDirectory.sync() }
         }
     }
 
@@ -217,9 +264,10 @@ extension ImageStore {
             stack.layers = content.layers
             stack.upper = try stageLayer(in: staging, like: openLayer(content.layers.last!).descriptor)
             try installLayer(stack.upper, from: staging)
-            try writeStack(stack, in: recordDirectory(name))
+            let change = "restored '\(name)' from '\(snapshot)'"
+            try writeStack(stack, in: recordDirectory(name), committing: change)
             CrashPoint.reach("restore")
-            try discardLayer(old, into: staging)
+            afterCommit("restore-cleanup", done: change) { try discardLayer(old, into: staging) }
         }
     }
 
@@ -275,17 +323,20 @@ extension ImageStore {
         defer { staging.discard() }
         var result = CollectedGarbage()
         try withStoreLock {
+            // What gc cannot read, it cannot prove unused: one damaged record, and nothing goes.
+            let scan = try scanRecords()
+            if let first = scan.damaged.first {
+                let names = scan.damaged.map { "'\($0.entry)'" }.joined(separator: ", ")
+                throw StoreError("gc freed nothing: it cannot tell which layers the damaged record\(scan.damaged.count > 1 ? "s" : "") of \(names) need: \(first.problem)")
+            }
             var named = Set<String>(), uppers = Set<String>()
-            for entry in try imagesDirectory.entryNames() {
-                let stack = (try? ImageName(entry.string)).flatMap { try? readStack($0) }
-                if try rootDirectory.status(entry)?.kind == .directory {
-                    try imagesDirectory.rename(entry, to: FilePath("record-\(result.records)"), in: staging.directory, .noReplace)
-                    result.records += 1
-                    continue
-                }
-                guard let stack else { continue }
+            for (_, stack) in scan.stacks {
                 named.formUnion(stack.allLayers)
                 uppers.insert(stack.upper)
+            }
+            for entry in try imagesDirectory.entryNames() where try rootDirectory.status(entry)?.kind == .directory {
+                try imagesDirectory.rename(entry, to: FilePath("record-\(result.records)"), in: staging.directory, .noReplace)
+                result.records += 1
             }
             for stack in try cachedStacks() { named.formUnion(stack) }
             for entry in try layersDirectory.entryNames() where !named.contains(entry.string) {
@@ -297,7 +348,10 @@ extension ImageStore {
             for entry in try workDirectory.entryNames() where !uppers.contains(entry.string) {
                 try workDirectory.rename(entry, to: FilePath("work-\(entry.string)"), in: staging.directory, .noReplace)
             }
-            try stagingDirectory.sync()
+            let freed = result
+            afterCommit("gc-sync", done: "gc moved \(freed.layers) layer\(freed.layers == 1 ? "" : "s") out of the store") {
+                try stagingDirectory.sync()
+            }
         }
         return result
     }

@@ -29,6 +29,10 @@ public final class ImageStore {
     let layersDirectory: Directory
     let workDirectory: Directory
     private let lockFile: Descriptor
+    /// Told what went wrong without failing the command: a change that took effect but could
+    /// not be made durable or cleaned up after, a record that cannot be read. One line each,
+    /// escaped. Unset, warnings are dropped.
+    public var onWarning: ((String) -> Void)?
 
     static let stateName: FilePath = ".berth"
 
@@ -125,6 +129,24 @@ public final class ImageStore {
                 return Staging(name: name, directory: directory, store: self)
             }
             throw StoreError("cannot make a staging directory in \(root)/.berth/staging")
+        }
+    }
+
+    func warn(_ message: String) { onWarning?(Printable.escaping(message)) }
+
+    /// Runs what is left of a change after its commit (the rename that publishes it): syncing
+    /// the directory so that the rename survives a crash, moving what it replaced away. The
+    /// change took effect, so a failure here does not make the command fail: it is a warning
+    /// that says what was done and what was not. `point` names the step for `BERTH_FAIL_AT`.
+    func afterCommit(_ point: String, done change: @autoclosure () -> String, _ body: () throws -> Void) {
+        do {
+            try FaultPoint.check(point, point.hasSuffix("-sync") ? "fsync" : "rename", path: root.string)
+            try body()
+        } catch {
+            let what = point.hasSuffix("-sync")
+                ? "it could not be made durable (\(error)); a crash before the file system writes it back may undo it"
+                : "what it left behind could not be moved away (\(error)); 'berth gc' frees it later"
+            warn("\(change()), but \(what)")
         }
     }
 

@@ -5,6 +5,7 @@ extension Directory {
     /// Removes `name` and everything below it. Symlinks are removed, never followed, and a mount
     /// point below is refused rather than emptied: removal of an image must not reach into a
     /// file system someone mounted inside it. Immutable and append-only flags are cleared first.
+    /// The walk holds one directory open at a time and does not recurse, whatever the depth.
     public func removeTree(_ name: FilePath) throws {
         guard let st = try status(name) else { return }
         guard st.kind == .directory else {
@@ -13,45 +14,52 @@ extension Directory {
         }
         let sub = try openDirectory(beneath: name)
         sub.clearProtectiveFlags()
-        try sub.removeContents(device: st.device)
+        let walker = try TreeWalker(sub)
+        while let event = try walker.next() {
+            switch event {
+            case .entry(let entry, let status) where status.kind == .directory:
+                guard status.device == st.device else {
+                    throw SystemError("remove", Errno(rawValue: EBUSY), path: walker.directory.child(entry) + " (a mount point inside)")
+                }
+                try walker.enter(entry).clearProtectiveFlags()
+            case .entry(let entry, _):
+                try walker.directory.removeEntry(entry)
+            case .left(let entry):
+                try walker.directory.remove(entry, isDirectory: true)
+            }
+        }
         try remove(name, isDirectory: true)
     }
 
-    private func removeContents(device: dev_t) throws {
-        for entry in try entryNames() {
-            guard let st = try status(entry) else { continue }
-            if st.kind == .directory {
-                guard st.device == device else {
-                    throw SystemError("remove", Errno(rawValue: EBUSY), path: child(entry) + " (a mount point inside)")
-                }
-                let sub = try openDirectory(beneath: entry)
-                sub.clearProtectiveFlags()
-                try sub.removeContents(device: device)
-                try remove(entry, isDirectory: true)
-            } else {
-                do {
-                    try remove(entry, isDirectory: false)
-                } catch let error as SystemError where error.errno == .notPermitted {
-                    // An immutable or append-only file: clear the flag and try once more.
-                    if let fd = try? openFile(entry, O_RDONLY | O_NONBLOCK) {
-                        fd.clearProtectiveFlags()
-                    }
-                    try remove(entry, isDirectory: false)
-                }
+    /// Removes the file `entry`; an immutable or append-only one has its flag cleared first.
+    private func removeEntry(_ entry: FilePath) throws {
+        do {
+            try remove(entry, isDirectory: false)
+        } catch let error as SystemError where error.errno == .notPermitted {
+            if let fd = try? openFile(entry, O_RDONLY | O_NONBLOCK) {
+                fd.clearProtectiveFlags()
             }
+            try remove(entry, isDirectory: false)
         }
     }
 
     private func clearProtectiveFlags() { descriptor.clearProtectiveFlags() }
 
     /// Disk space used by the tree at `name`, in bytes: allocated blocks, each inode counted once.
+    /// It does not cross into other file systems, and does not recurse.
     public func diskUsage(_ name: FilePath) throws -> Int64 {
         guard let st = try status(name) else { return 0 }
-        var seen = Set<InodeKey>()
         var total = st.blocks
-        if st.kind == .directory {
-            let sub = try openDirectory(beneath: name)
-            total += try sub.usageOfContents(device: st.device, seen: &seen)
+        guard st.kind == .directory else { return total * 512 }
+        var seen = Set<InodeKey>()
+        let walker = try TreeWalker(try openDirectory(beneath: name))
+        while let event = try walker.next() {
+            guard case .entry(let entry, let status) = event else { continue }
+            if status.linkCount > 1 && status.kind != .directory {
+                guard seen.insert(InodeKey(device: UInt64(status.device), inode: UInt64(status.inode))).inserted else { continue }
+            }
+            total += status.blocks
+            if status.kind == .directory && status.device == st.device { try walker.enter(entry) }
         }
         return total * 512
     }
@@ -59,21 +67,6 @@ extension Directory {
     private struct InodeKey: Hashable {
         var device: UInt64
         var inode: UInt64
-    }
-
-    private func usageOfContents(device: dev_t, seen: inout Set<InodeKey>) throws -> Int64 {
-        var total: Int64 = 0
-        for entry in try entryNames() {
-            guard let st = try status(entry) else { continue }
-            if st.linkCount > 1 && st.kind != .directory {
-                guard seen.insert(InodeKey(device: UInt64(st.device), inode: UInt64(st.inode))).inserted else { continue }
-            }
-            total += st.blocks
-            if st.kind == .directory && st.device == device {
-                total += try openDirectory(beneath: entry).usageOfContents(device: device, seen: &seen)
-            }
-        }
-        return total
     }
 }
 

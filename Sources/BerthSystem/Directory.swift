@@ -29,7 +29,7 @@ public final class Directory {
 
     /// `name` under this directory, for messages.
     public func child(_ name: FilePath) -> String {
-        displayPath.hasSuffix("/") ? displayPath + name.string : displayPath + "/" + name.string
+        displayPath.hasSuffix("/") ? displayPath + name.printable : displayPath + "/" + name.printable
     }
 
     /// `/proc/self/fd/N/NAME`: the kernel resolves the magic link to this very directory and looks

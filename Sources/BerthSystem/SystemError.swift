@@ -20,7 +20,7 @@ public struct SystemError: Error, CustomStringConvertible, Equatable {
 
     public var description: String {
         let reason = String(cString: strerror(errno.rawValue))
-        if let path { return "\(call) \(path): \(reason)" }
+        if let path { return "\(call) \(Printable.escaping(path)): \(reason)" }
         return "\(call): \(reason)"
     }
 }

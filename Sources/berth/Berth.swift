@@ -2,6 +2,7 @@ import ArgumentParser
 import BerthLaunch
 import BerthRecipe
 import BerthStore
+import BerthSystem
 import Glibc
 
 @main
@@ -60,9 +61,16 @@ struct Berth: ParsableCommand {
         }
     }
 
+    /// Control characters in the message are escaped (a name from an archive, a record or the
+    /// command line may carry them): the error is one line, and cannot drive the terminal.
     static func fail(_ message: String, code: Int32 = 1) -> Never {
-        writeOut(2, "berth: error: \(message)\n")
+        writeOut(2, "berth: error: \(Printable.escaping(message))\n")
         Glibc.exit(code)
+    }
+
+    /// A change that took effect with something left undone, or a record that cannot be read.
+    static func warn(_ message: String) {
+        writeOut(2, "berth: warning: \(Printable.escaping(message))\n")
     }
 }
 
@@ -87,7 +95,7 @@ struct StoreOptions: ParsableArguments {
     /// are not read by swift-argument-parser; RunCommandLine takes --store anywhere itself.)
     static func hoisted(_ arguments: [String]) -> [String] {
         // Options whose value is the next argument, so a value `--store` is not taken for one.
-        let valued: Set<String> = ["--verify", "--max-size", "--name"]
+        let valued: Set<String> = ["--verify", "--max-size", "--max-entries", "--name"]
         var rest: [String] = [], stores: [String] = []
         var i = 0
         scan: while i < arguments.count {
@@ -119,7 +127,9 @@ struct StoreOptions: ParsableArguments {
     }
 
     static func open(_ store: String?, create: Bool) throws -> ImageStore {
-        try ImageStore(root: .init(path(store)), create: create)
+        let opened = try ImageStore(root: .init(path(store)), create: create)
+        opened.onWarning = { Berth.warn($0) }
+        return opened
     }
 }
 

@@ -16,8 +16,11 @@ struct ImportCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Refuse the tarball unless its SHA-256 is HEX.", valueName: "sha256:HEX"))
     var verify: String?
     @Option(name: .customLong("max-size"),
-            help: ArgumentHelp("Stop once the files' sizes add up past SIZE (K, M, G, T suffixes; default 64G).", valueName: "SIZE"))
+            help: ArgumentHelp("Stop once the files' sizes, with 4K a directory and 512 bytes any other entry, add up past SIZE (K, M, G, T suffixes; default 64G).", valueName: "SIZE"))
     var maxSize: String?
+    @Option(name: .customLong("max-entries"),
+            help: ArgumentHelp("Stop past N entries (files, directories, links...; default 2000000).", valueName: "N"))
+    var maxEntries: Int?
     @Flag(name: .shortAndLong, help: "Print no progress.") var quiet = false
     @Argument(help: "A tarball, - for standard input, or a directory.") var source: String
     @Argument(help: "The image's name (default: SOURCE's base name less archive suffixes).") var name: String?
@@ -36,6 +39,10 @@ struct ImportCommand: ParsableCommand {
         options.force = force
         if let verify { options.expectedSHA256 = try parseDigest(verify) }
         if let maxSize { options.limits.maxBytes = try parseSize(maxSize) }
+        if let maxEntries {
+            guard maxEntries > 0 else { throw StoreError("--max-entries takes a positive number, not \(maxEntries)") }
+            options.limits.maxEntries = maxEntries
+        }
         let importSource = try ImportSource(argument: source)
 
         let bar = !quiet && Terminal.isTerminal(1) ? ProgressBar(label: imageName.rawValue) : nil

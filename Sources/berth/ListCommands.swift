@@ -1,5 +1,6 @@
 import ArgumentParser
 import BerthStore
+import BerthSystem
 import FoundationEssentials
 import Glibc
 
@@ -54,7 +55,7 @@ struct ShowCommand: ParsableCommand {
             ("Layers", image.layers.isEmpty ? "- (a plain directory tree)" : image.layers.joined(separator: ", ")),
             ("Dependants", image.dependants.isEmpty ? "-" : image.dependants.joined(separator: ", ")),
         ]
-        for (key, value) in lines { print("\(String(repeating: " ", count: 11 - key.count))\(key): \(value)") }
+        for (key, value) in lines { print("\(String(repeating: " ", count: 11 - key.count))\(key): \(Printable.escaping(value))") }
     }
 }
 

@@ -1,10 +1,21 @@
+import BerthSystem
 import FoundationEssentials
 import Glibc
 
+/// JSON escapes C0 control characters itself; DEL and C1 (which a terminal obeys too) are
+/// escaped here as \u00XX, which JSON reads as the same character: the names stay exact.
 func printJSON<T: Encodable>(_ value: T) throws {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-    print(String(decoding: try encoder.encode(value), as: UTF8.self))
+    var text = ""
+    for scalar in String(decoding: try encoder.encode(value), as: UTF8.self).unicodeScalars {
+        if (0x7F...0x9F).contains(scalar.value) {
+            text += "\\u00" + String(scalar.value, radix: 16)
+        } else {
+            text.unicodeScalars.append(scalar)
+        }
+    }
+    print(text)
 }
 
 /// Bytes in the units machinectl prints (1024-based, one decimal).
@@ -46,8 +57,9 @@ func writeOut(_ fd: Int32, _ text: String) {
     }
 }
 
+/// Cells come from names, records and images' os-release: their control characters are escaped.
 func printTable(header: [String], rows: [[String]]) {
-    let all = [header] + rows
+    let all = [header] + rows.map { $0.map(Printable.escaping) }
     let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
     for row in all {
         let cells = row.enumerated().map { i, cell in

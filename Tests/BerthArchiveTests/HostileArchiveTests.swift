@@ -151,6 +151,12 @@ let hostileCases: [HostileCase] = [
     HostileCase(description: "a member given twice keeps the last",
                 members: { _ in [.file("twice", "first"), .file("twice", "second")] },
                 outcome: .succeeds { root in try text(root.appending("twice")) == "second" }),
+    HostileCase(description: "an archive that starts with a zero block holds no members",
+                build: { archive, _ in try writeFile(archive, [UInt8](repeating: 0, count: 10240) + Array("not a tar".utf8)) },
+                outcome: .fails("holds no tar members")),
+    HostileCase(description: "a name with escape sequences and a newline is escaped in the error",
+                members: { _ in [.file("\u{1B}]0;pwned\u{07}\u{9B}2J\n/../x", "x")] },
+                outcome: .fails("'\\x1b]0;pwned\\x07\\u{9b}2J\\x0a/../x'")),
     HostileCase(description: "the root's own mode comes from '.'",
                 members: { _ in [.directory(".", mode: 0o750), .file("x", "1")] },
                 outcome: .succeeds { root in try Directory(opening: root).descriptor.status().permissions == 0o750 }),
@@ -178,6 +184,22 @@ let hostileCases: [HostileCase] = [
         #expect(try Directory(opening: outside).entryNames() == ["secret"])
         #expect(try text(outside.appending("secret")) == "secret")
         #expect(try Set(Directory(opening: tmp.path).entryNames()) == ["root", "outside", "a.tar"])
+    }
+
+    @Test func directoriesAndEntriesCountAgainstTheLimits() throws {
+        let tmp = try TemporaryDirectory("dirbomb")
+        let archive = tmp.appending("dirs.tar")
+        let builder = TarBuilder()
+        for i in 0..<1000 { builder.add(.directory("d\(i)")) }
+        try builder.write(to: archive)
+        for (limits, expected) in [(ExtractionLimits(maxBytes: 1 << 20), "past its limit of 1048576 bytes"),
+                                   (ExtractionLimits(maxBytes: 1 << 30, maxEntries: 100), "limit of 100 entries")] {
+            let root = tmp.appending("root")
+            #expect(mkdir(root.string, 0o755) == 0)
+            let error = #expect(throws: ArchiveError.self) { try extract(archive, into: root, limits: limits) }
+            #expect(error?.message.contains(expected) == true, "\(error?.message ?? "")")
+            #expect(try shell("rm -rf '\(root.string)'").status == 0)
+        }
     }
 
     @Test func decompressionBombStopsAtTheLimit() throws {
