@@ -1,0 +1,264 @@
+import CSeccomp
+import Glibc
+import SystemPackage
+
+/// systemd-nspawn 252's default system call filter, which every container gets.
+///
+/// The container may make the calls of the groups and the single calls below (the facts come from
+/// systemd v252.31's nspawn-seccomp.c and seccomp-util.c, the stable release nearest Debian
+/// bookworm's 252.39). A call of the list guarded by a capability is allowed only when the
+/// container keeps that capability in its bounding set, since without it the kernel would refuse
+/// the call anyway and its code need not be reachable. Every other call systemd 252 knows by name
+/// fails with EPERM, which programs take for "not allowed here"; a call it does not know (one newer
+/// than its list, or than this libseccomp) fails with ENOSYS, which programs take for "not in this
+/// kernel" and fall back from. Names that this libseccomp or architecture lacks are skipped, as
+/// nspawn skips them. One more rule: an audit socket, socket(AF_NETLINK, *, NETLINK_AUDIT), fails
+/// with EAFNOSUPPORT, which audit's userspace takes for a kernel without audit (audit does not
+/// work in a container).
+enum SyscallFilter {
+    /// The capabilities that unlock entries of the list (numbers from <linux/capability.h>).
+    enum Capability: UInt64 {
+        case ipcLock = 14, sysModule = 16, sysRawIO = 17, sysPtrace = 19, sysPacct = 20, sysBoot = 22
+        case sysTime = 25, sysTTYConfig = 26, syslog = 34
+    }
+
+    /// What a container may call: a group (`@name`) or a single call, with the capability it needs.
+    /// Deliberately absent, as in nspawn: @cpu-emulation, @keyring (keys are not namespaced),
+    /// @obsolete, @pkey, @swap, bpf, fanotify_init/fanotify_mark, kexec_load/kexec_file_load,
+    /// lookup_dcookie, nfsservctl, open_by_handle_at (with name_to_handle_at it opens any inode of
+    /// a file system by number, whatever directory the container was given), perf_event_open
+    /// and quotactl.
+    static let allowList: [(name: String, capability: Capability?)] =
+        ["@aio", "@basic-io", "@chown", "@default", "@file-system", "@io-event", "@ipc", "@mount", "@network-io",
+         "@process", "@resources", "@setuid", "@signal", "@sync", "@timer"].map { ($0, nil) }
+        + [("@clock", .sysTime), ("@module", .sysModule), ("@raw-io", .sysRawIO), ("@memlock", .ipcLock)]
+        + words("""
+            brk capget capset copy_file_range fadvise64 fadvise64_64 flock get_mempolicy getcpu getpriority
+            getrandom ioctl ioprio_get kcmp madvise mincore mprotect mremap name_to_handle_at oldolduname
+            olduname personality readahead readdir remap_file_pages sched_get_priority_max
+            sched_get_priority_min sched_getaffinity sched_getattr sched_getparam sched_getscheduler
+            sched_rr_get_interval sched_rr_get_interval_time64 sched_yield seccomp sendfile sendfile64
+            setdomainname setfsgid setfsgid32 setfsuid setfsuid32 sethostname setpgid setsid splice sysinfo
+            tee umask uname userfaultfd vmsplice
+            """).map { ($0, nil) }
+        + [("acct", .sysPacct), ("process_vm_readv", .sysPtrace), ("process_vm_writev", .sysPtrace),
+           ("ptrace", .sysPtrace), ("reboot", .sysBoot), ("syslog", .syslog), ("vhangup", .sysTTYConfig)]
+
+    /// systemd 252's groups that the list names, and @obsolete, which counts as known.
+    static let groups: [String: String] = [
+        "@aio": """
+            io_cancel io_destroy io_getevents io_pgetevents io_pgetevents_time64 io_setup io_submit
+            io_uring_enter io_uring_register io_uring_setup
+            """,
+        "@basic-io": """
+            _llseek close close_range dup dup2 dup3 lseek pread64 preadv preadv2 pwrite64 pwritev pwritev2
+            read readv write writev
+            """,
+        "@chown": """
+            chown chown32 fchown fchown32 fchownat lchown lchown32
+            """,
+        "@clock": """
+            adjtimex clock_adjtime clock_adjtime64 clock_settime clock_settime64 settimeofday
+            """,
+        "@default": """
+            arch_prctl brk cacheflush clock_getres clock_getres_time64 clock_gettime clock_gettime64
+            clock_nanosleep clock_nanosleep_time64 execve exit exit_group futex futex_time64 futex_waitv
+            get_robust_list get_thread_area getegid getegid32 geteuid geteuid32 getgid getgid32 getgroups
+            getgroups32 getpgid getpgrp getpid getppid getrandom getresgid getresgid32 getresuid getresuid32
+            getrlimit getsid gettid gettimeofday getuid getuid32 membarrier mmap mmap2 mprotect munmap
+            nanosleep pause prlimit64 restart_syscall riscv_flush_icache riscv_hwprobe rseq rt_sigreturn
+            sched_getaffinity sched_yield set_robust_list set_thread_area set_tid_address set_tls sigreturn
+            time ugetrlimit
+            """,
+        "@file-system": """
+            access chdir chmod close creat faccessat faccessat2 fallocate fchdir fchmod fchmodat fchmodat2
+            fcntl fcntl64 fgetxattr flistxattr fremovexattr fsetxattr fstat fstat64 fstatat64 fstatfs
+            fstatfs64 ftruncate ftruncate64 futimesat getcwd getdents getdents64 getxattr inotify_add_watch
+            inotify_init inotify_init1 inotify_rm_watch lgetxattr link linkat listxattr llistxattr
+            lremovexattr lsetxattr lstat lstat64 mkdir mkdirat mknod mknodat newfstatat oldfstat oldlstat
+            oldstat open openat openat2 readlink readlinkat removexattr rename renameat renameat2 rmdir
+            setxattr stat stat64 statfs statfs64 statx symlink symlinkat truncate truncate64 unlink unlinkat
+            utime utimensat utimensat_time64 utimes
+            """,
+        "@io-event": """
+            _newselect epoll_create epoll_create1 epoll_ctl epoll_ctl_old epoll_pwait epoll_pwait2
+            epoll_wait epoll_wait_old eventfd eventfd2 poll ppoll ppoll_time64 pselect6 pselect6_time64
+            select
+            """,
+        "@ipc": """
+            ipc memfd_create mq_getsetattr mq_notify mq_open mq_timedreceive mq_timedreceive_time64
+            mq_timedsend mq_timedsend_time64 mq_unlink msgctl msgget msgrcv msgsnd pipe pipe2
+            process_madvise process_vm_readv process_vm_writev semctl semget semop semtimedop
+            semtimedop_time64 shmat shmctl shmdt shmget
+            """,
+        "@memlock": """
+            mlock mlock2 mlockall munlock munlockall
+            """,
+        "@module": """
+            delete_module finit_module init_module
+            """,
+        "@mount": """
+            chroot fsconfig fsmount fsopen fspick mount mount_setattr move_mount open_tree pivot_root umount
+            umount2
+            """,
+        "@network-io": """
+            accept accept4 bind connect getpeername getsockname getsockopt listen recv recvfrom recvmmsg
+            recvmmsg_time64 recvmsg send sendmmsg sendmsg sendto setsockopt shutdown socket socketcall
+            socketpair
+            """,
+        "@obsolete": """
+            _sysctl afs_syscall bdflush break create_module ftime get_kernel_syms getpmsg gtty idle lock mpx
+            prof profil putpmsg query_module security sgetmask ssetmask stime stty sysfs tuxcall ulimit
+            uselib ustat vserver
+            """,
+        "@process": """
+            capget clone clone3 execveat fork getrusage kill pidfd_open pidfd_send_signal prctl
+            rt_sigqueueinfo rt_tgsigqueueinfo setns swapcontext tgkill times tkill unshare vfork wait4
+            waitid waitpid
+            """,
+        "@raw-io": """
+            ioperm iopl pciconfig_iobase pciconfig_read pciconfig_write s390_pci_mmio_read
+            s390_pci_mmio_write
+            """,
+        "@resources": """
+            ioprio_set mbind migrate_pages move_pages nice sched_setaffinity sched_setattr sched_setparam
+            sched_setscheduler set_mempolicy set_mempolicy_home_node setpriority setrlimit
+            """,
+        "@setuid": """
+            setgid setgid32 setgroups setgroups32 setregid setregid32 setresgid setresgid32 setresuid
+            setresuid32 setreuid setreuid32 setuid setuid32
+            """,
+        "@signal": """
+            rt_sigaction rt_sigpending rt_sigprocmask rt_sigsuspend rt_sigtimedwait rt_sigtimedwait_time64
+            sigaction sigaltstack signal signalfd signalfd4 sigpending sigprocmask sigsuspend
+            """,
+        "@sync": """
+            fdatasync fsync msync sync sync_file_range sync_file_range2 syncfs
+            """,
+        "@timer": """
+            alarm getitimer setitimer timer_create timer_delete timer_getoverrun timer_gettime
+            timer_gettime64 timer_settime timer_settime64 timerfd_create timerfd_gettime timerfd_gettime64
+            timerfd_settime timerfd_settime64 times
+            """,
+    ]
+
+    /// The single calls of the list, groups expanded, for a container keeping `capabilities`.
+    static func allowedNames(capabilities: UInt64) -> Set<String> {
+        var names = Set<String>()
+        for entry in allowList {
+            if let capability = entry.capability, capabilities & (1 << capability.rawValue) == 0 { continue }
+            names.formUnion(expand(entry.name))
+        }
+        return names
+    }
+
+    /// The calls systemd 252 knows by name: its list of every kernel's calls, and @obsolete.
+    static var knownNames: Set<String> { Set(words(knownCalls)).union(expand("@obsolete")) }
+
+    private static func expand(_ name: String) -> [String] {
+        guard name.hasPrefix("@") else { return [name] }
+        return words(groups[name] ?? "").flatMap(expand)
+    }
+
+    private static func words(_ text: String) -> [String] {
+        text.split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init)
+    }
+}
+
+extension SyscallFilter {
+    /// Loads the filter into this process, for it and everything it execs. A process with
+    /// CAP_SYS_ADMIN may do so without PR_SET_NO_NEW_PRIVS, which the container must not get
+    /// (its setuid programs must work), so this runs before any change of user.
+    static func install(capabilities: UInt64) throws {
+        let allowed = allowedNames(capabilities: capabilities)
+        let refused = knownNames.subtracting(allowed)
+        // Two programs, as nspawn loads (it loads one of each per architecture): a mask that
+        // lets everything else through, and the list, whose default refuses.
+        let audit = try Filter(defaultAction: SCMP_ACT_ALLOW) { filter in
+            // On i386, where socket() may also come through socketcall(2), libseccomp cannot
+            // match its arguments exactly and refuses the rule; nspawn then goes without it there.
+            let netlinkAudit: UInt64 = 9 // NETLINK_AUDIT, <linux/netlink.h>
+            try filter.add("socket", cseccomp_action_errno(UInt16(EAFNOSUPPORT)), ifPossible: true, where: [
+                scmp_arg_cmp(arg: 0, op: SCMP_CMP_EQ, datum_a: UInt64(AF_NETLINK), datum_b: 0),
+                scmp_arg_cmp(arg: 2, op: SCMP_CMP_EQ, datum_a: netlinkAudit, datum_b: 0),
+            ])
+        }
+        let list = try Filter(defaultAction: cseccomp_action_errno(UInt16(ENOSYS)), optimize: true) { filter in
+            for name in allowed { try filter.add(name, SCMP_ACT_ALLOW) }
+            for name in refused { try filter.add(name, cseccomp_action_errno(UInt16(EPERM))) }
+        }
+        try audit.load()
+        try list.load()
+    }
+
+    /// The ABIs this kernel runs calls of: on x86-64 also i386's (int 0x80, sysenter) and x32's,
+    /// on arm64 also 32-bit arm's. Each gets the same rules, by name, so none is a way around them.
+    private static var architectures: [UInt32] {
+        #if arch(x86_64)
+        [cseccomp_arch_x86_64(), cseccomp_arch_x86(), cseccomp_arch_x32()]
+        #elseif arch(arm64)
+        [cseccomp_arch_aarch64(), cseccomp_arch_arm()]
+        #else
+        [seccomp_arch_native()]
+        #endif
+    }
+
+    /// One BPF program covering every architecture: a context is made per architecture (rules
+    /// are given by name, so each gets its own numbers, and a call one lacks is skipped there),
+    /// then they are merged. A call of any other architecture gets the default action.
+    private final class Filter {
+        private let context: scmp_filter_ctx
+        private var current: scmp_filter_ctx
+
+        init(defaultAction: UInt32, optimize: Bool = false, rules: (Filter) throws -> Void) throws {
+            context = try Self.make(defaultAction, architectures[0], optimize: optimize)
+            current = context
+            try rules(self)
+            for arch in architectures.dropFirst() {
+                let other = try Self.make(defaultAction, arch, optimize: optimize)
+                current = other
+                do { try rules(self) } catch { seccomp_release(other); throw error }
+                // On success the merge takes `other` over.
+                let rc = seccomp_merge(context, other)
+                if rc < 0 { seccomp_release(other); throw Self.failure("seccomp_merge", rc) }
+            }
+        }
+
+        deinit { seccomp_release(context) }
+
+        private static func make(_ defaultAction: UInt32, _ arch: UInt32, optimize: Bool) throws -> scmp_filter_ctx {
+            guard let made = seccomp_init(defaultAction) else { throw LaunchError("cannot make a system call filter: out of memory") }
+            var rc: Int32 = 0
+            if arch != seccomp_arch_native() {
+                rc = seccomp_arch_remove(made, seccomp_arch_native())
+                if rc == 0 { rc = seccomp_arch_add(made, arch) }
+            }
+            // The stage loads it with CAP_SYS_ADMIN: no NO_NEW_PRIVS for the container.
+            if rc == 0 { rc = seccomp_attr_set(made, SCMP_FLTATR_ACT_BADARCH, defaultAction) }
+            if rc == 0 { rc = seccomp_attr_set(made, SCMP_FLTATR_CTL_NNP, 0) }
+            // A list this long is searched as a binary tree rather than call by call.
+            if rc == 0 && optimize { rc = seccomp_attr_set(made, SCMP_FLTATR_CTL_OPTIMIZE, 2) }
+            if rc < 0 { seccomp_release(made); throw failure("seccomp_attr_set", rc) }
+            return made
+        }
+
+        /// A rule for `name` in the architecture being built. libseccomp takes numbers as the
+        /// native ones and translates them by name; EDOM says this architecture lacks the call.
+        /// `ifPossible` leaves the rule out where libseccomp cannot express it.
+        func add(_ name: String, _ action: UInt32, ifPossible: Bool = false, where conditions: [scmp_arg_cmp] = []) throws {
+            let number = seccomp_syscall_resolve_name(name)
+            if number == __NR_SCMP_ERROR { return }
+            let rc = seccomp_rule_add_exact_array(current, action, number, UInt32(conditions.count), conditions)
+            if rc < 0 && rc != -EDOM && !ifPossible { throw Self.failure("a rule for \(name)", rc) }
+        }
+
+        func load() throws {
+            let rc = seccomp_load(context)
+            if rc < 0 { throw Self.failure("seccomp_load", rc) }
+        }
+
+        private static func failure(_ what: String, _ rc: Int32) -> LaunchError {
+            LaunchError("cannot install the system call filter (\(what)): \(Errno(rawValue: -rc))")
+        }
+    }
+}
