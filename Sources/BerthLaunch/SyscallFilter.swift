@@ -1,6 +1,4 @@
-import CSeccomp
 import Glibc
-import SystemPackage
 
 /// systemd-nspawn 252's default system call filter, which every container gets.
 ///
@@ -142,22 +140,21 @@ enum SyscallFilter {
             """,
     ]
 
-    /// The single calls of the list, groups expanded, for a container keeping `capabilities`.
-    static func allowedNames(capabilities: UInt64) -> Set<String> {
-        var names = Set<String>()
-        for entry in allowList {
-            if let capability = entry.capability, capabilities & (1 << capability.rawValue) == 0 { continue }
-            names.formUnion(expand(entry.name))
+    /// Calls `body` with each call `name` stands for (a group's members, or each word of a
+    /// list), as a C string.
+    static func forEachCall(_ name: String, _ body: (UnsafePointer<CChar>) -> Void) {
+        if let members = groups[name] { return forEachCall(members, body) }
+        var bytes = Array(name.utf8)
+        bytes.append(0)
+        bytes.withUnsafeMutableBytes { raw in
+            let text = raw.bindMemory(to: CChar.self)
+            var start = 0
+            for i in text.indices where text[i] == 0x20 || text[i] == 0x0a || text[i] == 0 {
+                text[i] = 0
+                if i > start { body(text.baseAddress! + start) }
+                start = i + 1
+            }
         }
-        return names
-    }
-
-    /// The calls systemd 252 knows by name: its list of every kernel's calls, and @obsolete.
-    static var knownNames: Set<String> { Set(words(knownCalls)).union(expand("@obsolete")) }
-
-    private static func expand(_ name: String) -> [String] {
-        guard name.hasPrefix("@") else { return [name] }
-        return words(groups[name] ?? "").flatMap(expand)
     }
 
     private static func words(_ text: String) -> [String] {
