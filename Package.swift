@@ -33,6 +33,7 @@ let package = Package(
     targets: [
         .systemLibrary(name: "CArchive", providers: [.apt(["libarchive-dev"])]),
         .systemLibrary(name: "CCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .target(name: "CBerth"),
         .target(
             name: "BerthSystem",
@@ -49,7 +50,12 @@ let package = Package(
             ]
         ),
         .target(name: "BerthStore", dependencies: ["BerthArchive", "BerthSystem"]),
-        .target(name: "BerthLaunch", dependencies: ["BerthSystem", "CBerth"]),
+        .target(
+            name: "BerthLaunch",
+            dependencies: ["BerthSystem", "CBerth", "CSeccomp"],
+            // The static archive, so berth-stage stays fully static (libseccomp needs nothing more).
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-l:libseccomp.a"])]
+        ),
         .target(
             name: "BerthRecipe",
             dependencies: ["BerthStore", "BerthLaunch", "BerthArchive", "BerthSystem",
@@ -75,7 +81,8 @@ let package = Package(
         .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore", "BerthTestSupport"]),
         // Drives the built binaries as a user does. `swift test` builds them (it builds every
         // product); depending on them would link their fully static settings into the tests.
-        .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthTestSupport"]),
+        // Probes/ holds C programs the tests compile themselves, to run inside containers.
+        .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthTestSupport"], exclude: ["Probes"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -235,6 +235,7 @@ public enum ContainerStage {
         let directory = spec.workingDirectory ?? (spec.arguments.isEmpty && !spec.boot ? user.home : "/")
         if chdir(directory) != 0 { throw LaunchError("cannot change to \(directory) in the container: \(SystemError.last("chdir").errno)") }
 
+        try SyscallFilter.install(capabilities: keptCapabilities(privateNetwork: spec.privateNetwork))
         if user.uid != 0 || spec.user != nil {
             var groups = user.groups
             _ = try retryingInterrupts("setgroups") { setgroups(groups.count, &groups) }
