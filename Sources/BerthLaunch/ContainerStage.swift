@@ -15,12 +15,10 @@ public enum ContainerStage {
     /// argv[1] of --as-pid2's init, run from its sealed copy.
     public static let initFlag = "--as-pid2-init"
 
-    /// The capability bounding set systemd-nspawn 252 keeps by default (`CapBnd` 0xfcecafff):
-    /// all of 0-31 but CAP_NET_ADMIN (12), CAP_IPC_LOCK (14), CAP_SYS_MODULE (16), CAP_SYS_RAWIO (17),
-    /// CAP_SYS_PACCT (20), CAP_SYS_RESOURCE (24) and CAP_SYS_TIME (25), and none from 32 up.
-    /// With a private network the container may manage it, so CAP_NET_ADMIN stays, as in nspawn.
-    static func keptCapabilities(privateNetwork: Bool) -> UInt64 {
-        0xfcec_afff | (privateNetwork ? 1 << 12 : 0)
+    /// The capability bounding set the container keeps: nspawn's default; with a private
+    /// network the container may manage it, so CAP_NET_ADMIN stays, as in nspawn.
+    static func keptCapabilities(privateNetwork: Bool) -> Capabilities {
+        Capabilities.nspawnDefault.union(privateNetwork ? .netAdmin : [])
     }
 
     /// Reads the spec from descriptor 3, sets up, execs. Never returns.
@@ -94,7 +92,7 @@ public enum ContainerStage {
         }
         _ = try retryingInterrupts("fchdir") { fchdir(root.descriptor.rawValue) }
         try Mount.pivotRoot(to: ".")
-        try dropCapabilities(keeping: keptCapabilities(privateNetwork: spec.privateNetwork))
+        try Capabilities.limitBoundingSet(to: keptCapabilities(privateNetwork: spec.privateNetwork))
         try exec(spec, initCopy: mounts["init"]?.first)
     }
 
@@ -187,15 +185,6 @@ public enum ContainerStage {
            let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
            try etc.status("resolv.conf")?.kind == .regular {
             try mount("resolv").attach(onto: etc.openFile("resolv.conf", CBERTH_O_PATH))
-        }
-    }
-
-    private static func dropCapabilities(keeping kept: UInt64) throws {
-        // The highest capability this kernel knows; dropping past it fails with EINVAL.
-        let text = (try? Descriptor.open("/proc/sys/kernel/cap_last_cap", O_RDONLY).readAll(limit: 16)) ?? []
-        let last = Int(String(decoding: text.filter { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }, as: UTF8.self)) ?? 40
-        for cap in 0...last where kept & (1 << UInt64(cap)) == 0 {
-            _ = try retryingInterrupts("drop capability \(cap)") { cberth_drop_bounding_capability(Int32(cap)) }
         }
     }
 

@@ -1,3 +1,4 @@
+import BerthSystem
 import CSeccomp
 import Glibc
 import SystemPackage
@@ -11,7 +12,7 @@ extension SyscallFilter {
     /// libseccomp's own compiler took 40 to 70 ms for this list on three ABIs (it snapshots its
     /// whole rule database at each rule), ten times a container's start; this takes 0.5 ms,
     /// the kernel's load of the 841 instructions included.
-    static func install(capabilities: UInt64) throws {
+    static func install(capabilities: Capabilities) throws {
         var program = Program()
         program.build(verdicts(capabilities: capabilities))
         guard program.code.count <= Int(BPF_MAXINSNS) else {
@@ -58,7 +59,7 @@ extension SyscallFilter {
     /// not know, is skipped; a number no name gave is nil, `Verdict.unknown`. Names go to
     /// libseccomp straight from the list's bytes: making Swift strings and sets of them took
     /// longer than the rest of the work together.
-    static func verdicts(capabilities: UInt64) -> [(abi: ABI, table: [Verdict?])] {
+    static func verdicts(capabilities: Capabilities) -> [(abi: ABI, table: [Verdict?])] {
         var sections = abis.map { (abi: $0, table: [Verdict?](repeating: nil, count: 512)) }
         func give(_ verdict: Verdict) -> (UnsafePointer<CChar>) -> Void {
             { name in
@@ -74,7 +75,7 @@ extension SyscallFilter {
             }
         }
         for entry in allowList {
-            if let capability = entry.capability, capabilities & (1 << capability.rawValue) == 0 { continue }
+            if let capability = entry.capability, !capabilities.contains(capability) { continue }
             forEachCall(entry.name, give(.allow))
         }
         forEachCall(knownCalls, give(.refuse(EPERM)))

@@ -1,3 +1,4 @@
+import BerthSystem
 import Glibc
 
 /// systemd-nspawn 252's default system call filter, which every container gets.
@@ -14,19 +15,13 @@ import Glibc
 /// with EAFNOSUPPORT, which audit's userspace takes for a kernel without audit (audit does not
 /// work in a container).
 enum SyscallFilter {
-    /// The capabilities that unlock entries of the list (numbers from <linux/capability.h>).
-    enum Capability: UInt64 {
-        case ipcLock = 14, sysModule = 16, sysRawIO = 17, sysPtrace = 19, sysPacct = 20, sysBoot = 22
-        case sysTime = 25, sysTTYConfig = 26, syslog = 34
-    }
-
     /// What a container may call: a group (`@name`) or a single call, with the capability it needs.
     /// Deliberately absent, as in nspawn: @cpu-emulation, @keyring (keys are not namespaced),
     /// @obsolete, @pkey, @swap, bpf, fanotify_init/fanotify_mark, kexec_load/kexec_file_load,
     /// lookup_dcookie, nfsservctl, open_by_handle_at (with name_to_handle_at it opens any inode of
     /// a file system by number, whatever directory the container was given), perf_event_open
     /// and quotactl.
-    static let allowList: [(name: String, capability: Capability?)] =
+    static let allowList: [(name: String, capability: Capabilities?)] =
         ["@aio", "@basic-io", "@chown", "@default", "@file-system", "@io-event", "@ipc", "@mount", "@network-io",
          "@process", "@resources", "@setuid", "@signal", "@sync", "@timer"].map { ($0, nil) }
         + [("@clock", .sysTime), ("@module", .sysModule), ("@raw-io", .sysRawIO), ("@memlock", .ipcLock)]

@@ -239,5 +239,5 @@ func spawnAndWait(_ arguments: [String], environment: [String]) throws -> Int32 
     guard rc == 0 else { throw RecipeError("cannot run \(arguments[0]): \(String(cString: strerror(rc)))") }
     var status: Int32 = 0
     while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-    return status & 0x7f == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+    return ExitStatus(waitStatus: status).code
 }

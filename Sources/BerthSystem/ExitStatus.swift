@@ -1,19 +1,20 @@
 import Glibc
 
-/// How a container ended, from its first process's wait status, as berth reports it.
-struct ExitStatus: Equatable {
-    enum Ending: Equatable {
+/// How a process ended, from its wait status, as berth reports it: the container's first
+/// process (where a booted system's power-off and reboot are endings, not deaths), or any other.
+public struct ExitStatus: Equatable, Sendable {
+    public enum Ending: Equatable {
         case exited(Int32)
         case poweredOff
         case rebooted
         case killed(Int32)
     }
 
-    let ending: Ending
+    public let ending: Ending
 
     /// reboot(2) in a PID namespace ends its init with SIGINT for power-off and halt, SIGHUP for
     /// reboot; for a booted system those are its ways to end, not deaths.
-    init(waitStatus status: Int32, boot: Bool) {
+    public init(waitStatus status: Int32, boot: Bool = false) {
         let signal = status & 0x7f
         if signal == 0 {
             ending = .exited((status >> 8) & 0xff)
@@ -28,7 +29,7 @@ struct ExitStatus: Equatable {
 
     /// berth's exit status: the command's own, 0 after a power-off and 133 after a reboot (as
     /// nspawn), 128 plus the signal that killed it.
-    var code: Int32 {
+    public var code: Int32 {
         switch ending {
         case .exited(let code): return code
         case .poweredOff: return 0
@@ -38,7 +39,7 @@ struct ExitStatus: Equatable {
     }
 
     /// nspawn's closing line.
-    func sentence(machine name: String) -> String {
+    public func sentence(machine name: String) -> String {
         switch ending {
         case .exited(0), .poweredOff: return "Container \(name) exited successfully.\n"
         case .exited(let code): return "Container \(name) failed with error code \(code).\n"
