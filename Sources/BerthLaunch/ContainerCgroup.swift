@@ -23,12 +23,6 @@ struct ContainerCgroup {
 
     static let parentName = "berth"
 
-    /// nspawn's device set, for the v1 controller (the BPF program in the C shim allows the same).
-    static let allowedDevices = [
-        "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
-        "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm",
-    ]
-
     /// `BERTH_LEGACY_DEVICES=1` makes berth use the v1 devices controller even where BPF device
     /// programs work, so the tests cover both ways on a hybrid host.
     private static let legacyForced = getenv("BERTH_LEGACY_DEVICES").map { String(cString: $0) == "1" } ?? false
@@ -53,7 +47,7 @@ struct ContainerCgroup {
         do {
             if !legacyForced, let hierarchy {
                 let parent = try Descriptor.open(hierarchy.appending(parentName), O_RDONLY | O_DIRECTORY)
-                if cberth_attach_device_policy(parent.rawValue) == 0, let unified {
+                if (try? DevicePolicy.attach(to: parent)) != nil, let unified {
                     return try body(ContainerCgroup(unified: unified, intoCgroup: try Descriptor.open(unified, O_RDONLY | O_DIRECTORY), devices: nil))
                 }
             }
@@ -62,7 +56,7 @@ struct ContainerCgroup {
             }
             let parent = try makeDirectory(devicesHierarchy.appending(parentName))
             try write(parent.appending("devices.deny"), "a")
-            for rule in allowedDevices { try write(parent.appending("devices.allow"), rule) }
+            for rule in DevicePolicy.legacyRules { try write(parent.appending("devices.allow"), rule) }
             // A new v1 devices cgroup starts with its parent's rules.
             let devices = try makeDirectory(parent.appending(name))
             return try body(ContainerCgroup(unified: unified, intoCgroup: nil, devices: devices))

@@ -309,67 +309,33 @@ int cberth_run_as_pid2(const char *path, char *const argv[], char *const envp[])
     }
 }
 
-// A cgroup device program (BPF_PROG_TYPE_CGROUP_DEVICE) that allows only nspawn's device set:
-// it compares the device's type, major and minor with each rule and returns 1 (allow) on a
-// match, 0 (deny) otherwise. The context is struct bpf_cgroup_dev_ctx: access_type (the
-// device type in the low 16 bits, the access in the high ones), major, minor.
-#define CBERTH_INSN(code_, dst_, src_, off_, imm_) \
-    ((struct bpf_insn){ .code = (code_), .dst_reg = (dst_), .src_reg = (src_), .off = (off_), .imm = (imm_) })
-
-int cberth_attach_device_policy(int cgroup_fd) {
-    // Programs already attached: the policy is in place (the shared cgroup of earlier runs).
-    uint32_t count = 0;
+int cberth_bpf_attached_count(int target_fd, uint32_t attach_type) {
     union bpf_attr query;
     memset(&query, 0, sizeof query);
-    query.query.target_fd = (uint32_t)cgroup_fd;
-    query.query.attach_type = BPF_CGROUP_DEVICE;
-    query.query.prog_cnt = 0;
-    if (syscall(SYS_bpf, BPF_PROG_QUERY, &query, sizeof query) == 0) count = query.query.prog_cnt;
-    if (count > 0) return 0;
+    query.query.target_fd = (uint32_t)target_fd;
+    query.query.attach_type = attach_type;
+    if (syscall(SYS_bpf, BPF_PROG_QUERY, &query, sizeof query) != 0) return -1;
+    return (int)query.query.prog_cnt;
+}
 
-    static const struct { int major, minor; } allowed[] = {
-        {1, 3}, {1, 5}, {1, 7}, {1, 8}, {1, 9}, {5, 0}, {5, 1}, {5, 2}, {136, -1},
-    };
-    struct bpf_insn program[4 + 5 * (sizeof allowed / sizeof allowed[0]) + 2];
-    int n = 0;
-    program[n++] = CBERTH_INSN(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_2, BPF_REG_1, 0, 0);   // r2 = access_type
-    program[n++] = CBERTH_INSN(BPF_ALU | BPF_AND | BPF_K, BPF_REG_2, 0, 0, 0xffff);     // r2 &= 0xffff: the type
-    program[n++] = CBERTH_INSN(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_3, BPF_REG_1, 4, 0);   // r3 = major
-    program[n++] = CBERTH_INSN(BPF_LDX | BPF_W | BPF_MEM, BPF_REG_4, BPF_REG_1, 8, 0);   // r4 = minor
-    for (size_t i = 0; i < sizeof allowed / sizeof allowed[0]; i++) {
-        int jumps = allowed[i].minor >= 0 ? 3 : 2;
-        // A mismatch jumps past the rest of this rule: its other tests, then "r0 = 1; exit".
-        program[n++] = CBERTH_INSN(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_2, 0, jumps + 1, BPF_DEVCG_DEV_CHAR);
-        program[n++] = CBERTH_INSN(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_3, 0, jumps, allowed[i].major);
-        if (allowed[i].minor >= 0)
-            program[n++] = CBERTH_INSN(BPF_JMP | BPF_JNE | BPF_K, BPF_REG_4, 0, 2, allowed[i].minor);
-        program[n++] = CBERTH_INSN(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 1);
-        program[n++] = CBERTH_INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
-    }
-    program[n++] = CBERTH_INSN(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, 0);
-    program[n++] = CBERTH_INSN(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
-
+int cberth_bpf_load_device_program(const void *instructions, uint32_t count) {
     union bpf_attr load;
     memset(&load, 0, sizeof load);
     load.prog_type = BPF_PROG_TYPE_CGROUP_DEVICE;
-    load.insn_cnt = (uint32_t)n;
-    load.insns = (uint64_t)(uintptr_t)program;
+    load.insn_cnt = count;
+    load.insns = (uint64_t)(uintptr_t)instructions;
     load.license = (uint64_t)(uintptr_t)"MIT";
-    int prog = (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load);
-    if (prog < 0) return -1;
+    return (int)syscall(SYS_bpf, BPF_PROG_LOAD, &load, sizeof load);
+}
 
+int cberth_bpf_attach_device_program(int target_fd, int program_fd, uint32_t flags) {
     union bpf_attr attach;
     memset(&attach, 0, sizeof attach);
-    attach.target_fd = (uint32_t)cgroup_fd;
-    attach.attach_bpf_fd = (uint32_t)prog;
+    attach.target_fd = (uint32_t)target_fd;
+    attach.attach_bpf_fd = (uint32_t)program_fd;
     attach.attach_type = BPF_CGROUP_DEVICE;
-    // Systemd in a booted container attaches programs of its own below; all must allow.
-    attach.attach_flags = BPF_F_ALLOW_MULTI;
-    int rc = (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof attach);
-    int saved = errno;
-    close(prog);
-    errno = saved;
-    return rc;
+    attach.attach_flags = flags;
+    return (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof attach);
 }
 
 int cberth_use_file_system_ids(uid_t uid, gid_t gid) {

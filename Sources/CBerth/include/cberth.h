@@ -136,10 +136,15 @@ pid_t cberth_spawn(unsigned long flags, int exe_fd, char *const argv[], char *co
 /// (-1 with the child's errno, the child reaped), and closes `report_fd`.
 int cberth_spawn_result(pid_t pid, int report_fd);
 
-/// Attaches to the unified-hierarchy cgroup `cgroup_fd` a BPF device program that allows only
-/// systemd-nspawn's device set (null, zero, full, random, urandom, tty, console, ptmx, ptys),
-/// unless device programs are attached there already. 0, or -1 with errno.
-int cberth_attach_device_policy(int cgroup_fd);
+/// bpf(BPF_PROG_QUERY): how many programs of `attach_type` are attached to `target_fd`, or -1.
+int cberth_bpf_attached_count(int target_fd, uint32_t attach_type);
+/// bpf(BPF_PROG_LOAD) of a BPF_PROG_TYPE_CGROUP_DEVICE program of `count` instructions
+/// (struct bpf_insn, 8 bytes each); the program's descriptor (close-on-exec), or -1.
+int cberth_bpf_load_device_program(const void *instructions, uint32_t count);
+/// bpf(BPF_PROG_ATTACH) of `program_fd` to `target_fd` as BPF_CGROUP_DEVICE, with `flags`.
+int cberth_bpf_attach_device_program(int target_fd, int program_fd, uint32_t flags);
+#define CBERTH_BPF_CGROUP_DEVICE 6
+#define CBERTH_BPF_F_ALLOW_MULTI 2
 
 /// --as-pid2: this process stays PID 1 as a minimal init, and `path` runs as PID 2 in a session
 /// of its own (with the terminal on standard input as its controlling terminal, when there is
