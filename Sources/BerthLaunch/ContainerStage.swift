@@ -33,14 +33,39 @@ public enum ContainerStage {
     }
 
     /// --as-pid2's init, from its sealed copy: `arguments` are `(berth-init) --as-pid2-init PROGRAM
-    /// ARGV...`. It stays PID 1 and runs PROGRAM as PID 2. Never returns.
+    /// ARGV...`. It stays PID 1, runs PROGRAM as PID 2 in a session of its own (with the terminal
+    /// on standard input as its controlling terminal, when there is one), reaps every orphan,
+    /// passes each signal it gets on to PROGRAM, and exits with PROGRAM's status (128 plus the
+    /// signal that killed it). Never returns.
     public static func runInit(_ arguments: [String]) -> Never {
         guard arguments.count >= 4 else { _exit(127) }
+        var all = sigset_t()
+        sigfillset(&all)
+        sigprocmask(SIG_BLOCK, &all, nil)
+        // Named before the payload starts, so it never sees another name; its exec renames it.
+        _ = cberth_set_name("(berth-init)")
         let cArgs = arguments.dropFirst(3).map { strdup($0) } + [nil]
-        _ = cberth_run_as_pid2(arguments[2], cArgs, environ)
-        let text = "berth: error: cannot run \(arguments[2]): \(SystemError.last("execve").errno)\n"
-        _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
-        _exit(127)
+        var report: Int32 = -1
+        let payload = cberth_spawn(0, -1, arguments[2], cArgs, environ, -1, -1, -1, 1, &report)
+        if payload < 0 || cberth_spawn_result(payload, report) != 0 {
+            let text = "berth: error: cannot run \(arguments[2]): \(SystemError.last("execve").errno)\n"
+            _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
+            _exit(127)
+        }
+        while true {
+            var info = siginfo_t()
+            let signal = sigwaitinfo(&all, &info)
+            if signal < 0 { continue }
+            if signal != SIGCHLD {
+                kill(payload, signal)
+                continue
+            }
+            var status: Int32 = 0
+            while case let done = waitpid(-1, &status, WNOHANG), done > 0 {
+                // The payload is gone: so is the container (the kernel ends the rest with PID 1).
+                if done == payload { _exit(ExitStatus(waitStatus: status).code) }
+            }
+        }
     }
 
     /// The launch description and the descriptors that came with it, by role.

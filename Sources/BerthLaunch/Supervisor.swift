@@ -98,8 +98,8 @@ public enum Supervisor {
         var pid: pid_t = 0
         var report: Int32 = -1
         let cgroup = try ContainerCgroup.make(name: spec.uuid) { cgroup in
-            pid = cberth_spawn(namespaces.rawValue, executable.rawValue, argv, envp, childSocket.descriptor.rawValue,
-                               cgroup.intoCgroup?.rawValue ?? -1, go?.reader.rawValue ?? -1, &report)
+            pid = cberth_spawn(namespaces.rawValue, executable.rawValue, nil, argv, envp, childSocket.descriptor.rawValue,
+                               cgroup.intoCgroup?.rawValue ?? -1, go?.reader.rawValue ?? -1, 0, &report)
             guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
             // Where it could not be made in its cgroups, it is moved there before it does anything.
             try cgroup.place(pid)

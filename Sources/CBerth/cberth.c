@@ -94,12 +94,14 @@ int cberth_close_from(unsigned int first) { return (int)syscall(SYS_close_range,
 
 int cberth_sigrtmin_plus(int n) { return SIGRTMIN + n; }
 
+int cberth_set_name(const char *name) { return prctl(PR_SET_NAME, name, 0, 0, 0); }
+
 struct cberth_clone_args {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
 };
 
-pid_t cberth_spawn(unsigned long flags, int exe_fd, char *const argv[], char *const envp[], int spec_fd, int cgroup_fd,
-                   int go_fd, int *report_fd) {
+pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *const argv[], char *const envp[], int spec_fd,
+                   int cgroup_fd, int go_fd, int new_session, int *report_fd) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0) return -1;
     sigset_t all, old;
@@ -139,10 +141,18 @@ pid_t cberth_spawn(unsigned long flags, int exe_fd, char *const argv[], char *co
             if (syscall(SYS_setresgid, 0, 0, 0) < 0) goto fail;
             if (syscall(SYS_setresuid, 0, 0, 0) < 0) goto fail;
         }
+        if (new_session) {
+            if (setsid() < 0) goto fail;
+            (void)ioctl(0, TIOCSCTTY, 1);
+        }
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
-        syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
+        if (exe_fd >= 0) {
+            syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
+        } else {
+            execve(path, argv, envp);
+        }
     fail:;
         int e = errno;
         (void)!write(report[1], &e, sizeof e);
@@ -259,54 +269,6 @@ int cberth_make_raw(int fd, void *saved, size_t size) {
 
 int cberth_restore_terminal(int fd, const void *saved) {
     return tcsetattr(fd, TCSANOW, (const struct termios *)saved);
-}
-
-int cberth_run_as_pid2(const char *path, char *const argv[], char *const envp[]) {
-    sigset_t all, old;
-    sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, &old);
-    int report[2];
-    if (pipe2(report, O_CLOEXEC) != 0) return -1;
-    // Named before the fork, so the payload never sees the old name; its exec renames it.
-    prctl(PR_SET_NAME, "(berth-init)");
-    pid_t payload = fork();
-    if (payload < 0) return -1;
-    if (payload == 0) {
-        close(report[0]);
-        sigprocmask(SIG_SETMASK, &old, NULL);
-        setsid();
-        (void)ioctl(0, TIOCSCTTY, 1);
-        execve(path, argv, envp);
-        int error = errno;
-        (void)!write(report[1], &error, sizeof error);
-        _exit(127);
-    }
-    close(report[1]);
-    int error = 0;
-    ssize_t n;
-    do n = read(report[0], &error, sizeof error); while (n < 0 && errno == EINTR);
-    close(report[0]);
-    if (n == sizeof error) {
-        waitpid(payload, NULL, 0);
-        errno = error;
-        return -1;
-    }
-    for (;;) {
-        siginfo_t info;
-        int sig = sigwaitinfo(&all, &info);
-        if (sig < 0) continue;
-        if (sig != SIGCHLD) {
-            kill(payload, sig);
-            continue;
-        }
-        int status;
-        pid_t done;
-        while ((done = waitpid(-1, &status, WNOHANG)) > 0) {
-            if (done != payload) continue;
-            // The payload is gone: so is the container (the kernel ends the rest with PID 1).
-            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-        }
-    }
 }
 
 int cberth_bpf_attached_count(int target_fd, uint32_t attach_type) {

@@ -116,13 +116,18 @@ int cberth_set_parent_death_signal(int sig);
 int cberth_interface_up(const char *name);
 /// close_range(2) from `first` to the last descriptor.
 int cberth_close_from(unsigned int first);
+/// prctl(PR_SET_NAME): this thread's name, as /proc/PID/comm shows it.
+int cberth_set_name(const char *name);
 /// SIGRTMIN+n (glibc computes SIGRTMIN at run time).
 int cberth_sigrtmin_plus(int n);
 
 /// The one fork/exec routine: clone(2) with `flags` (namespace flags; SIGCHLD is added), and in the
 /// child only async-signal-safe calls: default signal dispositions, `spec_fd` duplicated to 3
 /// (when not -1), no signal blocked, then the executable open on `exe_fd` run with execveat(2)
-/// (AT_EMPTY_PATH: no path is looked up, so the child needs no access to the directories it is in).
+/// (AT_EMPTY_PATH: no path is looked up, so the child needs no access to the directories it is in),
+/// or with `exe_fd` -1 the executable at `path` (execve, so a script's interpreter can open it).
+/// With `new_session` the child starts a session of its own, whose controlling terminal is the
+/// terminal on its standard input, if any.
 /// With `cgroup_fd` (a directory of the unified cgroup hierarchy; -1 for none) the child is made
 /// in that cgroup (clone3 with CLONE_INTO_CGROUP). With `go_fd` (-1 for none) the child first
 /// waits for one byte on it, and then, in a new user namespace whose id maps the parent has
@@ -130,8 +135,8 @@ int cberth_sigrtmin_plus(int n);
 /// exec keeps its capabilities there; end of file instead of the byte ends it.
 /// Returns the child's pid and, in `report_fd`, a pipe on which cberth_spawn_result learns
 /// whether the exec succeeded; -1 with errno when the child could not be made.
-pid_t cberth_spawn(unsigned long flags, int exe_fd, char *const argv[], char *const envp[], int spec_fd, int cgroup_fd,
-                   int go_fd, int *report_fd);
+pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *const argv[], char *const envp[], int spec_fd,
+                   int cgroup_fd, int go_fd, int new_session, int *report_fd);
 /// Waits until the child cberth_spawn made has run its executable (0) or failed before it
 /// (-1 with the child's errno, the child reaped), and closes `report_fd`.
 int cberth_spawn_result(pid_t pid, int report_fd);
@@ -146,12 +151,6 @@ int cberth_bpf_attach_device_program(int target_fd, int program_fd, uint32_t fla
 #define CBERTH_BPF_CGROUP_DEVICE 6
 #define CBERTH_BPF_F_ALLOW_MULTI 2
 
-/// --as-pid2: this process stays PID 1 as a minimal init, and `path` runs as PID 2 in a session
-/// of its own (with the terminal on standard input as its controlling terminal, when there is
-/// one). PID 1 reaps every orphan, passes the signals it gets on to the payload, and exits with
-/// the payload's status (128 plus the signal that killed it). Returns -1 with errno only when
-/// the payload cannot be started.
-int cberth_run_as_pid2(const char *path, char *const argv[], char *const envp[]);
 
 
 // User namespaces, descriptor passing, sealed executables.
