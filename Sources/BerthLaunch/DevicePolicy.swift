@@ -3,7 +3,7 @@ import CBerth
 import Glibc
 
 /// The devices a container may open, enforced by the kernel: systemd-nspawn's set (the pseudo
-/// devices, the terminal and console, ptmx and the container's own ptys), every other device
+/// devices, the terminal and console, ptmx and the container's own ptys, /dev/net/tun), every other device
 /// refused for any access. Without it, root in a container could mknod a host disk, or find one
 /// in the image's tree, and read it. One list, written two ways: a BPF device program on the
 /// unified cgroup hierarchy, and the v1 devices controller's rules where that is all there is.
@@ -12,6 +12,7 @@ enum DevicePolicy {
     static let allowed: [(major: Int32, minor: Int32?)] = [
         (1, 3), (1, 5), (1, 7), (1, 8), (1, 9),  // null, zero, full, random, urandom
         (5, 0), (5, 1), (5, 2),                  // tty, console, ptmx
+        (10, 200),                               // net/tun
         (136, nil),                              // the ptys
     ]
 

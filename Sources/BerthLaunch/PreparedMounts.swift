@@ -148,14 +148,23 @@ struct PreparedMounts {
         let dev = Directory(tmpfs.descriptor, displayPath: "the container's /dev")
         var nodes: [(String, UInt32, UInt32, mode_t)] = [
             ("null", 1, 3, 0o666), ("zero", 1, 5, 0o666), ("full", 1, 7, 0o666), ("random", 1, 8, 0o666),
-            ("urandom", 1, 9, 0o666), ("tty", 5, 0, 0o666),
+            ("urandom", 1, 9, 0o666), ("tty", 5, 0, 0o666), ("net/tun", 10, 200, 0o666),
         ]
         // Without a pty, the console is a null device of the container's own.
         if !console { nodes.append(("console", 1, 3, 0o600)) }
+        for directory in ["net", "char"] {
+            try dev.makeDirectory(FilePath(directory), mode: 0o755)
+            try dev.setOwner(FilePath(directory), uid: base, gid: base)
+        }
         for (name, major, minor, mode) in nodes {
             try dev.makeNode(FilePath(name), mode: S_IFCHR | mode, device: makeDevice(major: major, minor: minor))
             try dev.setMode(FilePath(name), mode)
             try dev.setOwner(FilePath(name), uid: base, gid: base)
+            // udev's /dev/char/MAJOR:MINOR links, which nspawn makes too.
+            guard name != "console" else { continue }
+            let link = FilePath("char/\(major):\(minor)")
+            try "../\(name)".withCString { try dev.makeSymlink(link, target: $0) }
+            try dev.setOwner(link, uid: base, gid: base)
         }
         for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
                                ("stderr", "/proc/self/fd/2"), ("ptmx", "pts/ptmx")] {
