@@ -47,6 +47,8 @@ import Testing
     @Test(arguments: ImageKind.allCases, sysctlAttacks)
     func rootInsideCannotChangeTheHostsCorePattern(_ kind: ImageKind, _ attack: Attack) throws {
         let lab = try IsolationLab("sysctl")
+        // The lab's directory goes when the lab does, which could be right after its last use.
+        defer { withExtendedLifetime(lab) {} }
         let saved = try hostCorePattern()
         defer { restoreCorePattern(saved) }
         // A plain file name: were a process to dump core meanwhile, it would only write a file.
@@ -63,6 +65,7 @@ import Testing
     func aFreshSysfsDoesNotLetRootInsideSuspendTheHost(_ kind: ImageKind) throws {
         try #require(try FileStatus.of("/sys/power/state") != nil, "this host has no /sys/power/state to protect")
         let lab = try IsolationLab("sysfs")
+        defer { withExtendedLifetime(lab) {} }
         // Not a sleep state: the handler reads it and does nothing but answer EINVAL (ENOSYS on a
         // kernel without suspend). Either answer means the write got through.
         let result = try lab.inside(kind, [], """
@@ -96,11 +99,12 @@ import Testing
         let (kind, policy) = (target.kind, target.policy)
         let scratch = try TemporaryDirectory("loop")
         let disk = try LoopDevice(in: scratch)
-        defer { disk.detach() }
+        defer { disk.detach(); withExtendedLifetime(scratch) {} }
         // A node of the host disk planted in each image's tree on the host, readable by all.
         let lab = try IsolationLab("devices") { (tree: FilePath) throws in
             #expect(try shell("mknod -m 0666 '\(tree.string)/planted-disk' b \(disk.major) \(disk.minor)").status == 0)
         }
+        defer { withExtendedLifetime(lab) {} }
         let result = try lab.inside(kind, options, """
             peek() { printf '%s: ' "$1"; dd if="$2" bs=64 count=1 2>/dev/null | tr -cd 'A-Za-z0-9-'; echo; }
             echo attack-ran
@@ -133,6 +137,7 @@ import Testing
     @Test(arguments: isolationRunModes, Streams.allCases)
     func keystrokesPushedInsideNeverReachTheCallersShell(_ options: [String], _ streams: Streams) throws {
         let lab = try IsolationLab("tiocsti")
+        defer { withExtendedLifetime(lab) {} }
         chmod(lab.tmp.string, 0o755)
         // The command to inject comes from a file, so the line typed on the host never names the
         // marker: the marker shows on the screen only if the injected keys reached it.
@@ -164,6 +169,7 @@ import Testing
           arguments: isolationRunModes)
     func sysFirmwareShowsNothingInside(_ options: [String]) throws {
         let lab = try IsolationLab("firmware")
+        defer { withExtendedLifetime(lab) {} }
         let result = try lab.inside(.directory, options, """
             echo attack-ran
             ls -A /sys/firmware 2>/dev/null | sed 's/^/firmware: /'
@@ -178,6 +184,7 @@ import Testing
           arguments: isolationRunModes)
     func theKernelsConfigurationCannotBeReadInside(_ options: [String]) throws {
         let lab = try IsolationLab("config")
+        defer { withExtendedLifetime(lab) {} }
         let result = try lab.inside(.directory, options, """
             echo attack-ran
             head -c 2 /proc/config.gz 2>/dev/null | od -An -tx1
@@ -202,6 +209,7 @@ import Testing
     @Test(arguments: isolationRunModes, ImageKind.allCases)
     func theStubInitOfAsPID2IsNoHostBinary(_ options: [String], _ kind: ImageKind) throws {
         let lab = try IsolationLab("pid2")
+        defer { withExtendedLifetime(lab) {} }
         let binaries = try hostBinaries()
         let sums = try shell("sha256sum " + binaries.map { "'\($0.path)'" }.joined(separator: " "))
         let result = try run(berthBinary, lab.runLine(kind, options + ["--as-pid2"], ["/probe/pid1"]))
@@ -231,17 +239,22 @@ import Testing
     @Test func aMountedImageGivesAHostUserNeitherRootNorTheHostsDisks() throws {
         let scratch = try TemporaryDirectory("loop")
         let disk = try LoopDevice(in: scratch)
-        defer { disk.detach() }
+        defer { disk.detach(); withExtendedLifetime(scratch) {} }
         let lab = try IsolationLab("mount") { (tree: FilePath) throws in
             let probe = tree.appending("suid-euid").string
             #expect(try shell("cp '\(Probes.path("euid"))' '\(probe)' && chown 0:0 '\(probe)' && chmod 4755 '\(probe)'").status == 0)
             #expect(try shell("mknod -m 0666 '\(tree.string)/disk' b \(disk.major) \(disk.minor)").status == 0)
         }
+        defer { withExtendedLifetime(lab) {} }
         chmod(lab.tmp.string, 0o755)
         let dir = lab.tmp.appending("mnt")
         try Directory(opening: lab.tmp.path).makeDirectory("mnt", mode: 0o755)
         let mounted = try berth(["mount", ImageKind.clone.rawValue, dir.string], store: lab.tmp)
-        defer { _ = try? berth(["umount", dir.string], store: lab.tmp) }
+        defer {
+            if mounts(under: dir.string).isEmpty == false, (try? berth(["umount", dir.string], store: lab.tmp))?.status != 0 {
+                _ = try? shell("umount '\(dir.string)' || umount -l '\(dir.string)'")
+            }
+        }
         try #require(mounted.status == 0, "\(mounted)")
         let flags = try shell("findmnt -no OPTIONS '\(dir.string)'").stdout.trimmed
 
