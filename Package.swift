@@ -81,7 +81,7 @@ let package = Package(
         .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore", "BerthTestSupport"]),
         // Drives the built binaries as a user does. `swift test` builds them (it builds every
         // product); depending on them would link their fully static settings into the tests.
-        // Probes/ holds C programs the tests compile themselves, to run inside containers.
+        // Probes/ holds C programs the tests compile themselves (gcc -static), to run inside containers.
         .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthTestSupport"], exclude: ["Probes"]),
     ],
     swiftLanguageModes: [.v5]
