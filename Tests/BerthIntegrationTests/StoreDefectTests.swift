@@ -22,7 +22,8 @@ import Testing
         process.arguments = ["--store", tmp.appending("store").string] + arguments
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        process.standardError = FileHandle(forWritingAtPath: "/dev/null")
+        process.standardInput = FileHandle.nullDevice
         try process.run()
         return process
     }
@@ -106,15 +107,15 @@ import Testing
         #expect(missing.status == 66, "not found: \(missing)")
         // A busy one keeps all in place too.
         #expect(try berth(["import", "-q", Fixtures.busybox, "e"], store: tmp).status == 0)
-        let holder = try background(tmp, ["run", "-q", "-M", "e", "/bin/sh", "-c", "sleep 30"])
+        var holder = try background(tmp, ["run", "-q", "-M", "e", "/bin/sh", "-c", "sleep 30"])
         defer { kill(holder.processIdentifier, SIGKILL); holder.waitUntilExit() }
-        var busy = CommandResult(status: 0, stdout: "", stderr: "")
-        for _ in 0..<50 {
-            busy = try berth(["remove", "d", "e"], store: tmp)
-            if busy.status != 0 { break }
-            #expect(try berth(["import", "-q", Fixtures.busybox, "d"], store: tmp).status == 0)
+        // Once the run holds e: an ephemeral run beside it is refused.
+        for _ in 0..<100 {
             usleep(100_000)
+            if !holder.isRunning { holder = try background(tmp, ["run", "-q", "-M", "e", "/bin/sh", "-c", "sleep 30"]) }
+            if try inImage("e", "true", store: tmp, options: ["-x"]).status != 0 { break }
         }
+        let busy = try berth(["remove", "d", "e"], store: tmp)
         expectCleanFailure(busy, "image 'e' is in use")
         #expect(busy.status == 75, "in use: \(busy)")
         #expect(try listedNames(tmp) == ["d", "e"])
@@ -147,17 +148,22 @@ import Testing
     @Test func aBusyImageSaysOnlyWhatIsPossible() throws {
         let tmp = try storeWith(["bb"], "busy-errors")
         #expect(try berth(["clone", "bb", "c"], store: tmp).status == 0)
-        for image in ["bb", "c"] {
-            let writer = try background(tmp, ["run", "-q", "-M", image, "/bin/sh", "-c", "sleep 30"])
+        let mountPoint = tmp.appending("mnt")
+        _ = mkdir(mountPoint.string, 0o755)
+        defer { _ = try? berth(["umount", mountPoint.string], store: tmp) }
+        for image in ["c", "bb"] {
+            // A writer that holds the image: started again if it ended early (a killed
+            // machine's teardown can still hold what the next start needs for a moment).
+            var writer = try background(tmp, ["run", "-q", "-M", image, "/bin/sh", "-c", "sleep 30"])
             defer { kill(writer.processIdentifier, SIGKILL); writer.waitUntilExit() }
             var busy = CommandResult(status: 0, stdout: "", stderr: "")
-            for _ in 0..<50 {
+            for _ in 0..<100 {
+                usleep(100_000)
+                if !writer.isRunning { writer = try background(tmp, ["run", "-q", "-M", image, "/bin/sh", "-c", "sleep 30"]) }
                 busy = try inImage(image, "true", store: tmp, options: ["-x"])
                 if busy.status != 0 { break }
-                usleep(100_000)
             }
-            let mountPoint = tmp.appending("mnt")
-            _ = mkdir(mountPoint.string, 0o755)
+            #expect(writer.isRunning, "the writer of \(image) did not start")
             for result in [busy, try inImage(image, "true", store: tmp, options: ["--read-only"]),
                            try berth(["export", image, tmp.appending("x.tar").string], store: tmp),
                            try berth(["run", "-q", "-M", image, "/bin/true"], store: tmp)] {
