@@ -53,7 +53,9 @@ public final class RecipeBuilder {
             try store.cacheStack(key, stack)
             summary.built += 1
         }
-        try store.publishBuilt(name, stack: stack, description: recipe.description, recipe: recipe.file)
+        var base: ImageName?
+        if case .image(let imageName) = recipe.base { base = try ImageName(imageName) }
+        try store.publishBuilt(name, stack: stack, base: base, description: recipe.description, recipe: recipe.file)
         return summary
     }
 

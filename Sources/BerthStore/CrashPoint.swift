@@ -36,3 +36,20 @@ enum FaultPoint {
         if let errno = chosen[name] { throw SystemError(call, Errno(rawValue: errno), path: path) }
     }
 }
+
+/// Named points where a change waits, holding what it holds there, as a slow disk would make
+/// it: `BERTH_PAUSE_AT=NAME:MILLISECONDS`. The race tests use it to widen the moment between a
+/// check and its rename, so that what another process does in that moment is tested on every
+/// round, not on the rare round a scheduler happens to make it.
+enum PausePoint {
+    private static let chosen: (name: String, microseconds: UInt32)? = {
+        guard let value = getenv("BERTH_PAUSE_AT").map({ String(cString: $0) }) else { return nil }
+        let parts = value.split(separator: ":", maxSplits: 1).map(String.init)
+        guard parts.count == 2, let ms = UInt32(parts[1]), ms <= 60_000 else { return nil }
+        return (parts[0], ms * 1000)
+    }()
+
+    static func reach(_ name: String) {
+        if let chosen, chosen.name == name { usleep(chosen.microseconds) }
+    }
+}

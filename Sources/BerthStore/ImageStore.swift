@@ -5,56 +5,61 @@ import SystemPackage
 
 /// The image store: a directory of machine images, `/var/lib/machines` by default.
 ///
-/// Layout:
-///
-///     ROOT/NAME                   a directory image: a plain OS tree, as machinectl keeps them
-///     ROOT/.berth/images/NAME/    a layered image: its record (`image`, see LayerStack), and
-///                                 `mounted` while `berth mount` shows it somewhere
-///     ROOT/.berth/layers/ID/      one layer: a tree as overlayfs keeps it (whiteouts, opaque
-///                                 directories); frozen once an image stacks on it
-///     ROOT/.berth/work/ID/        overlayfs's work directory for the writable layer ID
-///     ROOT/.berth/lock            taken while a change is published, so checks and renames are one step
-///     ROOT/.berth/staging/ID      work in progress: a new image before it is published, an old one
-///                                 on its way out; each is locked by the process working on it
-///
-/// Every change is staged under `.berth/staging` on the store's own file system and published
-/// by one rename(2) after its data is synced. A process killed at any point leaves a staging
-/// entry whose lock died with it; the next store that opens removes it, and layers that no
-/// record names are left for `gc`.
+/// A small façade over the types that do the work, each holding one part of the store (see
+/// StoreDirectories for the layout): StagingArea (work in progress), ImageRecords and
+/// LayerStack (layered images' records), LayerStore (layers) and UsageFigures (their measured
+/// usage), ImageCatalog (finding and locking images), ImageListing, ImageImporter,
+/// ImageExporter, ImageChanges (rename, remove, read-only), LayeredChanges (clone, snapshot,
+/// restore), GarbageCollector, ImageUses and ImageMounts (using and mounting trees), BuildCache
+/// and ImageBuilds (`berth build`). What leaves it as an error is a `StoreError`.
 public final class ImageStore {
+    /// How a command opens the store.
+    public enum Access: Sendable {
+        /// Made if missing (`import`, `build`).
+        case create
+        /// It must exist; berth's state in it is made if missing.
+        case open
+        /// It must exist, and nothing in it is written, not even berth's state (`list`, `show`).
+        case read
+    }
+
     public let root: FilePath
-    let rootDirectory: Directory
-    let stagingDirectory: Directory
-    let imagesDirectory: Directory
-    let layersDirectory: Directory
-    let workDirectory: Directory
-    private let lockFile: Descriptor
+    private let rootDirectory: Directory
+    /// nil only for a store opened for reading that has no `.berth`.
+    private let store: StoreDirectories?
+    private let figures: UsageFigures
+
     /// Told what went wrong without failing the command: a change that took effect but could
     /// not be made durable or cleaned up after, a record that cannot be read. One line each,
     /// escaped. Unset, warnings are dropped.
-    public var onWarning: ((String) -> Void)?
+    public var onWarning: ((String) -> Void)? {
+        didSet { store?.onWarning = onWarning }
+    }
 
-    static let stateName: FilePath = ".berth"
-
-    /// Opens the store at `root`, creating it (mode 0700: images hold setuid binaries and device
-    /// nodes) when `create` is set, and removes what interrupted commands left behind.
-    public init(root: FilePath, create: Bool) throws {
+    /// Opens the store at `root` (with `.create`, made with mode 0700 first: images hold setuid
+    /// binaries and device nodes) and, unless opened for reading, removes what interrupted
+    /// commands left behind.
+    public init(root: FilePath, access: Access) throws {
         self.root = root
-        if create {
-            try Self.makeRoot(root)
-        }
+        if access == .create { try Self.makeRoot(root) }
         do {
             rootDirectory = try Directory(opening: root)
         } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
-            throw StoreError("the store \(root) does not exist; import an image first or pass --store DIR")
+            throw StoreError(.notFound, "no store at \(root); import an image first, or pass --store DIR")
+        } catch {
+            throw StoreError.wrapping(error, "cannot open the store \(root)")
         }
-        let state = try Self.openOrMake(Self.stateName, in: rootDirectory, mode: 0o700)
-        stagingDirectory = try Self.openOrMake("staging", in: state, mode: 0o700)
-        imagesDirectory = try Self.openOrMake("images", in: state, mode: 0o700)
-        layersDirectory = try Self.openOrMake("layers", in: state, mode: 0o700)
-        workDirectory = try Self.openOrMake("work", in: state, mode: 0o700)
-        lockFile = try state.openFile("lock", O_RDWR | O_CREAT, mode: 0o600)
-        try tidy()
+        do {
+            store = try StoreDirectories(root: root, rootDirectory: rootDirectory, make: access != .read)
+            figures = try UsageFigures(store, make: access != .read)
+            if access != .read, let store { try StagingArea(store: store).tidy() }
+        } catch {
+            throw StoreError.wrapping(error, "cannot open the store \(root)")
+        }
+    }
+
+    public convenience init(root: FilePath, create: Bool) throws {
+        try self.init(root: root, access: create ? .create : .open)
     }
 
     private static func makeRoot(_ root: FilePath) throws {
@@ -63,118 +68,140 @@ public final class ImageStore {
             path.append(component)
             let made = path.withPlatformString { Glibc.mkdir($0, 0o700) }
             if made != 0 && Glibc.errno != EEXIST {
-                throw StoreError("cannot create the store \(root): \(SystemError.last("mkdir", path: path.string))")
+                throw StoreError(.systemFailure, "cannot create the store \(root): \(SystemError.last("mkdir", path: path.string))")
             }
         }
     }
 
-    private static func openOrMake(_ name: FilePath, in parent: Directory, mode: mode_t) throws -> Directory {
+    // MARK: The parts
+
+    private var catalog: ImageCatalog { ImageCatalog(root: root, rootDirectory: rootDirectory, store: store) }
+
+    /// The store's state, for what changes it; a store opened for reading has none to change.
+    private func state() throws -> StoreDirectories {
+        guard let store else { throw StoreError(.invalidInput, "the store \(root) was opened for reading only") }
+        return store
+    }
+
+    private func layers() throws -> LayerStore { LayerStore(store: try state(), figures: figures) }
+    private func uses() -> ImageUses { ImageUses(catalog: catalog, figures: figures) }
+    private func mounts() throws -> ImageMounts { ImageMounts(catalog: catalog, store: try state()) }
+    private func cache() throws -> BuildCache { BuildCache(store: try state()) }
+    private func changes() throws -> ImageChanges { ImageChanges(catalog: catalog, store: try state(), layers: try layers(), cache: try cache()) }
+    private func layered() throws -> LayeredChanges { LayeredChanges(catalog: catalog, store: try state(), layers: try layers()) }
+    private func builds() throws -> ImageBuilds { ImageBuilds(catalog: catalog, store: try state(), layers: try layers()) }
+
+    /// What leaves the store is a StoreError; other errors (a recipe step's, from a closure the
+    /// caller gave) pass as they are.
+    private func guarded<T>(_ body: () throws -> T) throws -> T {
         do {
-            try parent.makeDirectory(name, mode: mode)
-        } catch let error as SystemError where error.errno == .fileExists {}
-        return try parent.openDirectory(beneath: name)
-    }
-
-    /// Runs `body` holding the store's lock, so that no other berth publishes meanwhile.
-    func withStoreLock<T>(_ body: () throws -> T) throws -> T {
-        _ = try lockFile.lock(.exclusive, wait: true)
-        defer { lockFile.unlock() }
-        return try body()
-    }
-
-    /// Removes staging entries whose owner is gone (their lock can be taken), unmounting first
-    /// what a killed `export` left mounted there. It holds the store's lock, as `makeStaging`
-    /// does between making an entry and locking it, so a fresh entry is never taken for a dead one.
-    private func tidy() throws {
-        try withStoreLock { try tidyStaging() }
-    }
-
-    private func tidyStaging() throws {
-        for name in try stagingDirectory.entryNames() {
-            guard let entry = try? stagingDirectory.openDirectory(beneath: name) else {
-                try? stagingDirectory.removeTree(name)
-                continue
-            }
-            if try entry.descriptor.lock(.exclusive, wait: false) {
-                do {
-                    try stagingDirectory.removeTree(name)
-                } catch let error as SystemError where error.errno == .resourceBusy {
-                    try unmountAll(under: root.appending(".berth/staging").appending(name.components))
-                    try stagingDirectory.removeTree(name)
-                }
-            }
+            return try body()
+        } catch let error as SystemError {
+            throw StoreError.wrapping(error)
+        } catch let error as ArchiveError {
+            throw StoreError.wrapping(error)
         }
     }
 
-    /// Lazily unmounts every mount at or below `path`, deepest first.
-    private func unmountAll(under path: FilePath) throws {
-        guard let real = realPath(path) else { return }
-        let inside = try Mount.table().map(\.path).filter { $0.starts(with: real) }
-        for mountPoint in inside.reversed() { try? Mount.unmount(mountPoint, detach: true) }
-    }
-
-    /// Starts a staging area for `purpose`, locked for as long as it lives. Never called with
-    /// the store's lock held: it takes it itself, so that no `tidy` sees the entry unlocked.
-    func makeStaging(_ purpose: String) throws -> Staging {
-        try withStoreLock {
-            for _ in 0..<16 {
-                let name = FilePath("\(purpose)-\(randomSuffix())")
-                do {
-                    try stagingDirectory.makeDirectory(name, mode: 0o700)
-                } catch let error as SystemError where error.errno == .fileExists {
-                    continue
-                }
-                let directory = try stagingDirectory.openDirectory(beneath: name)
-                _ = try directory.descriptor.lock(.exclusive, wait: true)
-                return Staging(name: name, directory: directory, store: self)
-            }
-            throw StoreError("cannot make a staging directory in \(root)/.berth/staging")
-        }
-    }
-
-    func warn(_ message: String) { onWarning?(Printable.escaping(message)) }
-
-    /// Runs what is left of a change after its commit (the rename that publishes it): syncing
-    /// the directory so that the rename survives a crash, moving what it replaced away. The
-    /// change took effect, so a failure here does not make the command fail: it is a warning
-    /// that says what was done and what was not. `point` names the step for `BERTH_FAIL_AT`.
-    func afterCommit(_ point: String, done change: @autoclosure () -> String, _ body: () throws -> Void) {
-        do {
-            try FaultPoint.check(point, point.hasSuffix("-sync") ? "fsync" : "rename", path: root.string)
-            try body()
-        } catch {
-            let what = point.hasSuffix("-sync")
-                ? "it could not be made durable (\(error)); a crash before the file system writes it back may undo it"
-                : "what it left behind could not be moved away (\(error)); 'berth gc' frees it later"
-            warn("\(change()), but \(what)")
-        }
-    }
+    // MARK: Images
 
     /// The path of directory image `name`, for messages and for tools that take paths.
     public func path(of name: ImageName) -> FilePath { root.appending(name.rawValue) }
 
-    /// Where berth's own state is, for paths handed to the kernel (overlay layers, mount points).
-    var statePath: FilePath { root.appending(Self.stateName.components) }
-}
+    public func imageExists(_ name: ImageName) throws -> Bool { try guarded { try catalog.exists(name) } }
 
-/// Work in progress under `.berth/staging`: removed with everything in it when discarded, and
-/// by the next store that opens if this process dies first.
-final class Staging {
-    let name: FilePath
-    let directory: Directory
-    private unowned let store: ImageStore
-
-    init(name: FilePath, directory: Directory, store: ImageStore) {
-        self.name = name
-        self.directory = directory
-        self.store = store
+    /// Every image, by name. With `measuringUsage`, directory images whose usage is not known
+    /// are walked (see UsageFigures); without it their usage is nil.
+    public func images(measuringUsage: Bool = false) throws -> [ImageInfo] {
+        try guarded { try ImageListing(catalog: catalog, figures: figures, measure: measuringUsage).images(warn: warn) }
     }
 
-    /// Removes the staging area and all in it.
-    func discard() {
-        try? store.stagingDirectory.removeTree(name)
+    /// One image in full, its usage measured if it is not known.
+    public func image(_ name: ImageName) throws -> ImageInfo {
+        try guarded { try ImageListing(catalog: catalog, figures: figures, measure: true).image(name) }
     }
-}
 
-/// Twelve random hexadecimal digits, for names of work in progress and of layers.
-func randomSuffix() -> String { Hex.random(12) }
+    public func importImage(from source: ImportSource, as name: ImageName, options: ImportOptions) throws -> ImportResult {
+        try guarded { try ImageImporter(catalog: catalog, store: state(), layers: layers()).importImage(from: source, as: name, options: options) }
+    }
+
+    public func export(_ name: ImageName, to file: String) throws {
+        try guarded { try ImageExporter(uses: uses(), mounts: store.map { ImageMounts(catalog: catalog, store: $0) }).export(name, to: file) }
+    }
+
+    public func rename(_ old: ImageName, to new: ImageName) throws { try guarded { try changes().rename(old, to: new) } }
+
+    @discardableResult
+    public func remove(_ names: [ImageName]) throws -> Removal { try guarded { try changes().remove(names) } }
+
+    public func setReadOnly(_ name: ImageName, _ readOnly: Bool) throws { try guarded { try changes().setReadOnly(name, readOnly) } }
+
+    public func clone(_ source: ImageName, to target: ImageName, readOnly: Bool) throws {
+        try guarded { try layered().clone(source, to: target, readOnly: readOnly) }
+    }
+
+    public func restore(_ name: ImageName, from snapshot: ImageName) throws {
+        try guarded { try layered().restore(name, from: snapshot) }
+    }
+
+    public func collectGarbage() throws -> CollectedGarbage {
+        try guarded { try GarbageCollector(store: state(), layers: layers(), cache: cache()).collect() }
+    }
+
+    // MARK: Using images
+
+    /// Takes `name` for use: exclusively for a writable use, shared for the others.
+    public func use(_ name: ImageName, _ access: ImageAccess) throws -> ImageUse {
+        try guarded { try uses().use(name, access) }
+    }
+
+    /// Mounts layered image `name`'s merged tree at `directory` on the host, writable unless the
+    /// image is read-only, with `attributes` (by default nosuid and nodev).
+    public func mount(_ name: ImageName, at directory: FilePath, attributes: MountAttributes = [.noSetUID, .noDevices]) throws {
+        try guarded { try mounts().mount(name, at: directory, attributes: attributes, uses: uses()) }
+    }
+
+    public func unmount(_ directory: FilePath) throws { try guarded { try mounts().unmount(directory) } }
+
+    // MARK: Builds
+
+    /// The stack (bottom first) cached under `key`, when it is there and all its layers are.
+    public func cachedStack(_ key: String) throws -> [String]? { try guarded { try cache().stack(key) } }
+    public func cacheStack(_ key: String, _ stack: [String]) throws { try guarded { try cache().record(key, stack) } }
+    /// Forgets every cache entry (their layers go with the next gc, unless an image uses them).
+    public func dropCache() throws { try guarded { try cache().drop() } }
+
+    /// Makes a bottom layer: `fill` gets an empty directory (mode 0755) and puts a tree in it.
+    /// The layer is kept only when `fill` returns.
+    public func makeBaseLayer(_ fill: (FilePath) throws -> Void) throws -> String {
+        try guarded { try builds().makeBaseLayer(fill) }
+    }
+
+    /// A bottom layer holding the tarball at `path`, whose SHA-256 must be `sha256`.
+    public func makeBaseLayer(fromTarball path: FilePath, sha256: String) throws -> String {
+        try makeBaseLayer { tree in
+            var options = ImportOptions()
+            options.expectedSHA256 = sha256
+            let (_, _, digest) = try ImageImporter.extract(.tarball(path), into: Directory(opening: tree), options: options)
+            if let digest, digest != sha256 {
+                throw StoreError(.invalidInput, "\(path) has SHA-256 \(digest), not the \(sha256) the recipe gives")
+            }
+        }
+    }
+
+    /// Makes a layer over `stack` (bottom first): `fill` changes the merged tree through the
+    /// `LayerInProgress`, and the layer holds what changed. It is frozen at once.
+    public func makeLayer(on stack: [String], _ fill: (LayerInProgress) throws -> Void) throws -> String {
+        try guarded { try builds().makeLayer(on: stack, fill) }
+    }
+
+    /// The frozen layers holding image `name`'s content, for a build to start from.
+    public func contentLayers(of name: ImageName) throws -> [String] { try guarded { try builds().contentLayers(of: name) } }
+
+    /// Publishes a built image on `stack`; `base` is the image the recipe started from, its parent.
+    public func publishBuilt(_ name: ImageName, stack: [String], base: ImageName? = nil, description: String?, recipe: String) throws {
+        try guarded { try builds().publish(name, stack: stack, base: base, description: description, recipe: recipe) }
+    }
+
+    private func warn(_ message: String) { onWarning?(Printable.escaping(message)) }
+}

@@ -45,7 +45,7 @@ struct Berth: ParsableCommand {
         } catch let code as ExitCode {
             Glibc.exit(code.rawValue)
         } catch let error as StoreError {
-            fail(error.message)
+            fail(error.message, code: exitStatus(for: error.kind))
         } catch let error as LaunchError {
             fail(error.message)
         } catch let error as RecipeError {
@@ -123,11 +123,15 @@ struct StoreOptions: ParsableArguments {
     }
 
     func open(create: Bool) throws -> ImageStore {
-        try Self.open(store, create: create)
+        try Self.open(store, access: create ? .create : .open)
     }
 
     static func open(_ store: String?, create: Bool) throws -> ImageStore {
-        let opened = try ImageStore(root: .init(path(store)), create: create)
+        try open(store, access: create ? .create : .open)
+    }
+
+    static func open(_ store: String?, access: ImageStore.Access) throws -> ImageStore {
+        let opened = try ImageStore(root: .init(path(store)), access: access)
         opened.onWarning = { Berth.warn($0) }
         return opened
     }

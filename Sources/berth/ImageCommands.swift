@@ -19,6 +19,7 @@ struct RemoveCommand: ParsableCommand {
 
     @OptionGroup var store: StoreOptions
     @Argument(help: "The images.") var names: [String]
+    @Flag(name: [.customShort("q"), .long], help: "Print nothing.") var quiet = false
 
     func validate() throws {
         guard !names.isEmpty else { throw ValidationError("name at least one image to remove") }
@@ -26,7 +27,14 @@ struct RemoveCommand: ParsableCommand {
 
     func run() throws {
         let images = try names.map(ImageName.init)
-        try store.open(create: false).remove(images)
+        let removal = try store.open(create: false).remove(images)
+        guard !quiet else { return }
+        let names = removal.names.map { "'\($0)'" }.joined(separator: ", ")
+        var line = "Removed \(names), freeing \(formatSize(removal.bytes))."
+        if removal.keptLayers > 0 {
+            line += " \(removal.keptLayers) layer\(removal.keptLayers == 1 ? "" : "s") only \(removal.names.count == 1 ? "it" : "they") used stay\(removal.keptLayers == 1 ? "s" : "") for the build cache; 'berth gc --drop-cache' frees \(removal.keptLayers == 1 ? "it" : "them")."
+        }
+        print(line)
     }
 }
 

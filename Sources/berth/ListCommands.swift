@@ -9,14 +9,10 @@ struct ListCommand: ParsableCommand {
 
     @OptionGroup var store: StoreOptions
     @Flag(help: "Print JSON.") var json = false
+    @Flag(help: "Measure the usage of directory images not measured since they last ran writable.") var usage = false
 
     func run() throws {
-        let images: [ImageInfo]
-        do {
-            images = try store.open(create: false).images()
-        } catch let error as StoreError where error.message.contains("does not exist") {
-            images = []
-        }
+        let images = try StoreOptions.open(store.store, access: .read).images(measuringUsage: usage)
         if json {
             try printJSON(images.map(ImageRecord.init))
             return
@@ -26,10 +22,10 @@ struct ListCommand: ParsableCommand {
             return
         }
         let rows = images.map { image in
-            [image.name, image.kind.rawValue, image.readOnly ? "yes" : "no", formatSize(image.usage),
-             formatDate(image.created), image.parent ?? "-"]
+            [image.name, image.kind.rawValue, image.readOnly ? "yes" : "no", image.usage.map(formatSize) ?? "-",
+             formatSize(image.sharedUsage), formatDate(image.created), image.parent ?? "-"]
         }
-        printTable(header: ["NAME", "KIND", "RO", "USAGE", "CREATED", "PARENT"], rows: rows)
+        printTable(header: ["NAME", "KIND", "RO", "USAGE", "SHARED", "CREATED", "PARENT"], rows: rows)
         print("\n\(images.count) image\(images.count == 1 ? "" : "s") listed.")
     }
 }
@@ -42,7 +38,7 @@ struct ShowCommand: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
-        let image = try store.open(create: false).image(try ImageName(name))
+        let image = try StoreOptions.open(store.store, access: .read).image(try ImageName(name))
         if json {
             try printJSON(ImageRecord(image))
             return
@@ -50,7 +46,8 @@ struct ShowCommand: ParsableCommand {
         let lines: [(String, String)] = [
             ("Name", image.name), ("Kind", image.kind.rawValue), ("Path", image.path),
             ("OS", image.operatingSystem ?? "-"), ("Description", image.description ?? "-"), ("Read-only", image.readOnly ? "yes" : "no"),
-            ("Usage", formatSize(image.usage)), ("Created", formatDate(image.created)),
+            ("Usage", image.usage.map(formatSize) ?? "-"), ("Shared", formatSize(image.sharedUsage)),
+            ("Created", formatDate(image.created)),
             ("Parent", image.parent ?? "-"),
             ("Layers", image.layers.isEmpty ? "- (a plain directory tree)" : image.layers.joined(separator: ", ")),
             ("Dependants", image.dependants.isEmpty ? "-" : image.dependants.joined(separator: ", ")),
@@ -64,7 +61,8 @@ struct ImageRecord: Encodable {
     var name: String
     var type: String
     var readOnly: Bool
-    var usage: Int64
+    var usage: Int64?
+    var shared: Int64
     var created: String
     var parent: String?
     var path: String
@@ -78,6 +76,7 @@ struct ImageRecord: Encodable {
         type = image.kind.rawValue
         readOnly = image.readOnly
         usage = image.usage
+        shared = image.sharedUsage
         created = Date(timeIntervalSince1970: TimeInterval(image.created)).formatted(.iso8601)
         parent = image.parent
         path = image.path
@@ -88,7 +87,7 @@ struct ImageRecord: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case name, type, readOnly = "ro", usage, created, parent, path, os, layers, dependants, description
+        case name, type, readOnly = "ro", usage, shared, created, parent, path, os, layers, dependants, description
     }
 
     func encode(to encoder: Encoder) throws {
@@ -96,7 +95,8 @@ struct ImageRecord: Encodable {
         try c.encode(name, forKey: .name)
         try c.encode(type, forKey: .type)
         try c.encode(readOnly, forKey: .readOnly)
-        try c.encode(usage, forKey: .usage)
+        try c.encode(usage, forKey: .usage)  // null when not measured
+        try c.encode(shared, forKey: .shared)
         try c.encode(created, forKey: .created)
         try c.encode(parent, forKey: .parent)  // null, not absent, when there is none
         try c.encode(path, forKey: .path)

@@ -158,7 +158,8 @@ import Testing
     @Test func concurrentImportsToOneNameLetOneWin() throws {
         for round in 0..<4 {
             let tmp = try TemporaryDirectory("race\(round)")
-            #expect(try berth(["list"], store: tmp).status == 0)
+            // A store that does not exist is an error, not an empty listing (issue 13).
+            expectCleanFailure(try berth(["list"], store: tmp), "no store at")
             let processes = (0..<2).map { _ in
                 let p = Process()
                 p.executableURL = URL(fileURLWithPath: berthBinary)
