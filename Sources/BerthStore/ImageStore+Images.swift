@@ -253,8 +253,10 @@ extension ImageStore {
     // MARK: Export
 
     /// Writes the image's tree as a tarball to `file` (`-` for standard output), compressed as
-    /// its name says. The file appears only when complete.
-    public func export(_ name: ImageName, to file: String) throws {
+    /// its name says. The file appears only when complete, and replaces one already there only
+    /// with `force`.
+    public func export(_ name: ImageName, to file: String, force: Bool = false,
+                       onProgress: ((ExportProgress) -> Void)? = nil) throws {
         try requireImage(name)
         let compression: ArchiveCompression
         if file == "-" {
@@ -264,23 +266,30 @@ extension ImageStore {
         } else {
             throw StoreError("cannot tell the compression from '\(file)'; name it .tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2")
         }
-        try withMergedTree(name) { try write(tree: $0.string, of: name, to: file, compression: compression) }
+        try withMergedTree(name) {
+            try write(tree: $0.string, of: name, to: file, compression: compression, force: force, onProgress: onProgress)
+        }
     }
 
-    private func write(tree: String, of name: ImageName, to file: String, compression: ArchiveCompression) throws {
+    private func write(tree: String, of name: ImageName, to file: String, compression: ArchiveCompression,
+                       force: Bool, onProgress: ((ExportProgress) -> Void)?) throws {
         do {
             if file == "-" {
-                try TreeExport.export(tree, to: Descriptor(owning: dup(1)), compression: compression)
+                try TreeExport.export(tree, to: Descriptor(owning: dup(1)), compression: compression, onProgress: onProgress)
                 return
             }
             let target = FilePath(file)
             let partial = target.removingLastComponent().appending(".\(target.lastComponent?.string ?? "export").partial-\(randomSuffix())")
             let out = try Descriptor.open(partial, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
             do {
-                try TreeExport.export(tree, to: out, compression: compression)
+                try TreeExport.export(tree, to: out, compression: compression, onProgress: onProgress)
                 try out.sync()
-                try retryingInterrupts("rename", path: file) {
-                    partial.withPlatformString { from in target.withPlatformString { Glibc.rename(from, $0) } }
+                do {
+                    try Directory(opening: target.removingLastComponent().isEmpty ? "." : target.removingLastComponent())
+                        .rename(FilePath(partial.lastComponent!.string), to: FilePath(target.lastComponent!.string),
+                                force ? .replace : .noReplace)
+                } catch let error as SystemError where error.errno == .fileExists {
+                    throw StoreError("cannot export '\(name)': \(file) was created meanwhile; pass --force to replace it")
                 }
             } catch {
                 _ = partial.withPlatformString { Glibc.unlink($0) }

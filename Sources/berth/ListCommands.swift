@@ -9,6 +9,8 @@ struct ListCommand: ParsableCommand {
 
     @OptionGroup var store: StoreOptions
     @Flag(help: "Print JSON.") var json = false
+    @Flag(name: .customLong("no-legend"), help: "Print the rows only: no header, no count, nothing when there are none.")
+    var noLegend = false
 
     func run() throws {
         let images: [ImageInfo]
@@ -22,15 +24,15 @@ struct ListCommand: ParsableCommand {
             return
         }
         guard !images.isEmpty else {
-            print("No images.")
+            if !noLegend { print("No images.") }
             return
         }
         let rows = images.map { image in
             [image.name, image.kind.rawValue, image.readOnly ? "yes" : "no", formatSize(image.usage),
              formatDate(image.created), image.parent ?? "-"]
         }
-        printTable(header: ["NAME", "KIND", "RO", "USAGE", "CREATED", "PARENT"], rows: rows)
-        print("\n\(images.count) image\(images.count == 1 ? "" : "s") listed.")
+        printTable(header: ["NAME", "KIND", "RO", "USAGE", "CREATED", "PARENT"], rows: rows, legend: !noLegend)
+        if !noLegend { print("\n\(images.count) image\(images.count == 1 ? "" : "s") listed.") }
     }
 }
 
@@ -40,6 +42,8 @@ struct ShowCommand: ParsableCommand {
     @OptionGroup var store: StoreOptions
     @Argument(help: "The image.") var name: String
     @Flag(help: "Print JSON.") var json = false
+    @Flag(name: .customLong("no-legend"), help: "Print the values only, one a line, in the order the labelled form has.")
+    var noLegend = false
 
     func run() throws {
         let image = try store.open(create: false).image(try ImageName(name))
@@ -55,6 +59,11 @@ struct ShowCommand: ParsableCommand {
             ("Layers", image.layers.isEmpty ? "- (a plain directory tree)" : image.layers.joined(separator: ", ")),
             ("Dependants", image.dependants.isEmpty ? "-" : image.dependants.joined(separator: ", ")),
         ]
+        if noLegend {
+            // One line each: escaping turns a newline in a value (a description) into \x0a.
+            for (_, value) in lines { print(Printable.escaping(value)) }
+            return
+        }
         for (key, value) in lines { print("\(String(repeating: " ", count: 11 - key.count))\(key): \(Printable.escaping(value))") }
     }
 }
@@ -78,7 +87,7 @@ struct ImageRecord: Encodable {
         type = image.kind.rawValue
         readOnly = image.readOnly
         usage = image.usage
-        created = Date(timeIntervalSince1970: TimeInterval(image.created)).formatted(.iso8601)
+        created = formatDate(image.created)
         parent = image.parent
         path = image.path
         os = image.operatingSystem
