@@ -42,6 +42,8 @@ public final class ArchiveWriter {
     private let pointer: OpaquePointer
     private var closed = false
     private let zeros = [UInt8](repeating: 0, count: 1 << 16)
+    /// Called with the count of each run of file data (holes included) handed to the archive.
+    var onData: ((Int) -> Void)?
 
     public init(writingTo fd: Descriptor, compression: ArchiveCompression) throws {
         guard let a = archive_write_new() else { throw ArchiveError("out of memory") }
@@ -68,9 +70,11 @@ public final class ArchiveWriter {
         while let (bytes, offset) = try reader.readBlock() {
             try writeZeros(offset - position)
             try writeData(bytes)
+            onData?(Int(offset - position) + bytes.count)
             position = offset + Int64(bytes.count)
         }
         try writeZeros(entry.size - position)
+        if entry.size > position { onData?(Int(entry.size - position)) }
     }
 
     private func writeData(_ bytes: UnsafeRawBufferPointer) throws {
@@ -100,17 +104,77 @@ public final class ArchiveWriter {
     }
 }
 
+/// Where an export stands, for a progress display.
+public struct ExportProgress: Sendable {
+    public var entries: Int
+    /// File data read from the tree so far, and in all (nil until counted).
+    public var bytesRead: Int64
+    public var totalBytes: Int64?
+    public var seconds: Double
+    /// Set on the last report, once the archive is written and flushed by the compressor.
+    public var finished = false
+}
+
 /// Export of a directory tree as a tarball, as `tar --xattrs --acls -C DIR -c .` would write it.
 public enum TreeExport {
     /// Writes the tree at `path` to `fd`; member names start with "./"; owners are numeric.
-    public static func export(_ path: String, to fd: Descriptor, compression: ArchiveCompression) throws {
+    /// With `onProgress`, the tree's file data is first counted (a walk of its metadata only,
+    /// milliseconds against the minutes an xz export can take), so progress has a total.
+    public static func export(_ path: String, to fd: Descriptor, compression: ArchiveCompression,
+                              onProgress: ((ExportProgress) -> Void)? = nil) throws {
+        let started = monotonicSeconds()
+        var progress = ExportProgress(entries: 0, bytesRead: 0, totalBytes: nil, seconds: 0)
+        var lastReport = 0.0
+        func report(force: Bool = false) {
+            guard let onProgress else { return }
+            let now = monotonicSeconds()
+            guard force || now - lastReport >= 0.1 else { return }
+            lastReport = now
+            progress.seconds = now - started
+            onProgress(progress)
+        }
+        if onProgress != nil {
+            progress.totalBytes = try dataSize(of: path)
+            report(force: true)
+        }
         let reader = try TreeReader(FilePath(path))
         let writer = try ArchiveWriter(writingTo: fd, compression: compression)
+        writer.onData = { count in
+            progress.bytesRead += Int64(count)
+            report()
+        }
         while let entry = try reader.nextEntry() {
             if entry.filePath != "." { entry.filePath = FilePath(".").pushing(entry.filePath) }
             if let target = entry.hardLinkPath { entry.hardLinkPath = FilePath(".").pushing(target) }
             try writer.write(entry, dataFrom: reader)
+            progress.entries += 1
+            report()
         }
         try writer.close()
+        progress.finished = true
+        report(force: true)
+    }
+
+    /// The file data TreeReader will read from the tree: each regular file's size once (hard
+    /// links share it), on the root's file system only.
+    static func dataSize(of path: String) throws -> Int64 {
+        do {
+            let root = try Directory(opening: FilePath(path))
+            let device = try root.descriptor.status().device
+            let walker = try TreeWalker(root)
+            var seen = Set<ino_t>()
+            var total: Int64 = 0
+            while let event = try walker.next() {
+                guard case .entry(let name, let st) = event else { continue }
+                switch st.kind {
+                case .directory where st.device == device: try walker.enter(name)
+                case .regular where st.linkCount < 2 || seen.insert(st.inode).inserted: total += st.size
+                default: break
+                }
+            }
+            return total
+        } catch let error as SystemError {
+            throw ArchiveError("cannot read \(path): \(error)")
+        }
     }
 }

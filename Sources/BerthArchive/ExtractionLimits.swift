@@ -31,4 +31,7 @@ public struct ExtractionProgress: Sendable {
     public var inputBytesRead: Int64
     public var inputSize: Int64?
     public var seconds: Double
+    /// Set on the last report, once every member is written and the directories' metadata set;
+    /// what follows (the import's sync) is the caller's.
+    public var finished = false
 }

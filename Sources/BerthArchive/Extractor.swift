@@ -53,10 +53,10 @@ public final class Extractor {
             if entryCount & 63 == 0 { report(input) }
         }
         try finishDirectories()
-        report(input, force: true)
+        report(input, force: true, finished: true)
     }
 
-    private func report(_ input: DecompressedStream?, force: Bool = false) {
+    private func report(_ input: DecompressedStream?, force: Bool = false, finished: Bool = false) {
         guard let onProgress else { return }
         let now = monotonicSeconds()
         guard force || now - lastProgress >= 0.1 else { return }
@@ -64,7 +64,7 @@ public final class Extractor {
         onProgress(ExtractionProgress(
             entries: entryCount, bytesWritten: bytesWritten,
             inputBytesRead: input?.inputBytesRead ?? bytesWritten, inputSize: input?.inputSize,
-            seconds: now - started))
+            seconds: now - started, finished: finished))
     }
 
     // MARK: Members

@@ -24,7 +24,8 @@ public final class RecipeBuilder {
     public var useCache = true
     /// Whether steps' output is shown (it is always kept, for the error of a failing step).
     public var showOutput = true
-    /// Called with a line for each step as it starts.
+    /// Called with a line for each step as it starts: `Base: ...`, then `Step N/M: ...`, N
+    /// counting the recipe's [[step]] tables from 1 as its errors do ("step N (...)").
     public var onStep: (String) -> Void = { _ in }
 
     /// `sources` are the recipe's host files, opened beneath their contexts.
@@ -36,10 +37,9 @@ public final class RecipeBuilder {
 
     public func build(as name: ImageName) throws -> BuildSummary {
         var summary = BuildSummary(name: name.rawValue)
-        let total = recipe.steps.count + 1
-        var (key, stack) = try base(&summary, total: total)
+        var (key, stack) = try base(&summary)
         for (index, step) in recipe.steps.enumerated() {
-            let label = "[\(index + 2)/\(total)] \(Self.summary(of: step))"
+            let label = "Step \(index + 1)/\(recipe.steps.count): \(Self.summary(of: step))"
             key = SHA256.hex("berth-build 1\n\(key)\n\(try text(of: step, index: index))")
             if useCache, let cached = try store.cachedStack(key) {
                 onStep("\(label) (cached)")
@@ -61,8 +61,8 @@ public final class RecipeBuilder {
 
     // MARK: The base
 
-    private func base(_ summary: inout BuildSummary, total: Int) throws -> (String, [String]) {
-        let label = "[1/\(total)] base: \(Self.summary(of: recipe.base))"
+    private func base(_ summary: inout BuildSummary) throws -> (String, [String]) {
+        let label = "Base: \(Self.summary(of: recipe.base))"
         if case .image(let imageName) = recipe.base {
             // An image's frozen layers are their own key: no work to cache.
             onStep(label)
@@ -70,7 +70,12 @@ public final class RecipeBuilder {
             do {
                 stack = try store.contentLayers(of: ImageName(imageName))
             } catch let error as StoreError {
-                throw RecipeError("\(recipe.file): [base]: \(error.message)")
+                var message = "\(recipe.file): [base]: \(error.message)"
+                if let name = try? ImageName(imageName), (try? store.imageExists(name)) == false,
+                   let builder = BaseRecipes.recipe(building: imageName, besides: recipe.file) {
+                    message += "; \(builder) builds it: berth build \(builder)"
+                }
+                throw RecipeError(message)
             }
             summary.cached += 1
             return (SHA256.hex("berth-build 1\nimage \(stack.joined(separator: " "))"), stack)
@@ -120,12 +125,23 @@ public final class RecipeBuilder {
     /// (Recipe reads them through RecipeChecks) and the positional ones after `--`: no recipe
     /// value can become an option, a hook, a sources.list file or a .deb path.
     private func bootstrapDebian(_ b: Recipe.Bootstrap, into tree: FilePath) throws {
-        var arguments = ["mmdebstrap", "--quiet", "--variant=\(b.variant)"]
+        // Its own progress, a line per phase ("I: downloading packages with apt..."), is what
+        // shows while it works, unless -q; its output is kept for the error, as a step's is.
+        var arguments = ["mmdebstrap"] + (showOutput ? [] : ["--quiet"]) + ["--variant=\(b.variant)"]
         if !b.packages.isEmpty { arguments.append("--include=\(b.packages.joined(separator: ","))") }
         arguments += ["--", b.suite, tree.string, b.mirror]
-        let status = try spawnAndWait(arguments, environment: ["SOURCE_DATE_EPOCH=\(b.sourceDateEpoch)"])
+        let output = try OutputTee(echo: showOutput)
+        let status: Int32
+        do {
+            status = try spawnAndWait(arguments, environment: ["SOURCE_DATE_EPOCH=\(b.sourceDateEpoch)"])
+        } catch {
+            _ = output.finish()
+            throw error
+        }
+        let lines = output.finish()
         guard status == 0 else {
-            throw RecipeError("\(recipe.file): [base]: mmdebstrap failed with status \(status)")
+            throw RecipeError("\(recipe.file): [base]: mmdebstrap failed with status \(status); no image was published",
+                              output: showOutput ? [] : lines)
         }
     }
 
@@ -206,7 +222,8 @@ public final class RecipeBuilder {
         }
         let lines = output.finish()
         guard status == 0 else {
-            throw RecipeError("\(place) failed with exit status \(status); no image was published", output: lines)
+            // Shown as it came unless -q; the error then repeats none of it.
+            throw RecipeError("\(place) failed with exit status \(status); no image was published", output: showOutput ? [] : lines)
         }
     }
 

@@ -12,8 +12,9 @@ struct ImageExporter {
     let mounts: ImageMounts?
 
     /// Writes the image's tree as a tarball to `file` (`-` for standard output), compressed as
-    /// its name says. The file appears only when complete.
-    func export(_ name: ImageName, to file: String) throws {
+    /// its name says. The file appears only when complete, and replaces one already there only
+    /// with `force`.
+    func export(_ name: ImageName, to file: String, force: Bool = false, onProgress: ((ExportProgress) -> Void)? = nil) throws {
         _ = try uses.catalog.require(name)
         let compression: ArchiveCompression
         if file == "-" {
@@ -24,25 +25,33 @@ struct ImageExporter {
             throw StoreError(.invalidInput, "cannot tell the compression from '\(file)'; name it .tar, .tar.gz, .tar.xz, .tar.zst or .tar.bz2")
         }
         let use = try uses.use(name, .readOnly)
-        guard use.isLayered else { return try write(tree: use.root.string, of: name, to: file, compression: compression) }
+        func write(_ tree: String) throws {
+            try self.write(tree: tree, of: name, to: file, compression: compression, force: force, onProgress: onProgress)
+        }
+        guard use.isLayered else { return try write(use.root.string) }
         guard let mounts else { throw uses.catalog.noImage(name) }
-        try mounts.withMergedTree(use) { try write(tree: $0.string, of: name, to: file, compression: compression) }
+        try mounts.withMergedTree(use) { try write($0.string) }
     }
 
-    private func write(tree: String, of name: ImageName, to file: String, compression: ArchiveCompression) throws {
+    private func write(tree: String, of name: ImageName, to file: String, compression: ArchiveCompression,
+                       force: Bool, onProgress: ((ExportProgress) -> Void)?) throws {
         do {
             if file == "-" {
-                try TreeExport.export(tree, to: Descriptor(owning: dup(1)), compression: compression)
+                try TreeExport.export(tree, to: Descriptor(owning: dup(1)), compression: compression, onProgress: onProgress)
                 return
             }
             let target = FilePath(file)
             let partial = target.removingLastComponent().appending(".\(target.lastComponent?.string ?? "export").partial-\(randomSuffix())")
             let out = try Descriptor.open(partial, O_WRONLY | O_CREAT | O_EXCL, mode: 0o644)
             do {
-                try TreeExport.export(tree, to: out, compression: compression)
+                try TreeExport.export(tree, to: out, compression: compression, onProgress: onProgress)
                 try out.sync()
-                try retryingInterrupts("rename", path: file) {
-                    partial.withPlatformString { from in target.withPlatformString { Glibc.rename(from, $0) } }
+                do {
+                    try Directory(opening: target.removingLastComponent().isEmpty ? "." : target.removingLastComponent())
+                        .rename(FilePath(partial.lastComponent?.string ?? ""), to: FilePath(target.lastComponent?.string ?? ""),
+                                force ? .replace : .noReplace)
+                } catch let error as SystemError where error.errno == .fileExists {
+                    throw StoreError(.exists, "cannot export '\(name)': \(file) was created meanwhile; pass --force to replace it")
                 }
             } catch {
                 _ = partial.withPlatformString { Glibc.unlink($0) }

@@ -125,8 +125,12 @@ public final class ImageStore {
         try guarded { try ImageImporter(catalog: catalog, store: state(), layers: layers()).importImage(from: source, as: name, options: options) }
     }
 
-    public func export(_ name: ImageName, to file: String) throws {
-        try guarded { try ImageExporter(uses: uses(), mounts: store.map { ImageMounts(catalog: catalog, store: $0) }).export(name, to: file) }
+    public func export(_ name: ImageName, to file: String, force: Bool = false,
+                       onProgress: ((ExportProgress) -> Void)? = nil) throws {
+        try guarded {
+            try ImageExporter(uses: uses(), mounts: store.map { ImageMounts(catalog: catalog, store: $0) })
+                .export(name, to: file, force: force, onProgress: onProgress)
+        }
     }
 
     public func rename(_ old: ImageName, to new: ImageName) throws { try guarded { try changes().rename(old, to: new) } }

@@ -10,6 +10,7 @@ struct Berth: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "berth",
         abstract: "Import, keep and boot machine images, as systemd-nspawn and machinectl do.",
+        version: berthVersion,
         subcommands: [
             RunCommand.self, BootCommand.self,
             ImportCommand.self, ExportCommand.self, ListCommand.self, ShowCommand.self,
@@ -44,6 +45,8 @@ struct Berth: ParsableCommand {
             try command.run()
         } catch let code as ExitCode {
             Glibc.exit(code.rawValue)
+        } catch let error as UsageError {
+            fail(error.message, code: UsageError.exitStatus)
         } catch let error as StoreError {
             fail(error.message, code: exitStatus(for: error.kind))
         } catch let error as LaunchError {
@@ -73,6 +76,9 @@ struct Berth: ParsableCommand {
         writeOut(2, "berth: warning: \(Printable.escaping(message))\n")
     }
 }
+
+/// What `berth --version` prints.
+let berthVersion = "0.1.0"
 
 /// `--store DIR`, accepted before and after the subcommand.
 struct StoreOptions: ParsableArguments {

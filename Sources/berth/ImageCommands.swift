@@ -1,5 +1,8 @@
 import ArgumentParser
+import BerthArchive
 import BerthStore
+import BerthSystem
+import SystemPackage
 
 struct RenameCommand: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rename", abstract: "Rename an image.")
@@ -51,7 +54,7 @@ struct ReadOnlyCommand: ParsableCommand {
         switch value.lowercased() {
         case "true", "yes", "1", "on": readOnly = true
         case "false", "no", "0", "off": readOnly = false
-        default: throw StoreError("read-only takes true or false, not '\(value)'")
+        default: throw UsageError("read-only takes true or false, not '\(value)'")
         }
         try store.open(create: false).setReadOnly(try ImageName(name), readOnly)
     }
@@ -62,11 +65,37 @@ struct ExportCommand: ParsableCommand {
         commandName: "export", abstract: "Write an image's tree as a tarball; compression from FILE's suffix.")
 
     @OptionGroup var store: StoreOptions
+    @Flag(help: "Replace FILE if it exists.") var force = false
+    @Flag(name: .shortAndLong, help: "Print no progress and no summary.") var quiet = false
     @Argument(help: "The image.") var name: String
     @Argument(help: "The tarball to write (.tar, .tar.gz, .tar.xz, .tar.zst, .tar.bz2), or - for standard output.")
     var file: String
 
+    /// The tarball goes to standard output only with `-`, and every message to standard error,
+    /// so `berth export NAME - | ssh host berth import - NAME` carries nothing but the archive.
     func run() throws {
-        try store.open(create: false).export(try ImageName(name), to: file)
+        let image = try ImageName(name)
+        if file == "-" {
+            guard !Terminal.isTerminal(1) else {
+                throw StoreError("export - writes a tarball to standard output, which is a terminal; redirect it to a file or a pipe")
+            }
+        } else if !force, let existing = try? FileStatus.of(FilePath(file)) {
+            let what = existing.kind == .regular ? "exists" : "exists and is not a regular file"
+            throw StoreError("\(file) \(what); pass --force to replace it, or choose another file")
+        }
+        let bar = ProgressBar.onTerminal(label: image.rawValue, quiet: quiet)
+        let destination = file == "-" ? "standard output" : file
+        var last: ExportProgress?
+        try store.open(create: false).export(image, to: file, force: force) { progress in
+            last = progress
+            guard let bar else { return }
+            bar.update(progress)
+            if progress.finished && file != "-" { bar.finish(next: "Syncing \(destination) to disk...") }
+        }
+        bar?.finish()
+        guard !quiet, let last else { return }
+        var note = "Exported '\(image)' to \(destination): \(last.entries) entries, \(formatSize(last.bytesRead)) of data"
+        if file != "-", let written = try? FileStatus.of(FilePath(file)) { note += ", \(formatSize(written.size)) written" }
+        writeOut(2, Printable.escaping(note + " in \(formatSeconds(last.seconds)).") + "\n")
     }
 }

@@ -30,7 +30,7 @@ struct ImportCommand: ParsableCommand {
         if let name {
             imageName = try ImageName(name)
         } else if source == "-" {
-            throw StoreError("give a NAME for an image read from standard input")
+            throw UsageError("give a NAME for an image read from standard input")
         } else {
             imageName = try ImageName.derived(fromSource: source)
         }
@@ -40,13 +40,23 @@ struct ImportCommand: ParsableCommand {
         if let verify { options.expectedSHA256 = try parseDigest(verify) }
         if let maxSize { options.limits.maxBytes = try parseSize(maxSize) }
         if let maxEntries {
-            guard maxEntries > 0 else { throw StoreError("--max-entries takes a positive number, not \(maxEntries)") }
+            guard maxEntries > 0 else { throw UsageError("--max-entries takes a positive number, not \(maxEntries)") }
             options.limits.maxEntries = maxEntries
+        }
+        if source == "-" && Terminal.isTerminal(0) {
+            throw StoreError("import - reads a tarball from standard input, which is a terminal; pipe or redirect one in (berth import - NAME < FILE)")
         }
         let importSource = try ImportSource(argument: source)
 
-        let bar = !quiet && Terminal.isTerminal(1) ? ProgressBar(label: imageName.rawValue) : nil
-        options.onProgress = bar.map { bar in { bar.update($0) } }
+        let bar = ProgressBar.onTerminal(label: imageName.rawValue, quiet: quiet)
+        options.onProgress = bar.map { bar in
+            { progress in
+                bar.update(progress)
+                // What follows the last member: the store's file system is synced (all of the
+                // image's data reaches the disk) before the image is published.
+                if progress.finished { bar.finish(next: "Syncing '\(imageName)' to disk before publishing it...") }
+            }
+        }
         let result = try store.open(create: true).importImage(from: importSource, as: imageName, options: options)
         bar?.finish()
         if !quiet {
@@ -62,7 +72,7 @@ struct ImportCommand: ParsableCommand {
     private func parseDigest(_ text: String) throws -> String {
         let hex = text.lowercased().hasPrefix("sha256:") ? String(text.dropFirst(7)).lowercased() : ""
         guard SHA256.isDigest(hex) else {
-            throw StoreError("--verify takes sha256: and 64 hexadecimal digits, not '\(text)'")
+            throw UsageError("--verify takes sha256: and 64 hexadecimal digits, not '\(text)'")
         }
         return hex
     }
@@ -76,7 +86,7 @@ struct ImportCommand: ParsableCommand {
             digits = digits.dropLast()
         }
         guard let n = Int64(digits), n > 0, n <= Int64.max / unit else {
-            throw StoreError("--max-size takes a size such as 512M or 64G, not '\(text)'")
+            throw UsageError("--max-size takes a size such as 512M or 64G, not '\(text)'")
         }
         return n * unit
     }

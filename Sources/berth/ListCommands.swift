@@ -10,6 +10,8 @@ struct ListCommand: ParsableCommand {
     @OptionGroup var store: StoreOptions
     @Flag(help: "Print JSON.") var json = false
     @Flag(help: "Measure the usage of directory images not measured since they last ran writable.") var usage = false
+    @Flag(name: .customLong("no-legend"), help: "Print the rows only: no header, no count, nothing when there are none.")
+    var noLegend = false
 
     func run() throws {
         let images = try StoreOptions.open(store.store, access: .read).images(measuringUsage: usage)
@@ -18,15 +20,15 @@ struct ListCommand: ParsableCommand {
             return
         }
         guard !images.isEmpty else {
-            print("No images.")
+            if !noLegend { print("No images.") }
             return
         }
         let rows = images.map { image in
             [image.name, image.kind.rawValue, image.readOnly ? "yes" : "no", image.usage.map(formatSize) ?? "-",
              formatSize(image.sharedUsage), formatDate(image.created), image.parent ?? "-"]
         }
-        printTable(header: ["NAME", "KIND", "RO", "USAGE", "SHARED", "CREATED", "PARENT"], rows: rows)
-        print("\n\(images.count) image\(images.count == 1 ? "" : "s") listed.")
+        printTable(header: ["NAME", "KIND", "RO", "USAGE", "SHARED", "CREATED", "PARENT"], rows: rows, legend: !noLegend)
+        if !noLegend { print("\n\(images.count) image\(images.count == 1 ? "" : "s") listed.") }
     }
 }
 
@@ -36,6 +38,8 @@ struct ShowCommand: ParsableCommand {
     @OptionGroup var store: StoreOptions
     @Argument(help: "The image.") var name: String
     @Flag(help: "Print JSON.") var json = false
+    @Flag(name: .customLong("no-legend"), help: "Print the values only, one a line, in the order the labelled form has.")
+    var noLegend = false
 
     func run() throws {
         let image = try StoreOptions.open(store.store, access: .read).image(try ImageName(name))
@@ -52,6 +56,11 @@ struct ShowCommand: ParsableCommand {
             ("Layers", image.layers.isEmpty ? "- (a plain directory tree)" : image.layers.joined(separator: ", ")),
             ("Dependants", image.dependants.isEmpty ? "-" : image.dependants.joined(separator: ", ")),
         ]
+        if noLegend {
+            // One line each: escaping turns a newline in a value (a description) into \x0a.
+            for (_, value) in lines { print(Printable.escaping(value)) }
+            return
+        }
         for (key, value) in lines { print("\(String(repeating: " ", count: 11 - key.count))\(key): \(Printable.escaping(value))") }
     }
 }
@@ -77,7 +86,7 @@ struct ImageRecord: Encodable {
         readOnly = image.readOnly
         usage = image.usage
         shared = image.sharedUsage
-        created = Date(timeIntervalSince1970: TimeInterval(image.created)).formatted(.iso8601)
+        created = formatDate(image.created)
         parent = image.parent
         path = image.path
         os = image.operatingSystem

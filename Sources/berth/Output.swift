@@ -31,14 +31,23 @@ func formatSize(_ bytes: Int64) -> String {
     return unit == 0 ? "\(bytes)B" : "\(tenths / 10).\(tenths % 10)\(units[unit])"
 }
 
-/// Local time as machinectl prints it, YYYY-MM-DD HH:MM:SS.
+/// Seconds with one decimal: 1.4s.
+func formatSeconds(_ seconds: Double) -> String {
+    let tenths = Int((max(0, seconds) * 10).rounded())
+    return "\(tenths / 10).\(tenths % 10)s"
+}
+
+/// Local time in ISO 8601 with its offset from UTC, 2026-12-01T18:20:41+00:00, in tables and
+/// JSON alike: a script reads the instant exactly, whatever the zone it runs in.
 func formatDate(_ seconds: Int64) -> String {
     var t = time_t(seconds)
     var parts = tm()
     localtime_r(&t, &parts)
-    var buffer = [CChar](repeating: 0, count: 32)
-    strftime(&buffer, buffer.count, "%Y-%m-%d %H:%M:%S", &parts)
-    return String(cString: buffer)
+    var buffer = [CChar](repeating: 0, count: 40)
+    strftime(&buffer, buffer.count, "%Y-%m-%dT%H:%M:%S%z", &parts)
+    var text = String(cString: buffer)  // ...+0000: RFC 3339 writes the offset +00:00
+    text.insert(":", at: text.index(text.endIndex, offsetBy: -2))
+    return text
 }
 
 /// `text` padded with spaces to `width` (on the left with `right`).
@@ -58,10 +67,11 @@ func writeOut(_ fd: Int32, _ text: String) {
 }
 
 /// Cells come from names, records and images' os-release: their control characters are escaped.
-func printTable(header: [String], rows: [[String]]) {
+/// Without `legend`, the rows only (aligned as with it), for scripts.
+func printTable(header: [String], rows: [[String]], legend: Bool = true) {
     let all = [header] + rows.map { $0.map(Printable.escaping) }
     let widths = header.indices.map { column in all.map { $0[column].count }.max() ?? 0 }
-    for row in all {
+    for row in legend ? all[...] : all.dropFirst() {
         let cells = row.enumerated().map { i, cell in
             i == row.count - 1 ? cell : pad(cell, widths[i])
         }

@@ -1,3 +1,4 @@
+import BerthLaunch
 import BerthStore
 import Glibc
 
@@ -42,20 +43,34 @@ struct RunCommandLine {
         while i < arguments.count, arguments[i] == "--store" || arguments[i].hasPrefix("--store=") {
             i += arguments[i] == "--store" ? 2 : 1
         }
-        guard i < arguments.count else { return try RunCommandLine(arguments, boot: false) }
+        // A bare `berth` (or `berth --store S`) is a request for the usage, which
+        // swift-argument-parser prints: a run needs -D or -M anyway.
+        guard i < arguments.count else { return nil }
         let leading = Array(arguments[..<i])
         switch arguments[i] {
         case "run": return try RunCommandLine(leading + arguments[(i + 1)...], boot: false)
         case "boot": return try RunCommandLine(leading + arguments[(i + 1)...], boot: true)
         case "help" where i + 1 < arguments.count && ["run", "boot"].contains(arguments[i + 1]):
             return try RunCommandLine(["--help"], boot: arguments[i + 1] == "boot")
+        case "help" where i + 1 < arguments.count && !otherSubcommands.contains(arguments[i + 1]) && arguments[i + 1] != "help":
+            throw unknownCommand(arguments[i + 1])
         case "help", "-h", "--help", "--version", "--generate-completion-script", "--experimental-dump-help":
             return nil
         case let word where !word.hasPrefix("-") && otherSubcommands.contains(word):
             return nil
+        case let word where !word.hasPrefix("-"):
+            // Run is the default subcommand only with its options first (`berth -D DIR ls`), as
+            // nspawn's command line is: a leading word that is no subcommand is a mistyped one.
+            throw unknownCommand(word)
         default:
             return try RunCommandLine(arguments, boot: false)
         }
+    }
+
+    private static func unknownCommand(_ word: String) -> UsageError {
+        let names = Berth.configuration.subcommands.compactMap { $0.configuration.commandName }
+        let hint = CommandSuggestion.forWord(word, among: names).map { "; did you mean '\($0)'?" } ?? ""
+        return UsageError("unknown command '\(word)'\(hint) (see 'berth --help')")
     }
 
     /// The subcommands swift-argument-parser reads.
@@ -118,11 +133,37 @@ struct RunCommandLine {
         }
         arguments = rest
         if help { return }
-        if asPID2 && boot { throw StoreError("--as-pid2 and --boot exclude each other: with -b the image's init is PID 1") }
+        if asPID2 && boot { throw UsageError("--as-pid2 and --boot exclude each other: with -b the image's init is PID 1") }
+        try checkValues()
     }
 
-    private static func usageError(_ message: String) -> StoreError {
-        StoreError("\(message) (see 'berth run --help')")
+    /// The values nspawn checks as it reads its command line, checked here likewise: the run
+    /// is refused before anything is opened, with one line naming the value.
+    private mutating func checkValues() throws {
+        if hostname == "" { hostname = nil }  // nspawn: an empty --hostname= means the default
+        if let hostname, let problem = RunValueChecks.hostnameProblem(hostname) {
+            throw UsageError("--hostname '\(hostname)' is not a valid hostname: \(problem)")
+        }
+        for setting in setenv {
+            let name = setting.prefix { $0 != "=" }
+            guard RunValueChecks.isEnvironmentName(name) else {
+                throw UsageError("-E '\(setting)' is not NAME=VALUE or NAME: a name is letters, digits and '_', not starting with a digit")
+            }
+        }
+        if let chdir, let problem = RunValueChecks.chdirProblem(chdir) {
+            throw UsageError("--chdir '\(chdir)' is refused: \(problem); give the directory in the container from its root")
+        }
+        do {  // parsed again where they are used; a wrong one is a usage error, found here
+            _ = try privateUsers.map { try PrivateUsers(parsing: $0) }
+            _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
+            _ = try console.map { try ConsoleMode(parsing: $0) }
+        } catch let error as LaunchError {
+            throw UsageError(error.message)
+        }
+    }
+
+    private static func usageError(_ message: String) -> UsageError {
+        UsageError("\(message) (see 'berth run --help')")
     }
 
     private struct Option {

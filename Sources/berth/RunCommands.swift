@@ -45,7 +45,6 @@ extension RunCommandLine {
         spec.user = user
         spec.environment = try setenv.compactMap { setting in
             if setting.contains("=") { return setting }
-            guard !setting.isEmpty else { throw StoreError("-E takes NAME=VALUE or NAME") }
             return environment(setting).map { "\(setting)=\($0)" }
         }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
@@ -103,9 +102,9 @@ extension RunCommandLine {
                           upper: use.upper.map { ($0.layer.string, $0.work.string) },
                           displayRoot: FilePath(StoreOptions.path(store)).appending(image.rawValue).string, hold: use)
         case (nil, nil):
-            throw StoreError("give the tree to run: -D DIR, or -M NAME for an image in the store")
+            throw UsageError("give the tree to run: -D DIR, or -M NAME for an image in the store (see 'berth run --help')")
         default:
-            throw StoreError("give -D or -M, not both")
+            throw UsageError("give -D or -M, not both (see 'berth run --help')")
         }
     }
 
@@ -121,10 +120,10 @@ extension RunCommandLine {
     private func bindMount(_ text: String, readOnly: Bool) throws -> LaunchSpec.BindMount {
         let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
         guard let source = parts.first, source.hasPrefix("/") else {
-            throw StoreError("--bind takes SRC[:DST[:OPTIONS]] with an absolute SRC, not '\(text)'")
+            throw UsageError("--bind takes SRC[:DST[:OPTIONS]] with an absolute SRC, not '\(text)'")
         }
         let destination = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
-        guard destination.hasPrefix("/") else { throw StoreError("--bind destination must be absolute, not '\(destination)'") }
+        guard destination.hasPrefix("/") else { throw UsageError("--bind destination must be absolute, not '\(destination)'") }
         var bind = LaunchSpec.BindMount(source: source, destination: destination, readOnly: readOnly)
         for option in parts.count > 2 ? parts[2].split(separator: ",", omittingEmptySubsequences: false) : [] {
             switch option {
@@ -132,7 +131,7 @@ extension RunCommandLine {
             case "norbind": bind.recursive = false
             case "idmap": bind.idmap = true
             case "noidmap": bind.idmap = false
-            default: throw StoreError("--bind takes the options rbind, norbind, idmap and noidmap, not '\(option)' in '\(text)'")
+            default: throw UsageError("--bind takes the options rbind, norbind, idmap and noidmap, not '\(option)' in '\(text)'")
             }
         }
         return bind

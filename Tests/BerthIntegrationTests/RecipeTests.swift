@@ -163,4 +163,71 @@ import Testing
         let hostname = try berth(["run", "-q", "-M", "debian-bookworm", "/bin/cat", "/etc/hostname"], store: tmp)
         #expect(hostname.stdout == "debian\n", "\(hostname)")
     }
+
+    /// One numbering: the progress lines and the errors count the recipe's [[step]] tables
+    /// from 1, the base apart; a failing step's output is shown once, as it comes.
+    @Test func progressAndErrorsNumberStepsAlikeAndOutputShowsOnce() throws {
+        let tmp = try TemporaryDirectory("recipe-numbers")
+        let recipe = try busyboxRecipe(in: tmp) { $0 + "\n[[step]]\nrun = \"echo about to fail; echo on stderr >&2; exit 3\"\n" }
+        let result = try berth(["build", recipe] + Self.grant, store: tmp)
+        #expect(result.status == 1, "\(result)")
+        let progress = result.stdout.split(separator: "\n").filter { $0.hasPrefix("Base: ") || $0.hasPrefix("Step ") }
+        #expect(progress.first == "Base: scratch", "\(result)")
+        #expect(progress.dropFirst().map { String($0.prefix(9)) } == (1...6).map { "Step \($0)/6:" }, "\(result)")
+        #expect(progress.last?.hasPrefix("Step 6/6: run: echo about to fail") == true, "\(result)")
+        let error = result.stderr.split(separator: "\n").last ?? ""
+        #expect(error.hasPrefix("berth: error: \(recipe): step 6 (run: echo about to fail") && error.contains("exit status 3"), "\(result)")
+        // Shown as it ran, and not again with the error.
+        let everything = result.stdout + result.stderr
+        #expect(everything.components(separatedBy: "about to fail\n").count == 2, "\(result)")
+        #expect(everything.components(separatedBy: "on stderr\n").count == 2, "\(result)")
+        #expect(!result.stderr.contains("  | "), "\(result)")
+    }
+
+    /// mmdebstrap's own lines show while it works (it fails here, at its first fetch from a
+    /// mirror that refuses connections, after its first phases); with -q they come with the error.
+    @Test func theMmdebstrapBaseShowsItsPhases() throws {
+        let tmp = try TemporaryDirectory("recipe-mmdebstrap")
+        let recipe = tmp.appending("deb.toml")
+        try writeFile(recipe, "name = \"deb\"\n[base]\nmmdebstrap = \"bookworm\"\nvariant = \"minbase\"\nmirror = \"http://127.0.0.1:9/debian\"\n")
+        let shown = try berth(["build", recipe.string], store: tmp)
+        #expect(shown.status == 1, "\(shown)")
+        #expect(shown.stdout.hasPrefix("Base: mmdebstrap bookworm (minbase)\n"), "\(shown)")
+        // Through the step output's pipe, as a step's output is: on standard output.
+        #expect(shown.stdout.contains("\nI: running apt-get update...\n"), "\(shown)")
+        let last = shown.stderr.split(separator: "\n").last ?? ""
+        #expect(last.hasPrefix("berth: error: \(recipe.string): [base]: mmdebstrap failed with status "), "\(shown)")
+        #expect(!shown.stderr.contains("  | "), "\(shown)")
+        let quiet = try berth(["build", "-q", recipe.string], store: tmp)
+        #expect(quiet.status == 1 && quiet.stdout.isEmpty, "\(quiet)")
+        let lines = quiet.stderr.split(separator: "\n")
+        #expect(lines.dropLast().allSatisfy { $0.hasPrefix("  | ") } && lines.contains { $0.hasPrefix("  | E: ") }, "\(quiet)")
+        #expect(lines.last?.hasPrefix("berth: error: ") == true, "\(quiet)")
+        #expect(try Directory(opening: tmp.appending("store/.berth/staging")).entryNames().isEmpty)
+        #expect(mounts(under: tmp.string).isEmpty)
+    }
+
+    /// A missing base image: the error names the recipe that builds it, from the recipe's own
+    /// folder or the working directory's recipes/.
+    @Test func aMissingBaseNamesTheRecipeThatBuildsIt() throws {
+        let tmp = try TemporaryDirectory("recipe-missing-base")
+        try writeFile(tmp.appending("app.toml"), "name = \"app\"\n[base]\nimage = \"mybase\"\n[[step]]\nhostname = \"app\"\n")
+        try writeFile(tmp.appending("other.toml"), "name = \"other\"\n[base]\nscratch = true\n")
+        try writeFile(tmp.appending("broken.toml"), "this is not toml [\n")
+        try writeFile(tmp.appending("mybase.toml"), "name = \"mybase\"\n[base]\nscratch = true\n")
+        let app = tmp.appending("app.toml").string
+        let result = try berth(["build", app], store: tmp)
+        expectCleanFailure(result, "\(app): [base]: no image 'mybase'")
+        expectCleanFailure(result, "; \(tmp.appending("mybase.toml").string) builds it: berth build \(tmp.appending("mybase.toml").string)")
+        // The shipped recipes, from the project's root, as a user there types it.
+        try writeFile(tmp.appending("web.toml"), "name = \"web\"\n[base]\nimage = \"debian-bookworm\"\n")
+        let shipped = try shell("cd \(shellQuoted(projectRoot)) && \(shellQuoted(berthBinary)) --store \(shellQuoted(tmp.appending("store").string)) build \(shellQuoted(tmp.appending("web.toml").string))")
+        expectCleanFailure(shipped, "no image 'debian-bookworm'")
+        expectCleanFailure(shipped, "; recipes/debian-bookworm.toml builds it: berth build recipes/debian-bookworm.toml")
+        // Nothing to name: the error as it was.
+        try writeFile(tmp.appending("lone.toml"), "name = \"lone\"\n[base]\nimage = \"nowhere\"\n")
+        let lone = try berth(["build", tmp.appending("lone.toml").string], store: tmp)
+        expectCleanFailure(lone, "no image 'nowhere'")
+        #expect(!lone.stderr.contains("builds it"), "\(lone)")
+    }
 }

@@ -188,8 +188,9 @@ import Testing
         (["rename", "nothing", "other"], "no image 'nothing'"),
         (["show", "nothing"], "no image 'nothing'"),
         (["read-only", "nothing", "maybe"], "true or false"),
-        // run is the default subcommand, as nspawn takes a command: an unknown word is a command to run.
-        (["frobnicate"], "give the tree to run"),
+        // run is the default subcommand with its options first (`berth -D DIR ls`); a leading
+        // word that is no subcommand is named as an unknown command (issue 13).
+        (["frobnicate"], "unknown command 'frobnicate'"),
         (["import", "--bogus"], "berth --help"),
     ] as [([String], String)])
     func badInputGetsOneLine(_ arguments: [String], _ expected: String) throws {
