@@ -102,10 +102,10 @@ public enum ContainerStage {
         try Mount.makePrivate("/")
         let root = try mount("root")
         try root.attach(onto: mount("root-target").descriptor)
-        let tree = Directory(root.descriptor, displayPath: spec.root)
+        let tree = Directory(root.descriptor, displayPath: spec.tree.root.string)
         try mountAPIFileSystems(in: tree, spec: spec, mount: mount)
         for (bind, source) in zip(spec.bindMounts, mounts["bind"] ?? []) {
-            try attach(DetachedMount(source), at: FilePath(bind.destination), in: tree)
+            try attach(DetachedMount(source), at: bind.destination, in: tree)
         }
         if spec.readOnly { try root.set(.readOnly, recursive: false) }
 
@@ -246,7 +246,7 @@ public enum ContainerStage {
             argv = spec.arguments
         }
 
-        let directory = spec.workingDirectory ?? (spec.arguments.isEmpty && !spec.boot ? user.home : "/")
+        let directory = spec.workingDirectory?.string ?? (spec.arguments.isEmpty && !spec.boot ? user.home : "/")
         if chdir(directory) != 0 { throw LaunchError("cannot change to \(directory) in the container: \(SystemError.last("chdir").errno)") }
 
         try SyscallFilter.install(capabilities: keptCapabilities(privateNetwork: spec.privateNetwork))

@@ -1,12 +1,16 @@
 import BerthSystem
+import Glibc
+import SystemPackage
 
 /// A container launch, described as a value: what the command line asked for, resolved to a
 /// root directory. The supervisor hands it to the container's first process as NUL-separated
 /// key/value pairs on descriptor 3.
 public struct LaunchSpec: Equatable, Sendable {
     public struct BindMount: Equatable, Sendable {
-        public var source: String
-        public var destination: String
+        /// The host's path.
+        public var source: FilePath
+        /// Where it shows in the container.
+        public var destination: FilePath
         public var readOnly: Bool
         /// With the source's submounts (nspawn's `rbind`, the default; `norbind` without).
         public var recursive = true
@@ -14,15 +18,15 @@ public struct LaunchSpec: Equatable, Sendable {
         /// inside (the default under a user namespace; `noidmap` shows them unmapped).
         public var idmap = true
 
-        public init(source: String, destination: String, readOnly: Bool) {
+        public init(source: FilePath, destination: FilePath, readOnly: Bool) {
             self.source = source
             self.destination = destination
             self.readOnly = readOnly
         }
     }
 
-    /// The tree to run, as a host path.
-    public var root: String
+    /// The tree to run: a directory, or layers for an overlay (the store's `RootTree`).
+    public var tree: RootTree
     public var machineName: String
     public var hostname: String
     /// The command, or with `boot` the arguments for init; empty for the root shell.
@@ -31,13 +35,8 @@ public struct LaunchSpec: Equatable, Sendable {
     /// The command runs as PID 2 under a minimal init.
     public var asPID2 = false
     public var readOnly = false
-    /// Changes go to a tmpfs layer over the root (or over `lowerLayers`), gone with the container.
+    /// Changes go to a tmpfs layer over the tree, gone with the container.
     public var ephemeral = false
-    /// For a layered image: the layers to stack over `root`, top first.
-    public var lowerLayers: [String] = []
-    /// For a writable run of a layered image: its writable layer and overlayfs's work directory.
-    public var upperLayer: String?
-    public var overlayWork: String?
     public var privateNetwork = false
     /// The user namespace (the default picks a range for the machine).
     public var privateUsers = PrivateUsers.pick
@@ -50,20 +49,18 @@ public struct LaunchSpec: Equatable, Sendable {
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []
-    public var workingDirectory: String?
+    public var workingDirectory: FilePath?
     public var user: String?
     public var uuid: String
     public var term: String
-    /// The unified-hierarchy cgroup a booted system runs in, as its own root.
-    var systemCgroup: String?
     /// Which of the container's standard streams are its pty (the caller's that are terminals);
     /// empty when it has none.
     var consoleStreams: [Int32] = []
     /// What each descriptor passed beside the description holds, in order (`PreparedMounts`).
     var descriptorRoles: [String] = []
 
-    public init(root: String, machineName: String, uuid: String, term: String) {
-        self.root = root
+    public init(tree: RootTree, machineName: String, uuid: String, term: String) {
+        self.tree = tree
         self.machineName = machineName
         self.hostname = machineName
         self.uuid = uuid
@@ -79,67 +76,92 @@ public struct LaunchSpec: Equatable, Sendable {
         return String(decoding: digits, as: UTF8.self)
     }
 
+    /// The description as NUL-separated key/value pairs. Paths travel as their bytes, so a name
+    /// that is not UTF-8 arrives as it was.
     func encoded() -> [UInt8] {
-        var fields: [(String, String)] = [
-            ("root", root), ("machine", machineName), ("hostname", hostname), ("uuid", uuid), ("term", term),
-            ("boot", boot ? "1" : "0"), ("as-pid2", asPID2 ? "1" : "0"), ("read-only", readOnly ? "1" : "0"), ("ephemeral", ephemeral ? "1" : "0"),
-            ("private-network", privateNetwork ? "1" : "0"),
-        ]
-        fields += arguments.map { ("arg", $0) } + environment.map { ("env", $0) } + lowerLayers.map { ("lower", $0) }
-        if let upperLayer, let overlayWork { fields += [("upper", upperLayer), ("work", overlayWork)] }
+        var fields: [(String, [UInt8])] = []
+        func add(_ key: String, _ value: String) { fields.append((key, Array(value.utf8))) }
+        func add(_ key: String, _ path: FilePath) { fields.append((key, path.bytes)) }
+        add("root", tree.root)
+        for (key, value) in [("machine", machineName), ("hostname", hostname), ("uuid", uuid), ("term", term)] { add(key, value) }
+        for (key, flag) in [("boot", boot), ("as-pid2", asPID2), ("read-only", readOnly), ("ephemeral", ephemeral),
+                            ("private-network", privateNetwork)] { add(key, flag ? "1" : "0") }
+        arguments.forEach { add("arg", $0) }
+        environment.forEach { add("env", $0) }
+        tree.lowerLayers.forEach { add("lower", $0) }
+        if let upper = tree.upper {
+            add("upper", upper.layer)
+            add("work", upper.work)
+        }
         for bind in bindMounts {
-            fields += [("bind-source", bind.source), ("bind-destination", bind.destination), ("bind-ro", bind.readOnly ? "1" : "0")]
+            add("bind-source", bind.source)
+            add("bind-destination", bind.destination)
+            add("bind-ro", bind.readOnly ? "1" : "0")
         }
-        if let workingDirectory { fields.append(("chdir", workingDirectory)) }
-        if let user { fields.append(("user", user)) }
-        if let systemCgroup { fields.append(("system-cgroup", systemCgroup)) }
-        fields += consoleStreams.map { ("console-stream", String($0)) } + descriptorRoles.map { ("fd", $0) }
-        var bytes: [UInt8] = []
-        for (key, value) in fields {
-            bytes += Array(key.utf8) + [0] + Array(value.utf8) + [0]
-        }
-        return bytes
+        if let workingDirectory { add("chdir", workingDirectory) }
+        if let user { add("user", user) }
+        consoleStreams.forEach { add("console-stream", String($0)) }
+        descriptorRoles.forEach { add("fd", $0) }
+        return fields.flatMap { Array($0.0.utf8) + [0] + $0.1 + [0] }
     }
 
     init?(decoding bytes: [UInt8]) {
-        let parts = bytes.split(separator: 0, omittingEmptySubsequences: false).map { String(decoding: $0, as: UTF8.self) }
-        guard parts.count % 2 == 1, parts.last == "" else { return nil }
-        var single: [String: String] = [:]
-        var spec = LaunchSpec(root: "", machineName: "", uuid: "", term: "")
-        var bind = BindMount(source: "", destination: "", readOnly: false)
+        let parts = bytes.split(separator: 0, omittingEmptySubsequences: false).map(Array.init)
+        guard parts.count % 2 == 1, parts.last == [] else { return nil }
+        var single: [String: [UInt8]] = [:]
+        var spec = LaunchSpec(tree: RootTree(root: "/"), machineName: "", uuid: "", term: "")
+        var bind = BindMount(source: "/", destination: "/", readOnly: false)
+        var upper: FilePath?
         for i in stride(from: 0, to: parts.count - 1, by: 2) {
-            let (key, value) = (parts[i], parts[i + 1])
+            let (key, value) = (String(decoding: parts[i], as: UTF8.self), parts[i + 1])
+            let text = String(decoding: value, as: UTF8.self)
             switch key {
-            case "arg": spec.arguments.append(value)
-            case "env": spec.environment.append(value)
-            case "lower": spec.lowerLayers.append(value)
-            case "console-stream": if let fd = Int32(value) { spec.consoleStreams.append(fd) }
-            case "fd": spec.descriptorRoles.append(value)
-            case "bind-source": bind.source = value
-            case "bind-destination": bind.destination = value
+            case "arg": spec.arguments.append(text)
+            case "env": spec.environment.append(text)
+            case "lower": spec.tree.lowerLayers.append(FilePath(bytes: value))
+            case "console-stream":
+                guard let fd = Int32(text) else { return nil }
+                spec.consoleStreams.append(fd)
+            case "fd": spec.descriptorRoles.append(text)
+            case "bind-source": bind.source = FilePath(bytes: value)
+            case "bind-destination": bind.destination = FilePath(bytes: value)
             case "bind-ro":
-                bind.readOnly = value == "1"
+                bind.readOnly = text == "1"
                 spec.bindMounts.append(bind)
-            default: single[key] = value
+            case "upper": upper = FilePath(bytes: value)
+            case "work":
+                guard let layer = upper else { return nil }
+                spec.tree.upper = RootTree.WritableLayer(layer: layer, work: FilePath(bytes: value))
+            default:
+                guard single[key] == nil else { return nil }
+                single[key] = value
             }
         }
-        guard let root = single["root"], let machine = single["machine"], let hostname = single["hostname"],
-              let uuid = single["uuid"], let term = single["term"] else { return nil }
-        spec.root = root
+        func text(_ key: String) -> String? { single[key].map { String(decoding: $0, as: UTF8.self) } }
+        guard let root = single["root"], let machine = text("machine"), let hostname = text("hostname"),
+              let uuid = text("uuid"), let term = text("term") else { return nil }
+        spec.tree.root = FilePath(bytes: root)
         spec.machineName = machine
         spec.hostname = hostname
         spec.uuid = uuid
         spec.term = term
-        spec.boot = single["boot"] == "1"
-        spec.asPID2 = single["as-pid2"] == "1"
-        spec.readOnly = single["read-only"] == "1"
-        spec.ephemeral = single["ephemeral"] == "1"
-        spec.upperLayer = single["upper"]
-        spec.overlayWork = single["work"]
-        spec.privateNetwork = single["private-network"] == "1"
-        spec.workingDirectory = single["chdir"]
-        spec.user = single["user"]
-        spec.systemCgroup = single["system-cgroup"]
+        spec.boot = text("boot") == "1"
+        spec.asPID2 = text("as-pid2") == "1"
+        spec.readOnly = text("read-only") == "1"
+        spec.ephemeral = text("ephemeral") == "1"
+        spec.privateNetwork = text("private-network") == "1"
+        spec.workingDirectory = single["chdir"].map { FilePath(bytes: $0) }
+        spec.user = text("user")
         self = spec
+    }
+}
+
+extension FilePath {
+    /// The path's bytes, without the terminating NUL.
+    var bytes: [UInt8] { withPlatformString { Array(UnsafeRawBufferPointer(start: $0, count: strlen($0))) } }
+
+    /// The path made of `bytes` (which hold no NUL).
+    init(bytes: [UInt8]) {
+        self = (bytes.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { FilePath(platformString: $0.baseAddress!) }
     }
 }

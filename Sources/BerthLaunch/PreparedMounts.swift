@@ -31,7 +31,7 @@ struct PreparedMounts {
         // Where the root is attached must be a directory of the container's mount namespace (a
         // copy of the host's): looked up through the first process's own root, by the host's
         // root, since the store's directories are closed to the container's.
-        add("root-target", try Descriptor.open(FilePath("/proc/\(pid)/root").appending(FilePath(spec.root).components),
+        add("root-target", try Descriptor.open(FilePath("/proc/\(pid)/root").appending(spec.tree.root.components),
                                                CBERTH_O_PATH | O_DIRECTORY))
         add("root", try Self.root(for: spec, mapping: mapping).descriptor)
         add("dev", try Self.devices(owner: range?.base ?? 0, console: console != nil).descriptor)
@@ -53,10 +53,10 @@ struct PreparedMounts {
             add("resolv", resolv.descriptor)
         }
         for bind in spec.bindMounts {
-            guard try FileStatus.of(FilePath(bind.source)) != nil else {
+            guard try FileStatus.of(bind.source) != nil else {
                 throw LaunchError("--bind source \(bind.source) does not exist")
             }
-            let mount = try DetachedMount.copy(of: FilePath(bind.source), recursive: bind.recursive)
+            let mount = try DetachedMount.copy(of: bind.source, recursive: bind.recursive)
             if bind.idmap { try Self.map(mount, mapping, what: "--bind source \(bind.source)", hint: ", or add :noidmap to the bind") }
             if bind.readOnly { try mount.set(.readOnly, recursive: bind.recursive) }
             add("bind", mount.descriptor)
@@ -69,20 +69,20 @@ struct PreparedMounts {
     /// The container's root: an overlay of the image's layers (or an ephemeral layer over the
     /// tree), or the directory itself.
     private static func root(for spec: LaunchSpec, mapping: (IDRange, Descriptor)?) throws -> DetachedMount {
-        let lowers = spec.lowerLayers.isEmpty ? [spec.root] : spec.lowerLayers
-        guard spec.ephemeral || !spec.lowerLayers.isEmpty else {
-            let tree = try DetachedMount.copy(of: FilePath(spec.root))
-            try map(tree, mapping, what: spec.root)
-            return tree
+        let tree = spec.tree
+        guard spec.ephemeral || tree.isLayered else {
+            let copy = try DetachedMount.copy(of: tree.root)
+            try map(copy, mapping, what: tree.root.string)
+            return copy
         }
+        let lowers = tree.isLayered ? tree.lowerLayers : [tree.root]
         // One copy of the directory that holds every layer, mapped once: overlayfs wants the
         // writable layer and its work directory on one mount, and one mapping costs less than many.
-        let layerPaths = lowers + [spec.upperLayer, spec.overlayWork].compactMap { $0 }
-        let holder = commonDirectory(of: layerPaths.map { FilePath($0) })
+        let holder = commonDirectory(of: lowers + (tree.upper.map { [$0.layer, $0.work] } ?? []))
         let layers = try DetachedMount.copy(of: holder)
         try map(layers, mapping, what: holder.string)
-        func beneath(_ path: String) -> FilePath {
-            var relative = FilePath(path)
+        func beneath(_ path: FilePath) -> FilePath {
+            var relative = path
             _ = relative.removePrefix(holder)
             return layers.descriptor.procPath.appending(relative.components)
         }
@@ -92,7 +92,7 @@ struct PreparedMounts {
             // Changes go to a tmpfs that lives only as long as the overlay, which lives only as
             // long as the container's mount namespace.
             let tmpfs = try DetachedMount.fileSystem("tmpfs", options: [("mode", "0700")])
-            let top = try FileStatus.of(FilePath(lowers[0]))
+            let top = try FileStatus.of(lowers[0])
             let base = mapping?.0.base ?? 0
             let directory = Directory(tmpfs.descriptor, displayPath: "the ephemeral layer")
             // The upper root's mode and owner show as the merged root's: take the image's.
@@ -103,12 +103,11 @@ struct PreparedMounts {
             try directory.setOwner("work", uid: base, gid: base)
             upper = (tmpfs.descriptor.procPath.appending("upper"), tmpfs.descriptor.procPath.appending("work"))
             scratch = tmpfs
-        } else if let layer = spec.upperLayer, let work = spec.overlayWork {
-            upper = (beneath(layer), beneath(work))
+        } else if let writable = tree.upper {
+            upper = (beneath(writable.layer), beneath(writable.work))
         }
         let mount = {
-            try DetachedMount.overlay(lowers: spec.lowerLayers.isEmpty ? [beneath(spec.root)] : spec.lowerLayers.map(beneath),
-                                      upper: upper, attributes: spec.readOnly ? .readOnly : [])
+            try DetachedMount.overlay(lowers: lowers.map(beneath), upper: upper, attributes: spec.readOnly ? .readOnly : [])
         }
         // Overlayfs does its own work on the layers (its work directory, copy-ups, whiteouts)
         // as whoever mounted it; through mapped layers that must be an id the mapping holds.

@@ -84,7 +84,7 @@ public enum Supervisor {
         if !spec.quiet {
             // The terminal may be raw already: a line ends with CR LF there.
             let end = Terminal.isTerminal(2) ? "\r\n" : "\n"
-            var banner = "Spawning container \(spec.machineName) on \(spec.displayRoot ?? spec.root).\(end)"
+            var banner = "Spawning container \(spec.machineName) on \(spec.displayRoot ?? spec.tree.root.string).\(end)"
             if console?.escapes == true { banner += "Press ^] three times within 1s to kill container.\(end)" }
             _ = banner.withCString { write(2, $0, strlen($0)) }
         }

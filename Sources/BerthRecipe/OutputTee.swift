@@ -15,16 +15,16 @@ final class OutputTee {
 
     init(echo: Bool) throws {
         saved = [dup(0), dup(1), dup(2)]
-        var fds: [Int32] = [-1, -1]
-        _ = try retryingInterrupts("pipe") { pipe(&fds) }
-        let (readEnd, writeEnd) = (fds[0], fds[1])
-        _ = fcntl(readEnd, F_SETFD, FD_CLOEXEC)
+        // Close-on-exec from the start: a process started meanwhile must hold no end but its
+        // standard output and error, which are made from the write end here.
+        let pipe = try Pipe()
+        let readEnd = fcntl(pipe.reader.rawValue, F_DUPFD_CLOEXEC, 0)
+        guard readEnd >= 0 else { throw SystemError.last("fcntl(F_DUPFD_CLOEXEC)") }
         let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
         dup2(null, 0)
         close(null)
-        dup2(writeEnd, 1)
-        dup2(writeEnd, 2)
-        close(writeEnd)
+        dup2(pipe.writer.rawValue, 1)
+        dup2(pipe.writer.rawValue, 2)
         let out = saved[1]
         let monitor = self.monitor
         let result = self.result

@@ -206,12 +206,11 @@ public final class RecipeBuilder {
     /// Runs `argv` in a container over the layer, as `berth run` does, with the host's network;
     /// its output is shown and its last lines kept for the error, should it fail.
     private func runInContainer(_ argv: [String], in layer: LayerInProgress, name: ImageName, place: String) throws {
-        var spec = LaunchSpec(root: layer.mountPoint.string, machineName: "build-\(name)",
+        var spec = LaunchSpec(tree: layer.tree, machineName: "build-\(name)",
                               uuid: SHA256.hex("\(getpid()) \(time(nil)) \(place)").prefix(32).lowercased(), term: "dumb")
         spec.arguments = argv
-        spec.lowerLayers = layer.lowerLayers.map(\.string)
-        spec.upperLayer = layer.upper.string
-        spec.overlayWork = layer.work.string
+        // The step's own output only: the build says which step runs.
+        spec.quiet = true
         let output = try OutputTee(echo: showOutput)
         let status: Int32
         do {

@@ -16,6 +16,11 @@ public struct LayerInProgress {
     let mounts: ImageMounts
 
     /// Runs `body` with the merged tree mounted writable at `mountPoint` on the host, then unmounts.
+    /// The tree a step's container runs on: the layers so far, and this layer taking its changes.
+    public var tree: RootTree {
+        RootTree(root: mountPoint, lowerLayers: lowerLayers, upper: RootTree.WritableLayer(layer: upper, work: work))
+    }
+
     public func withMergedTree<T>(_ body: (Directory) throws -> T) throws -> T {
         let directory = O_RDONLY | O_DIRECTORY
         let upper = (try Descriptor.open(self.upper, directory), try Descriptor.open(work, directory))

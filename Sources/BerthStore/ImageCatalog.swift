@@ -71,18 +71,20 @@ struct ImageCatalog {
     // MARK: Directory images
 
     /// Whether directory image `entry` carries machinectl's read-only mark.
-    func isMarkedReadOnly(_ tree: Descriptor) -> Bool { (tree.inodeFlags() ?? 0) & immutableFlag != 0 }
+    func isMarkedReadOnly(_ tree: Descriptor) -> Bool { (tree.inodeFlags() ?? []).contains(.immutable) }
 
     /// Clears the immutable flag of `ROOT/entry`; returns whether it was set.
     @discardableResult
     func clearReadOnlyFlag(_ entry: FilePath) throws -> Bool {
         let fd = try rootDirectory.openFile(entry, O_RDONLY | O_DIRECTORY)
-        guard let flags = fd.inodeFlags(), flags & immutableFlag != 0 else { return false }
-        try fd.setInodeFlags(flags & ~immutableFlag)
+        guard let flags = fd.inodeFlags(), flags.contains(.immutable) else { return false }
+        try fd.setInodeFlags(flags.subtracting(.immutable))
         return true
     }
 
-    /// An OS tree has an os-release file, as systemd's path_is_os_tree() asks.
+    /// An OS tree has an os-release file, as systemd's path_is_os_tree() asks, or at least a
+    /// /usr, which is all nspawn asks of a tree to run a command in. The one rule for import's
+    /// unwrapping and for what `run` accepts.
     static func isOSTree(_ tree: Directory) -> Bool {
         for (dir, file) in [("etc", "os-release"), ("usr/lib", "os-release")] {
             if let parent = try? tree.openDirectory(beneath: FilePath(dir), pathOnly: true),
@@ -90,7 +92,7 @@ struct ImageCatalog {
                 return true
             }
         }
-        return false
+        return (try? tree.status("usr"))??.kind == .directory
     }
 
     /// PRETTY_NAME from etc/os-release or usr/lib/os-release, read without following symlinks.

@@ -41,13 +41,13 @@ struct ImageChanges {
                 do {
                     try store.rootDirectory.rename(FilePath(old.rawValue), to: FilePath(new.rawValue), .noReplace)
                 } catch {
-                    if wasReadOnly { try? lock.setInodeFlags((lock.inodeFlags() ?? 0) | immutableFlag) }
+                    if wasReadOnly { try? lock.setInodeFlags((lock.inodeFlags() ?? []).union(.immutable)) }
                     throw error
                 }
                 layers.figures.moveTree(old, to: new)
                 if wasReadOnly {
                     do {
-                        try lock.setInodeFlags((lock.inodeFlags() ?? 0) | immutableFlag)
+                        try lock.setInodeFlags((lock.inodeFlags() ?? []).union(.immutable))
                     } catch {
                         store.warn("\(change), but could not mark it read-only again (\(error)); 'berth read-only \(new)' does")
                     }
@@ -163,7 +163,7 @@ struct ImageChanges {
                 guard let flags = fd.inodeFlags() else {
                     throw StoreError(.systemFailure, "the file system of \(catalog.root) cannot mark images read-only (no inode flags)")
                 }
-                let wanted = readOnly ? flags | immutableFlag : flags & ~immutableFlag
+                let wanted = readOnly ? flags.union(.immutable) : flags.subtracting(.immutable)
                 if wanted != flags { try fd.setInodeFlags(wanted) }
             case .layered(var stack):
                 guard stack.readOnly != readOnly else { return }

@@ -64,8 +64,8 @@ struct ImageLock: ~Copyable {
     /// The descriptor's number, for a process that takes over the lock (it inherits the open file).
     var rawValue: Int32 { descriptor.rawValue }
 
-    func inodeFlags() -> UInt32? { descriptor.inodeFlags() }
-    func setInodeFlags(_ flags: UInt32) throws { try descriptor.setInodeFlags(flags) }
+    func inodeFlags() -> InodeFlags? { descriptor.inodeFlags() }
+    func setInodeFlags(_ flags: InodeFlags) throws { try descriptor.setInodeFlags(flags) }
 
     deinit {
         // Released before the descriptor closes: a child forked meanwhile shares the open file.

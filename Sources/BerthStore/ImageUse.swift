@@ -44,6 +44,10 @@ public final class ImageUse {
     }
 
     public var isLayered: Bool { !layerIDs.isEmpty }
+    /// The tree to launch: the directory, or the layers over `root`.
+    public var tree: RootTree {
+        RootTree(root: root, lowerLayers: lowerLayers, upper: upper.map { RootTree.WritableLayer(layer: $0.layer, work: $0.work) })
+    }
     /// The descriptor holding the image's lock, for a process that takes over its use.
     public var lockDescriptor: Int32 { lock.rawValue }
 }

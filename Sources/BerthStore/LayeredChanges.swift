@@ -143,7 +143,7 @@ struct LayeredChanges {
             try store.rootDirectory.rename(entry, to: FilePath(stack.layers[0]), in: store.layers, .noReplace)
         } catch {
             try? store.images.rename(entry, to: "failed-record", in: staging.directory, .noReplace)
-            if wasReadOnly { try? tree.descriptor.setInodeFlags((tree.descriptor.inodeFlags() ?? 0) | immutableFlag) }
+            if wasReadOnly { try? tree.descriptor.setInodeFlags((tree.descriptor.inodeFlags() ?? []).union(.immutable)) }
             throw error
         }
         layers.figures.treeBecomesLayer(name, root: st, layer: stack.layers[0])

@@ -107,5 +107,3 @@ func realPath(_ path: FilePath) -> FilePath? {
     return FilePath(platformString: resolved)
 }
 
-/// FS_IMMUTABLE_FL: machinectl's read-only mark on a directory image off btrfs.
-let immutableFlag: UInt32 = 0x10

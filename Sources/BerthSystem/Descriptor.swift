@@ -140,12 +140,24 @@ public final class Descriptor {
     }
 
     /// The inode flags (FS_IOC_GETFLAGS); nil where the file system has none.
-    public func inodeFlags() -> UInt32? {
+    public func inodeFlags() -> InodeFlags? {
         var flags: UInt32 = 0
-        return cberth_get_inode_flags(rawValue, &flags) == 0 ? flags : nil
+        return cberth_get_inode_flags(rawValue, &flags) == 0 ? InodeFlags(rawValue: flags) : nil
     }
 
-    public func setInodeFlags(_ flags: UInt32) throws {
-        try retryingInterrupts("ioctl(FS_IOC_SETFLAGS)") { cberth_set_inode_flags(rawValue, flags) }
+    public func setInodeFlags(_ flags: InodeFlags) throws {
+        try retryingInterrupts("ioctl(FS_IOC_SETFLAGS)") { cberth_set_inode_flags(rawValue, flags.rawValue) }
     }
+}
+
+/// An inode's flags (FS_IOC_GETFLAGS, <linux/fs.h>).
+public struct InodeFlags: OptionSet, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+
+    /// FS_IMMUTABLE_FL: no change at all, not even by root; machinectl's read-only mark on a
+    /// directory image off btrfs.
+    public static let immutable = InodeFlags(rawValue: 0x10)
+    /// FS_APPEND_FL: only appends.
+    public static let appendOnly = InodeFlags(rawValue: 0x20)
 }

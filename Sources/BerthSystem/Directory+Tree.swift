@@ -73,9 +73,9 @@ extension Directory {
 extension Descriptor {
     /// Clears FS_IMMUTABLE_FL and FS_APPEND_FL, which would make removal fail even for root.
     func clearProtectiveFlags() {
-        let protective: UInt32 = 0x10 | 0x20
-        if let flags = inodeFlags(), flags & protective != 0 {
-            try? setInodeFlags(flags & ~protective)
+        let protective: InodeFlags = [.immutable, .appendOnly]
+        if let flags = inodeFlags(), !flags.isDisjoint(with: protective) {
+            try? setInodeFlags(flags.subtracting(protective))
         }
     }
 }

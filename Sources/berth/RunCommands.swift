@@ -20,11 +20,20 @@ struct BootCommand: ParsableCommand {
 extension RunCommandLine {
     /// Starts the container and returns its exit status.
     func launch() throws -> Int32 {
-        let target = try resolveTarget()
+        let access: ImageAccess = ephemeral ? .ephemeral : readOnly ? .readOnly : .writable
+        let target: RunTarget
+        switch (directory, machine) {
+        case (let path?, nil): target = try RunTarget.directory(path, access)
+        case (nil, let name?): target = try StoreOptions.open(store, create: false).runTarget(ImageName(name), access)
+        case (nil, nil):
+            throw UsageError("give the tree to run: -D DIR, or -M NAME for an image in the store (see 'berth run --help')")
+        default:
+            throw UsageError("give -D or -M, not both (see 'berth run --help')")
+        }
         let onTerminal = Terminal.isTerminal(0)
         // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's.
         let name = ephemeral ? "\(target.name.prefix(47))-\(Hex.random(16))" : target.name
-        var spec = LaunchSpec(root: target.root, machineName: name, uuid: LaunchSpec.randomUUID(),
+        var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: LaunchSpec.randomUUID(),
                               term: onTerminal ? environment("TERM") ?? "vt220" : "dumb")
         spec.hostname = hostname ?? name
         spec.arguments = arguments
@@ -32,16 +41,13 @@ extension RunCommandLine {
         spec.readOnly = target.readOnly
         spec.ephemeral = ephemeral
         spec.asPID2 = asPID2
-        spec.lowerLayers = target.lowerLayers
-        spec.upperLayer = target.upper?.layer
-        spec.overlayWork = target.upper?.work
         spec.privateNetwork = privateNetwork
         spec.privateUsers = try privateUsers.map { try PrivateUsers(parsing: $0) } ?? .pick
         spec.consoleMode = try console.map { try ConsoleMode(parsing: $0) } ?? .automatic
         spec.quiet = quiet
-        spec.displayRoot = target.displayRoot
+        spec.displayRoot = target.displayPath
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
-        spec.workingDirectory = chdir
+        spec.workingDirectory = chdir.map { FilePath($0) }
         spec.user = user
         spec.environment = try setenv.compactMap { setting in
             if setting.contains("=") { return setting }
@@ -56,65 +62,6 @@ extension RunCommandLine {
         return status
     }
 
-    /// What the container runs on: a tree, or an image's layers, held (locked) while it runs.
-    private struct Target {
-        var root: String
-        var name: String
-        var readOnly: Bool
-        var lowerLayers: [String] = []
-        var upper: (layer: String, work: String)?
-        /// Where the user knows the tree to be, for the status line.
-        var displayRoot: String?
-        /// What keeps others out while the container runs: the image's use, or the tree's lock.
-        var hold: Any?
-
-        var lockDescriptors: [Int32] {
-            if let lock = hold as? Descriptor { return [lock.rawValue] }
-            if let use = hold as? ImageUse { return [use.lockDescriptor] }
-            return []
-        }
-    }
-
-    private var access: ImageAccess { ephemeral ? .ephemeral : readOnly ? .readOnly : .writable }
-
-    private func resolveTarget() throws -> Target {
-        switch (directory, machine) {
-        case (let path?, nil):
-            guard let real = realpath(path, nil) else {
-                throw StoreError("cannot use \(path) as the container's root: it does not exist")
-            }
-            defer { free(real) }
-            let root = String(cString: real)
-            guard root != "/" else { throw StoreError("-D / would run the host's own root; give another directory") }
-            try requireOSTree(root)
-            // Writers hold the tree alone; read-only and ephemeral runs may share it.
-            let lock = try Descriptor.open(FilePath(root), O_RDONLY | O_DIRECTORY)
-            guard try lock.lock(access == .writable ? .exclusive : .shared, wait: false) else {
-                throw StoreError("\(root) is in use by another container; stop it, or run this one --read-only or --ephemeral")
-            }
-            return Target(root: root, name: FilePath(root).lastComponent?.string ?? root, readOnly: readOnly, hold: lock)
-        case (nil, let name?):
-            let image = try ImageName(name)
-            let use = try StoreOptions.open(store, create: false).use(image, access)
-            if !use.isLayered { try requireOSTree(use.root.string) }
-            return Target(root: use.root.string, name: image.rawValue, readOnly: use.readOnly,
-                          lowerLayers: use.lowerLayers.map(\.string),
-                          upper: use.upper.map { ($0.layer.string, $0.work.string) },
-                          displayRoot: FilePath(StoreOptions.path(store)).appending(image.rawValue).string, hold: use)
-        case (nil, nil):
-            throw UsageError("give the tree to run: -D DIR, or -M NAME for an image in the store (see 'berth run --help')")
-        default:
-            throw UsageError("give -D or -M, not both (see 'berth run --help')")
-        }
-    }
-
-    /// nspawn refuses a tree without /usr as not an OS tree.
-    private func requireOSTree(_ root: String) throws {
-        guard (try? FileStatus.of(FilePath(root).appending("usr")))??.kind == .directory else {
-            throw StoreError("\(root) is not an OS tree: it has no /usr; give the root of an installed system")
-        }
-    }
-
     /// nspawn's `SRC[:DST[:OPTIONS]]`, OPTIONS a comma-separated list of rbind, norbind, idmap
     /// and noidmap.
     private func bindMount(_ text: String, readOnly: Bool) throws -> LaunchSpec.BindMount {
@@ -124,7 +71,7 @@ extension RunCommandLine {
         }
         let destination = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
         guard destination.hasPrefix("/") else { throw UsageError("--bind destination must be absolute, not '\(destination)'") }
-        var bind = LaunchSpec.BindMount(source: source, destination: destination, readOnly: readOnly)
+        var bind = LaunchSpec.BindMount(source: FilePath(source), destination: FilePath(destination), readOnly: readOnly)
         for option in parts.count > 2 ? parts[2].split(separator: ",", omittingEmptySubsequences: false) : [] {
             switch option {
             case "rbind": bind.recursive = true

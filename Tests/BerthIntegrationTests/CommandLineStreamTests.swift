@@ -83,13 +83,13 @@ extension CommandLineTests {
         let exported = try #require(try session.wait(seconds: 30) { Self.ended("first", $0) }, "\((try? session.pane()) ?? "")")
         #expect(session.output(after: "echo first=", in: exported).filter { !$0.isEmpty && !$0.hasPrefix("$") }.map(String.init) == [
             "berth: error: export - writes a tarball to standard output, which is a terminal; redirect it to a file or a pipe",
-            "first=1",
+            "first=65",
         ], "\(exported)")
         try session.type("\(berthLine) import - other; echo second=$?")
         let imported = try #require(try session.wait(seconds: 30) { Self.ended("second", $0) }, "\((try? session.pane()) ?? "")")
         #expect(session.output(after: "echo second=", in: imported).filter { !$0.isEmpty && !$0.hasPrefix("$") }.map(String.init) == [
             "berth: error: import - reads a tarball from standard input, which is a terminal; pipe or redirect one in (berth import - NAME < FILE)",
-            "second=1",
+            "second=65",
         ], "\(imported)")
         #expect(try listedNames(Self.shared).contains("bb") && !(try listedNames(Self.shared)).contains("other"))
         // Off a terminal both work.

@@ -38,8 +38,6 @@
 #define CBERTH_MOUNT_ATTR_NOEXEC 0x00000008
 #define CBERTH_MOUNT_ATTR_IDMAP  0x00100000
 
-// Inode flags for FS_IOC_GETFLAGS / FS_IOC_SETFLAGS.
-#define CBERTH_FS_IMMUTABLE_FL 0x00000010
 
 /// openat2(2): returns a descriptor or -1 with errno set.
 int cberth_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
