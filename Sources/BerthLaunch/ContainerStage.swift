@@ -259,7 +259,7 @@ public enum ContainerStage {
             _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
         }
         // --as-pid2: PID 1 becomes the init from its sealed copy; it runs `program` as PID 2.
-        if let initCopy {
+        if initCopy != nil {
             argv = ["(berth-init)", initFlag, program] + argv
             program = "--as-pid2's init"
         }

@@ -3,7 +3,7 @@ import Glibc
 /// How a process ended, from its wait status, as berth reports it: the container's first
 /// process (where a booted system's power-off and reboot are endings, not deaths), or any other.
 public struct ExitStatus: Equatable, Sendable {
-    public enum Ending: Equatable {
+    public enum Ending: Equatable, Sendable {
         case exited(Int32)
         case poweredOff
         case rebooted
