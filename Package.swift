@@ -18,6 +18,8 @@ let foundationArchives = LinkerSetting.unsafeFlags([
     "-lBlocksRuntime", "-lstdc++", "-lm", "--end-group",
 ].flatMap { ["-Xlinker", $0] })
 
+let testLanguageMode: [SwiftSetting] = [.swiftLanguageMode(.v5)]
+
 let package = Package(
     name: "berth",
     platforms: [.macOS(.v13)],
@@ -74,15 +76,19 @@ let package = Package(
         .target(
             name: "BerthTestSupport",
             dependencies: ["BerthArchive", "BerthSystem", "CArchive"],
-            path: "Tests/BerthTestSupport"
+            path: "Tests/BerthTestSupport",
+            swiftSettings: testLanguageMode
         ),
-        .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem", "BerthTestSupport"]),
-        .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthTestSupport"]),
-        .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore", "BerthTestSupport"]),
+        .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem", "BerthTestSupport"], swiftSettings: testLanguageMode),
+        .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthTestSupport"], swiftSettings: testLanguageMode),
+        .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore", "BerthTestSupport"], swiftSettings: testLanguageMode),
         // Drives the built binaries as a user does. `swift test` builds them (it builds every
         // product); depending on them would link their fully static settings into the tests.
         // Probes/ holds C programs the tests compile themselves (gcc -static), to run inside containers.
-        .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthTestSupport"], exclude: ["Probes"]),
+        .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthTestSupport"], exclude: ["Probes"],
+                    swiftSettings: testLanguageMode),
     ],
-    swiftLanguageModes: [.v5]
+    // The sources are checked for data races (Swift 6); the tests, whose shared fixtures are
+    // statics made once per process, stay in Swift 5 mode.
+    swiftLanguageModes: [.v6]
 )

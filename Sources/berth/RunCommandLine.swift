@@ -166,13 +166,13 @@ struct RunCommandLine {
         UsageError("\(message) (see 'berth run --help')")
     }
 
-    private struct Option {
+    private struct Option: Sendable {
         var short: Character?
         var long: String?
         /// What the option takes, for the help; nil for a flag.
         var valueName: String?
         var help: String
-        var apply: (inout RunCommandLine, String) throws -> Void
+        var apply: @Sendable (inout RunCommandLine, String) throws -> Void
     }
 
     private static let options: [Option] = [
