@@ -36,9 +36,9 @@ public enum PrivateUsers: Equatable, Sendable {
     /// nspawn's automatic range: 64K-aligned blocks from 0x00080000 up to 0x6FFF0000.
     static let pickedBlocks = (first: UInt32(0x0008_0000), end: UInt32(0x6FFF_0000), size: UInt32(0x1_0000))
 
-    /// The range for a machine named `machine` and the lock that keeps it the machine's alone
-    /// while it runs (held until the lock's descriptor closes); nil for `.off`.
-    func allocate(for machine: String) throws -> (range: IDRange, lock: [Descriptor])? {
+    /// The range for a machine named `machine` and the locks that keep it the machine's alone
+    /// while it runs (held until their descriptors close); nil for `.off`.
+    func allocate(for machine: String) throws -> (range: IDRange, locks: [Descriptor])? {
         switch self {
         case .off: return nil
         case .identity: return (IDRange(base: 0, count: 65536), [])

@@ -117,13 +117,17 @@ public enum Supervisor {
             let mounts = try PreparedMounts(for: spec, pid: pid, userNamespace: userNamespace, range: users?.range, console: console)
             spec.descriptorRoles = mounts.roles
             let sent = Result { try socket.send(spec.encoded(), descriptors: mounts.descriptors.map(\.rawValue)) }
-            guard cberth_spawn_result(pid, report) == 0 else {
+            let execed = cberth_spawn_result(pid, report) == 0
+            report = -1  // closed by cberth_spawn_result
+            guard execed else {
                 pid = 0  // reaped
                 throw LaunchError("cannot start the container: \(SystemError.last("execve \(stageExecutable)"))")
             }
             try sent.get()
-            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, machineName: spec.quiet ? nil : spec.machineName, cgroup: cgroup, console: console, userRangeLocks: users?.lock ?? [])
+            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, machineName: spec.quiet ? nil : spec.machineName,
+                           cgroup: cgroup, console: console, userRangeLocks: users?.locks ?? [])
         } catch {
+            if report >= 0 { close(report) }
             if pid > 0 {
                 kill(pid, SIGKILL)
                 waitpid(pid, nil, 0)
