@@ -82,6 +82,17 @@ let package = Package(
         .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem", "BerthTestSupport"], swiftSettings: testLanguageMode),
         .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthTestSupport"], swiftSettings: testLanguageMode),
         .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore", "BerthTestSupport"], swiftSettings: testLanguageMode),
+        // Unit tests of the launch and of recipes: they need neither root nor a store.
+        .testTarget(
+            name: "BerthLaunchTests",
+            dependencies: ["BerthLaunch", "BerthSystem", "CSeccomp", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: testLanguageMode
+        ),
+        .testTarget(
+            name: "BerthRecipeTests",
+            dependencies: ["BerthRecipe", "BerthTestSupport", "BerthSystem", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: testLanguageMode
+        ),
         // Drives the built binaries as a user does. `swift test` builds them (it builds every
         // product); depending on them would link their fully static settings into the tests.
         // Probes/ holds C programs the tests compile themselves (gcc -static), to run inside containers.

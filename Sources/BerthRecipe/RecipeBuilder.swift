@@ -40,7 +40,7 @@ public final class RecipeBuilder {
         var (key, stack) = try base(&summary)
         for (index, step) in recipe.steps.enumerated() {
             let label = "Step \(index + 1)/\(recipe.steps.count): \(Self.summary(of: step))"
-            key = SHA256.hex("berth-build 1\n\(key)\n\(try text(of: step, index: index))")
+            key = try Self.key(of: step, index: index, parent: key, sources: sources)
             if useCache, let cached = try store.cachedStack(key) {
                 onStep("\(label) (cached)")
                 summary.cached += 1
@@ -80,7 +80,7 @@ public final class RecipeBuilder {
             summary.cached += 1
             return (SHA256.hex("berth-build 1\nimage \(stack.joined(separator: " "))"), stack)
         }
-        let key = SHA256.hex("berth-build 1\n\(baseText())")
+        let key = Self.key(of: recipe.base)
         if useCache, let cached = try store.cachedStack(key) {
             onStep("\(label) (cached)")
             summary.cached += 1
@@ -111,8 +111,13 @@ public final class RecipeBuilder {
         return (key, [layer])
     }
 
-    private func baseText() -> String {
-        switch recipe.base {
+    /// The cache key of a base that is not an image (whose layers are their own key).
+    static func key(of base: Recipe.Base) -> String {
+        SHA256.hex("berth-build 1\n\(baseText(base))")
+    }
+
+    private static func baseText(_ base: Recipe.Base) -> String {
+        switch base {
         case .scratch: return "scratch"
         case .tarball(_, let sha256): return "tarball sha256=\(sha256)"
         case .image(let name): return "image \(name)"
@@ -168,8 +173,13 @@ public final class RecipeBuilder {
         }
     }
 
+    /// The cache key of step `index` over the layers whose key is `parent`.
+    static func key(of step: Recipe.Step, index: Int, parent: String, sources: RecipeSources) throws -> String {
+        SHA256.hex("berth-build 1\n\(parent)\n\(try text(of: step, index: index, sources: sources))")
+    }
+
     /// The step as the cache key sees it: its own text, and for a copy the content copied.
-    private func text(of step: Recipe.Step, index: Int) throws -> String {
+    private static func text(of step: Recipe.Step, index: Int, sources: RecipeSources) throws -> String {
         switch step {
         case .run(let argv, let shell): return "run shell=\(shell)\n" + argv.joined(separator: "\u{0}")
         case .copy(_, let to, let mode):
@@ -227,7 +237,7 @@ public final class RecipeBuilder {
     }
 
     /// A digest of what a copy takes from its context: names, kinds, modes and contents, in order.
-    private func contentDigest(of source: ContextFile) throws -> String {
+    private static func contentDigest(of source: ContextFile) throws -> String {
         let hasher = SHA256()
         if source.status.kind == .directory {
             try TreeCopy.digest(source.openDirectory(), prefix: "", into: hasher)

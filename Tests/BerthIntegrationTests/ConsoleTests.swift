@@ -56,10 +56,9 @@ import Testing
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         var seen = ""
-        let deadline = Date().addingTimeInterval(60)
-        while Date() < deadline && !seen.contains("Reached target multi-user.target") {
-            usleep(100_000)
+        waitUntil(timeout: 60) {
             seen = String(decoding: (try? readFile(log.appending("boot.log"))) ?? [], as: UTF8.self)
+            return seen.contains("Reached target multi-user.target")
         }
         #expect(seen.contains("Reached target multi-user.target"), "\(seen)")
         #expect(process.isRunning, "the messages came only after the machine ended")

@@ -72,12 +72,19 @@ import Testing
 
     @Test func killedImportLeavesNothingBehind() throws {
         let tmp = try TemporaryDirectory("kill")
-        for delay in [50_000, 200_000, 400_000] as [useconds_t] {
+        // Killed once its work in progress holds this many paths: as it starts staging, early in
+        // the extraction, and late in it (or, on a fast machine, whenever it ended first).
+        let staging = tmp.appending("store/.berth/staging").string
+        for paths in [1, 500, 5000] {
             let process = Process()
             process.executableURL = URL(fileURLWithPath: berthBinary)
             process.arguments = ["--store", tmp.appending("store").string, "import", "-q", Fixtures.debianZstd, "deb"]
             try process.run()
-            usleep(delay)
+            waitUntil(timeout: 60) {
+                guard process.isRunning else { return true }
+                let count = try? shell("find '\(staging)' -mindepth 1 2>/dev/null | head -n \(paths) | wc -l")
+                return Int(count?.stdout.trimmingCharacters(in: .whitespacesAndNewlines) ?? "") ?? 0 >= paths
+            }
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             // Whatever the moment, the next command tidies up: no image, or the whole image.

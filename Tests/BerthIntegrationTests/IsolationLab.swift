@@ -144,7 +144,7 @@ final class HostTerminal {
         guard started.status == 0 else { throw LaunchFailure("tmux: \(started)") }
         pids = try tmux(["display-message", "-p", "-t", name, "#{pid} #{pane_pid}"]).stdout.split(separator: " ")
             .compactMap { pid_t(String($0).trimmed) }
-        guard pids.count == 2, waitFor({ (try? self.screen())?.contains("host-shell$") == true }) else {
+        guard pids.count == 2, waitUntil({ (try? self.screen())?.contains("host-shell$") == true }) else {
             close()
             throw LaunchFailure("the host shell in tmux never showed its prompt")
         }
@@ -171,7 +171,7 @@ final class HostTerminal {
     func close() {
         _ = try? tmux(["kill-session", "-t", name], quiet: true)
         _ = try? tmux(["kill-server"], quiet: true)
-        for pid in pids.reversed() where !waitFor(seconds: 2, { kill(pid, 0) != 0 || isZombie(pid) }) {
+        for pid in pids.reversed() where !waitUntil(timeout: 2, { kill(pid, 0) != 0 || isZombie(pid) }) {
             kill(pid, SIGKILL)
         }
         pids = []
@@ -181,16 +181,6 @@ final class HostTerminal {
         let stat = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
         return stat.split(separator: ")").last.map { String($0).trimmed.hasPrefix("Z") } ?? true
     }
-}
-
-/// Polls `condition` every 100 ms for up to `seconds`.
-func waitFor(seconds: Double = 30, _ condition: () -> Bool) -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        usleep(100_000)
-    }
-    return condition()
 }
 
 /// The host's kernel.core_pattern, as /proc shows it (with its newline).

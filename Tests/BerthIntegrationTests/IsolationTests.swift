@@ -150,9 +150,14 @@ import Testing
                                ["/probe/tiocsti", "/payload"])
             .map { "'\($0)'" }.joined(separator: " ")
         try terminal.type("cd '\(lab.tmp.string)' && '\(berthBinary)' \(line) \(streams.redirection); echo berth-exit=$? > done.txt")
-        let finished = waitFor { (try? FileStatus.of(lab.tmp.appending("done.txt"))) != nil }
-        // Long enough for the host shell to read and run whatever was pushed into its terminal.
-        usleep(2_000_000)
+        let finished = waitUntil { (try? FileStatus.of(lab.tmp.appending("done.txt"))) != nil }
+        // The host shell reads its terminal in order: once it has run a line typed now, it has
+        // read and run whatever was pushed into the terminal before. (Only the line's output
+        // holds the product; the typed line shows the sum.)
+        let idle = "host-shell-idle-\(randomTag())"
+        try terminal.type("echo \(idle)-$((6*7))")
+        let settled = waitUntil { (try? terminal.screen())?.contains("\(idle)-42") == true }
+        #expect(settled, "the host shell did not run a line typed after berth ended: \((try? terminal.screen()) ?? "")")
         let screen = try terminal.screen()
         let out = String(decoding: (try? readFile(lab.tmp.appending("out.txt"))) ?? [], as: UTF8.self)
         let done = String(decoding: (try? readFile(lab.tmp.appending("done.txt"))) ?? [], as: UTF8.self)

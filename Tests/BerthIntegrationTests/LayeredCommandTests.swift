@@ -167,21 +167,20 @@ import Testing
         try first.run()
         defer { if first.isRunning { kill(first.processIdentifier, SIGKILL); first.waitUntilExit() } }
         var busy = CommandResult(status: 0, stdout: "", stderr: "")
-        for _ in 0..<50 {
+        try waitUntil(timeout: 30) {
             busy = try berth(["snapshot", "c", "s"], store: tmp)
-            if busy.status != 0 { break }
+            if busy.status != 0 { return true }
             _ = try berth(["remove", "s"], store: tmp)
-            usleep(50_000)
+            return false
         }
         expectCleanFailure(busy, "running writable")
         #expect(mounts(under: tmp.string).isEmpty)
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
         var again = CommandResult(status: 1, stdout: "", stderr: "")
-        for _ in 0..<50 {
+        try waitUntil(timeout: 30) {
             again = try inImage("c", "true", store: tmp)
-            if again.status == 0 { break }
-            usleep(100_000)
+            return again.status == 0
         }
         #expect(again.status == 0, "\(again)")
         #expect(try berth(["snapshot", "c", "s"], store: tmp).status == 0)

@@ -39,7 +39,8 @@ import Testing
         process.executableURL = URL(fileURLWithPath: berthBinary)
         process.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "-D", image, "/bin/sleep", "30"]
         try process.run()
-        usleep(500_000)
+        // Once the command runs in the container (a signal before that ends the start instead).
+        #expect(waitUntil { processRuns("/bin/sleep 30") }, "the container did not start")
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
         // PID 1 of a command ignores SIGTERM, so berth ends it with SIGKILL: 128 + 9.
@@ -160,7 +161,12 @@ import Testing
         process.arguments = ["--store", Self.shared.appending("store").string, "boot", "deb"]
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        usleep(2_000_000)
+        // Up once its systemd, the supervisor's child, has started processes of its own: by then
+        // it has its handler for SIGRTMIN+3.
+        let up = waitUntil(timeout: 60) {
+            children(of: process.processIdentifier).contains { !children(of: $0).isEmpty }
+        }
+        #expect(up, "the booted system did not start")
         #expect(process.isRunning)
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
@@ -179,7 +185,7 @@ import Testing
         // ^]^]^] within a second ends the container at once.
         let started = Date()
         let escaped = try shell("""
-            (sleep 1; printf '\\035\\035\\035') | script -qec "\(berthCommand) /bin/sleep 32; echo status=\\$?" /dev/null
+            (until pgrep -fx '/bin/sleep 32' >/dev/null; do sleep 0.02; done; printf '\\035\\035\\035') | script -qec "\(berthCommand) /bin/sleep 32; echo status=\\$?" /dev/null
             """)
         #expect(escaped.stdout.contains("status=137"), "\(escaped)")
         #expect(Date().timeIntervalSince(started) < 10)
@@ -269,7 +275,12 @@ import Testing
         #expect(berthResult.stdout.hasSuffix("(berth-init)\n"), "\(berthResult)")
         #expect(try inContainer("exit 7", options: ["--as-pid2"]).status == 7)
         // PID 1 reaps orphans: a background child that outlives its parent leaves no zombie.
-        let reaped = try inContainer("sh -c 'sleep 0.2 &'; sleep 0.5; ps -eo stat= | grep -c Z || true", options: ["--as-pid2"])
+        // Counted once no sleep is left, or after 5 s with an unreaped one.
+        let reaped = try inContainer("""
+            sh -c 'sleep 0.2 &'; i=0
+            while ps -eo comm= | grep -qx sleep && [ $i -lt 250 ]; do i=$((i+1)); sleep 0.02; done
+            ps -eo stat= | grep -c Z || true
+            """, options: ["--as-pid2"])
         #expect(reaped.stdout == "0\n", "\(reaped)")
         // A signal to berth reaches the command itself: it dies of SIGTERM (143), where a
         // command as PID 1 is shielded and ends with SIGKILL (137).
@@ -277,7 +288,7 @@ import Testing
         process.executableURL = URL(fileURLWithPath: berthBinary)
         process.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "--as-pid2", "-D", image, "/bin/sleep", "33"]
         try process.run()
-        usleep(500_000)
+        #expect(waitUntil { processRuns("/bin/sleep 33") }, "the command did not start")
         kill(process.processIdentifier, SIGTERM)
         process.waitUntilExit()
         #expect(process.terminationStatus == 143)
@@ -291,7 +302,8 @@ import Testing
         process.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "-M", "deb", "/bin/sleep", "5"]
         try process.run()
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() } }
-        usleep(500_000)
+        // berth execs berth-stage once the container has started.
+        waitUntil { (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(process.processIdentifier)/exe"))?.hasSuffix("/berth-stage") == true }
         let exe = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(process.processIdentifier)/exe")
         #expect(exe.hasSuffix("/berth-stage"), "\(exe)")
         expectCleanFailure(try berth(["remove", "deb"], store: Self.shared), "in use")
@@ -374,14 +386,13 @@ import Testing
         first.executableURL = URL(fileURLWithPath: berthBinary)
         first.arguments = ["--store", Self.shared.appending("store").string, "run", "-q", "-M", "deb", "/bin/sleep", "30"]
         try first.run()
-        usleep(300_000)
+        #expect(waitUntil { processRuns("/bin/sleep 30") }, "the first run did not start")
         #expect(first.isRunning, "the first run ended early")
         defer { if first.isRunning { kill(first.processIdentifier, SIGKILL); first.waitUntilExit() } }
         var busy = CommandResult(status: 0, stdout: "", stderr: "")
-        for _ in 0..<50 {
+        try waitUntil(timeout: 30) {
             busy = try berth(["run", "-q", "-M", "deb", "/bin/true"], store: Self.shared)
-            if busy.status != 0 { break }
-            usleep(100_000)
+            return busy.status != 0
         }
         expectCleanFailure(busy, "in use by another container")
         expectCleanFailure(try berth(["remove", "deb"], store: Self.shared), "in use")
@@ -392,10 +403,9 @@ import Testing
         kill(first.processIdentifier, SIGKILL)
         first.waitUntilExit()
         var again = CommandResult(status: 1, stdout: "", stderr: "")
-        for _ in 0..<50 {
+        try waitUntil(timeout: 30) {
             again = try berth(["run", "-q", "-M", "deb", "/bin/true"], store: Self.shared)
-            if again.status == 0 { break }
-            usleep(100_000)
+            return again.status == 0
         }
         #expect(again.status == 0, "\(again)")
 

@@ -110,10 +110,9 @@ import Testing
         var holder = try background(tmp, ["run", "-q", "-M", "e", "/bin/sh", "-c", "sleep 30"])
         defer { kill(holder.processIdentifier, SIGKILL); holder.waitUntilExit() }
         // Once the run holds e: an ephemeral run beside it is refused.
-        for _ in 0..<100 {
-            usleep(100_000)
+        try waitUntil(timeout: 30) {
             if !holder.isRunning { holder = try background(tmp, ["run", "-q", "-M", "e", "/bin/sh", "-c", "sleep 30"]) }
-            if try inImage("e", "true", store: tmp, options: ["-x"]).status != 0 { break }
+            return try inImage("e", "true", store: tmp, options: ["-x"]).status != 0
         }
         let busy = try berth(["remove", "d", "e"], store: tmp)
         expectCleanFailure(busy, "image 'e' is in use")
@@ -157,11 +156,10 @@ import Testing
             var writer = try background(tmp, ["run", "-q", "-M", image, "/bin/sh", "-c", "sleep 30"])
             defer { kill(writer.processIdentifier, SIGKILL); writer.waitUntilExit() }
             var busy = CommandResult(status: 0, stdout: "", stderr: "")
-            for _ in 0..<100 {
-                usleep(100_000)
+            try waitUntil(timeout: 30) {
                 if !writer.isRunning { writer = try background(tmp, ["run", "-q", "-M", image, "/bin/sh", "-c", "sleep 30"]) }
                 busy = try inImage(image, "true", store: tmp, options: ["-x"])
-                if busy.status != 0 { break }
+                return busy.status != 0
             }
             #expect(writer.isRunning, "the writer of \(image) did not start")
             for result in [busy, try inImage(image, "true", store: tmp, options: ["--read-only"]),
@@ -180,10 +178,9 @@ import Testing
         let reader = try background(tmp, ["run", "-q", "--read-only", "-M", "c", "/bin/sh", "-c", "sleep 30"])
         defer { kill(reader.processIdentifier, SIGKILL); reader.waitUntilExit() }
         var writable = CommandResult(status: 0, stdout: "", stderr: "")
-        for _ in 0..<50 {
+        try waitUntil(timeout: 30) {
             writable = try inImage("c", "true", store: tmp)
-            if writable.status != 0 { break }
-            usleep(100_000)
+            return writable.status != 0
         }
         expectCleanFailure(writable, "run this one --read-only or --ephemeral too")
         #expect(try inImage("c", "true", store: tmp, options: ["-x"]).status == 0)

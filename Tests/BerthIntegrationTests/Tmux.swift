@@ -41,13 +41,11 @@ final class TmuxSession {
     /// The pane once `condition` holds of it, or nil after `seconds`; polls every 20 ms, so a
     /// state that lasts a fraction of a second is still seen.
     func wait(seconds: Double, until condition: (String) -> Bool) throws -> String? {
-        let deadline = Date().addingTimeInterval(seconds)
-        while Date() < deadline {
-            let text = try pane()
-            if condition(text) { return text }
-            usleep(20_000)
-        }
-        return nil
+        var text = ""
+        return try waitUntil(timeout: seconds) {
+            text = try pane()
+            return condition(text)
+        } ? text : nil
     }
 
     /// The lines of the pane after the typed command line that contains `marker`: the output.

@@ -64,11 +64,7 @@ import Testing
         try first.run()
         defer { first.terminate(); first.waitUntilExit() }
         // It is up once a process maps the range.
-        var taken = false
-        for _ in 0..<100 where !taken {
-            taken = try shell("grep -ls ' 2097152 ' /proc/[0-9]*/uid_map").status == 0
-            if !taken { usleep(50_000) }
-        }
+        let taken = try waitUntil(timeout: 30) { try shell("grep -ls ' 2097152 ' /proc/[0-9]*/uid_map").status == 0 }
         #expect(taken, "the first machine did not start")
         let second = try inImage("bb", "true", store: store, options: ["-x", "--private-users=2097152"])
         expectCleanFailure(second, "are in use by another running machine")

@@ -35,11 +35,15 @@ public func run(_ executable: String, _ arguments: [String], input: String? = ni
     // Read both pipes to the end before waiting, so a chatty child cannot block on a full pipe.
     final class Collected: @unchecked Sendable { var data = Data() }
     let errData = Collected()
-    let errReader = Thread { errData.data = err.fileHandleForReading.readDataToEndOfFile() }
+    let errRead = DispatchSemaphore(value: 0)
+    let errReader = Thread {
+        errData.data = err.fileHandleForReading.readDataToEndOfFile()
+        errRead.signal()
+    }
     errReader.start()
     let outData = out.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    while !errReader.isFinished { usleep(1000) }
+    errRead.wait()
     let status = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
     return CommandResult(status: status, stdout: String(decoding: outData, as: UTF8.self),
                          stderr: String(decoding: errData.data, as: UTF8.self))

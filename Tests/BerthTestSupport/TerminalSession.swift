@@ -47,12 +47,7 @@ public final class TerminalSession {
     /// Waits until the screen shows `text`, up to `timeout` seconds; whether it did.
     @discardableResult
     public func waitFor(_ text: String, timeout: Double = 30) throws -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try screen().contains(text) { return true }
-            usleep(100_000)
-        }
-        return false
+        try waitUntil(timeout: timeout) { try screen().contains(text) }
     }
 }
 
