@@ -43,7 +43,7 @@ let package = Package(
         ),
         .target(
             name: "BerthArchive",
-            dependencies: ["CArchive", "CCrypto", "BerthSystem"],
+            dependencies: ["CArchive", "CCrypto", "BerthSystem", "CBerth", .product(name: "SystemPackage", package: "swift-system")],
             // libarchive's static archive pulls in only the formats and filters berth calls, and
             // these libraries for them (the shared library brings libxml2 and ICU too). They
             // follow it, as a static link needs.
@@ -51,22 +51,22 @@ let package = Package(
                 .unsafeFlags(["-l:libarchive.a", "-lnettle", "-lacl", "-llzma", "-lzstd", "-llz4", "-lbz2", "-lz"].flatMap { ["-Xlinker", $0] }),
             ]
         ),
-        .target(name: "BerthStore", dependencies: ["BerthArchive", "BerthSystem"]),
+        .target(name: "BerthStore", dependencies: ["BerthArchive", "BerthSystem", .product(name: "SystemPackage", package: "swift-system")]),
         .target(
             name: "BerthLaunch",
-            dependencies: ["BerthSystem", "CBerth", "CSeccomp"],
+            dependencies: ["BerthSystem", "CBerth", "CSeccomp", .product(name: "SystemPackage", package: "swift-system")],
             // The static archive, so berth-stage stays fully static (libseccomp needs nothing more).
             linkerSettings: [.unsafeFlags(["-Xlinker", "-l:libseccomp.a"])]
         ),
         .target(
             name: "BerthRecipe",
             dependencies: ["BerthStore", "BerthLaunch", "BerthArchive", "BerthSystem",
-                           .product(name: "TOMLKit", package: "TOMLKit")]
+                           .product(name: "TOMLKit", package: "TOMLKit"), .product(name: "SystemPackage", package: "swift-system")]
         ),
         .executableTarget(
             name: "berth",
             dependencies: [
-                "BerthRecipe", "BerthStore", "BerthLaunch",
+                "BerthRecipe", "BerthStore", "BerthLaunch", "BerthArchive", "BerthSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],
@@ -75,13 +75,25 @@ let package = Package(
         .executableTarget(name: "berth-stage", dependencies: ["BerthLaunch"], linkerSettings: [fullyStatic]),
         .target(
             name: "BerthTestSupport",
-            dependencies: ["BerthArchive", "BerthSystem", "CArchive"],
+            dependencies: ["BerthArchive", "BerthSystem", "CArchive", .product(name: "SystemPackage", package: "swift-system")],
             path: "Tests/BerthTestSupport",
             swiftSettings: testLanguageMode
         ),
-        .testTarget(name: "BerthSystemTests", dependencies: ["BerthSystem", "BerthTestSupport"], swiftSettings: testLanguageMode),
-        .testTarget(name: "BerthArchiveTests", dependencies: ["BerthArchive", "BerthTestSupport"], swiftSettings: testLanguageMode),
-        .testTarget(name: "BerthStoreTests", dependencies: ["BerthStore", "BerthTestSupport"], swiftSettings: testLanguageMode),
+        .testTarget(
+            name: "BerthSystemTests",
+            dependencies: ["BerthSystem", "BerthTestSupport", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: testLanguageMode
+        ),
+        .testTarget(
+            name: "BerthArchiveTests",
+            dependencies: ["BerthArchive", "BerthTestSupport", "BerthSystem", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: testLanguageMode
+        ),
+        .testTarget(
+            name: "BerthStoreTests",
+            dependencies: ["BerthStore", "BerthTestSupport", "BerthArchive", "BerthSystem", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: testLanguageMode
+        ),
         // Unit tests of the launch and of recipes: they need neither root nor a store.
         .testTarget(
             name: "BerthLaunchTests",
@@ -96,8 +108,12 @@ let package = Package(
         // Drives the built binaries as a user does. `swift test` builds them (it builds every
         // product); depending on them would link their fully static settings into the tests.
         // Probes/ holds C programs the tests compile themselves (gcc -static), to run inside containers.
-        .testTarget(name: "BerthIntegrationTests", dependencies: ["BerthTestSupport"], exclude: ["Probes"],
-                    swiftSettings: testLanguageMode),
+        .testTarget(
+            name: "BerthIntegrationTests",
+            dependencies: ["BerthTestSupport", "BerthArchive", "BerthSystem", .product(name: "SystemPackage", package: "swift-system")],
+            exclude: ["Probes"],
+            swiftSettings: testLanguageMode
+        ),
     ],
     // The sources are checked for data races (Swift 6); the tests, whose shared fixtures are
     // statics made once per process, stay in Swift 5 mode.

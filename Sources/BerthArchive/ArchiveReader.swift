@@ -47,9 +47,12 @@ public final class ArchiveReader: MemberSource {
         let reader = ArchiveReader(pointer: a, sourceName: stream.sourceName, stream: stream)
         let context = Unmanaged.passUnretained(stream).toOpaque()
         let rc = archive_read_open(a, context, nil, { _, context, buffer in
-            let stream = Unmanaged<DecompressedStream>.fromOpaque(context!).takeUnretainedValue()
+            // libarchive hands back the context given to it and a place for the block; -1 is
+            // ARCHIVE_FATAL, should either be missing.
+            guard let context, let buffer else { return -1 }
+            let stream = Unmanaged<DecompressedStream>.fromOpaque(context).takeUnretainedValue()
             guard let block = stream.nextBlock() else { return stream.failed ? -1 : 0 }
-            buffer!.pointee = block.baseAddress
+            buffer.pointee = block.baseAddress
             return block.count
         }, nil)
         if rc != ARCHIVE_OK { throw reader.openFailure() }

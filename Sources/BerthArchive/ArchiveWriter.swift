@@ -78,9 +78,10 @@ public final class ArchiveWriter {
     }
 
     private func writeData(_ bytes: UnsafeRawBufferPointer) throws {
+        guard let base = bytes.baseAddress else { return }  // an empty buffer: nothing to write
         var done = 0
         while done < bytes.count {
-            let n = archive_write_data(pointer, bytes.baseAddress! + done, bytes.count - done)
+            let n = archive_write_data(pointer, base + done, bytes.count - done)
             if n <= 0 { throw ArchiveError.libarchive(pointer, "writing the archive") }
             done += n
         }

@@ -118,8 +118,11 @@ public final class DecompressedStream {
         archive_read_support_format_empty(raw)
         let context = Unmanaged.passUnretained(self).toOpaque()
         let rc = archive_read_open(raw, context, nil, { _, context, buffer in
-            let stream = Unmanaged<DecompressedStream>.fromOpaque(context!).takeUnretainedValue()
-            return stream.readInput(buffer!)
+            // libarchive hands back the context given to it and a place for the block; -1 is
+            // ARCHIVE_FATAL, should either be missing.
+            guard let context, let buffer else { return -1 }
+            let stream = Unmanaged<DecompressedStream>.fromOpaque(context).takeUnretainedValue()
+            return stream.readInput(buffer)
         }, nil)
         guard rc == ARCHIVE_OK else { return fail(describe(raw)) }
         var header: OpaquePointer?

@@ -11,7 +11,7 @@ import SystemPackage
 /// inside the root, as with GNU tar. Hard links resolve inside the root only. Overlayfs's own
 /// attributes (`trusted.overlay.*`, `user.overlay.*`) are never applied, nor are inode flags.
 public final class Extractor {
-    private let root: Directory
+    let root: Directory
     private let limits: ExtractionLimits
     /// Called now and then with where the extraction stands.
     public var onProgress: ((ExtractionProgress) -> Void)?
@@ -22,13 +22,13 @@ public final class Extractor {
     /// What counts against `limits.maxBytes`: file data and each entry's cost.
     private var charged: Int64 = 0
     /// Attributes the archive carried that were not applied, by name.
-    public private(set) var skippedAttributes = Set<String>()
+    public internal(set) var skippedAttributes = Set<String>()
 
     private var parentCache: (path: FilePath, directory: Directory)?
     /// The metadata of each directory the archive holds, by inode (a path would cost memory in
     /// proportion to the depth), applied by `finishDirectories` at the end.
-    private var pendingDirectories: [ino_t: DirectoryMetadata] = [:]
-    private var rootInode: ino_t = 0
+    var pendingDirectories: [ino_t: DirectoryMetadata] = [:]
+    var rootInode: ino_t = 0
     private var lastProgress = 0.0
     private let started = monotonicSeconds()
 
@@ -81,7 +81,8 @@ public final class Extractor {
             return
         }
         let parent = try parentDirectory(of: path, display: display)
-        let name = FilePath(root: nil, [path.lastComponent!])
+        guard let last = path.lastComponent else { throw ArchiveError.member(display, "it has no name to write") }
+        let name = FilePath(root: nil, [last])
         do {
             switch kind {
             case .directory:
@@ -218,7 +219,10 @@ public final class Extractor {
                 start = end + 1
             }
             out.append(0)
-            return out.withUnsafeBufferPointer { FilePath(platformString: UnsafeRawPointer($0.baseAddress!).assumingMemoryBound(to: CChar.self)) }
+            return try out.withUnsafeBufferPointer { buffer in
+                guard let base = buffer.baseAddress else { throw ArchiveError.member(display, "its path is empty") }
+                return FilePath(platformString: UnsafeRawPointer(base).assumingMemoryBound(to: CChar.self))
+            }
         }
     }
 
@@ -310,117 +314,5 @@ public final class Extractor {
             }
         }
         try create()
-    }
-
-    // MARK: Metadata
-
-    enum AttributeTarget {
-        case descriptor(Descriptor)
-        case entry(Directory, FilePath)
-    }
-
-    private func applyAttributes(_ entry: ArchiveEntry, to target: AttributeTarget, display: String) throws {
-        var names = Set<String>()
-        for (name, value) in entry.extendedAttributes {
-            names.insert(name)
-            try setAttribute(name, value, on: target, display: display)
-        }
-        for (name, blob) in PosixACL.attributes(of: entry) where !names.contains(name) {
-            try blob.withUnsafeBytes { try setAttribute(name, $0, on: target, display: display) }
-        }
-    }
-
-    private func setAttribute(_ name: String, _ value: UnsafeRawBufferPointer, on target: AttributeTarget, display: String) throws {
-        // overlayfs trusts these to redirect lookups into other layers; an image must not set them.
-        if name.hasPrefix("trusted.overlay.") || name.hasPrefix("user.overlay.") {
-            skippedAttributes.insert(name)
-            return
-        }
-        do {
-            switch target {
-            case .descriptor(let fd): try fd.setExtendedAttribute(name, value)
-            case .entry(let dir, let entryName): try dir.setExtendedAttribute(name, of: entryName, value)
-            }
-        } catch let error as SystemError where error.errno == .notSupported && !Self.essential(name) {
-            // A label the store's file system cannot hold (say security.selinux on tmpfs): it
-            // means nothing on this host, and the tree is still whole.
-            skippedAttributes.insert(name)
-        } catch let error as SystemError {
-            throw ArchiveError.member(display, "cannot set attribute \(name): \(error.errno)")
-        }
-    }
-
-    /// Attributes without which the tree would not work as archived.
-    private static func essential(_ name: String) -> Bool {
-        name == "security.capability" || name.hasPrefix("system.posix_acl_")
-    }
-
-    struct DirectoryMetadata {
-        var uid: uid_t
-        var gid: gid_t
-        var permissions: mode_t
-        var access: timespec?
-        var modification: timespec
-        var attributes: [(String, [UInt8])]
-        var acls: [(name: String, value: [UInt8])]
-
-        init(_ entry: ArchiveEntry) {
-            uid = entry.uid
-            gid = entry.gid
-            permissions = entry.permissions
-            access = entry.access
-            modification = entry.modification
-            attributes = entry.extendedAttributes.map { ($0.name, Array($0.value)) }
-            acls = PosixACL.attributes(of: entry)
-        }
-    }
-
-    /// Directories get their owner, mode, attributes and times last, each after everything
-    /// below it (a walk of the tree, children first): writing into a directory changes its
-    /// mtime, and a read-only mode must not stop the writes. The walk does not recurse and
-    /// holds one directory open, however deep the tree.
-    private func finishDirectories() throws {
-        defer { pendingDirectories = [:] }
-        guard !pendingDirectories.isEmpty else { return }
-        let walker = try TreeWalker(root)
-        var current = FilePath()  // the directory being finished, for a message
-        do {
-            while let event = try walker.next() {
-                switch event {
-                case .entry(let name, let status) where status.kind == .directory:
-                    current = FilePath(root: nil, [name.lastComponent!])
-                    try walker.enter(name)
-                case .left(let name):
-                    current = FilePath(root: nil, [name.lastComponent!])
-                    let dir = try walker.directory.openDirectory(beneath: name)
-                    if let meta = pendingDirectories.removeValue(forKey: try dir.descriptor.status().inode) {
-                        try apply(meta, to: dir.descriptor, display: walker.path.appending(name.components).printable)
-                    }
-                case .entry:
-                    continue
-                }
-            }
-            current = FilePath()
-            if let meta = pendingDirectories.removeValue(forKey: rootInode) {
-                try apply(meta, to: root.descriptor, display: ".")
-            }
-        } catch let error as SystemError {
-            let path = current.isEmpty ? FilePath(".") : walker.path.appending(current.components)
-            throw ArchiveError.member(path.printable, error)
-        }
-    }
-
-    private func apply(_ meta: DirectoryMetadata, to fd: Descriptor, display: String) throws {
-        try fd.setOwner(uid: meta.uid, gid: meta.gid)
-        try fd.setMode(meta.permissions)
-        var names = Set<String>()
-        for (name, value) in meta.attributes {
-            names.insert(name)
-            try value.withUnsafeBytes { try setAttribute(name, $0, on: .descriptor(fd), display: display) }
-        }
-        for (name, value) in meta.acls where !names.contains(name) {
-            try value.withUnsafeBytes { try setAttribute(name, $0, on: .descriptor(fd), display: display) }
-        }
-        try fd.setTimes(access: meta.access, modification: meta.modification)
     }
 }

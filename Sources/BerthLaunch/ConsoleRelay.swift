@@ -165,11 +165,14 @@ final class ConsoleRelay {
     /// Writes to `fd`; for -1 (no terminal to show it on) the bytes are dropped.
     private func writeAll(_ fd: Int32, _ buffer: [UInt8], _ count: Int) {
         guard fd >= 0 else { return }
-        var done = 0
-        while done < count {
-            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + done, count - done) }
-            if n < 0 { if errno == EINTR { continue } else { return } }
-            done += n
+        buffer.withUnsafeBytes { raw in
+            guard let base = raw.baseAddress else { return }  // an empty buffer: nothing to write
+            var done = 0
+            while done < count {
+                let n = write(fd, base + done, count - done)
+                if n < 0 { if errno == EINTR { continue } else { return } }
+                done += n
+            }
         }
     }
 }

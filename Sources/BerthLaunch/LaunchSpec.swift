@@ -162,6 +162,6 @@ extension FilePath {
 
     /// The path made of `bytes` (which hold no NUL).
     init(bytes: [UInt8]) {
-        self = (bytes.map { CChar(bitPattern: $0) } + [0]).withUnsafeBufferPointer { FilePath(platformString: $0.baseAddress!) }
+        self = FilePath(platformString: bytes.map { CChar(bitPattern: $0) } + [0])
     }
 }

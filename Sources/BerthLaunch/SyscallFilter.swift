@@ -143,10 +143,11 @@ enum SyscallFilter {
         bytes.append(0)
         bytes.withUnsafeMutableBytes { raw in
             let text = raw.bindMemory(to: CChar.self)
+            guard let base = text.baseAddress else { return }  // no bytes: no calls
             var start = 0
             for i in text.indices where text[i] == 0x20 || text[i] == 0x0a || text[i] == 0 {
                 text[i] = 0
-                if i > start { body(text.baseAddress! + start) }
+                if i > start { body(base + start) }
                 start = i + 1
             }
         }

@@ -6,7 +6,7 @@ import Glibc
 /// parse is passed over.
 enum BaseRecipes {
     static func recipe(building image: String, besides recipeFile: String) -> String? {
-        let folder = recipeFile.contains("/") ? String(recipeFile[..<recipeFile.lastIndex(of: "/")!]) : "."
+        let folder = recipeFile.lastIndex(of: "/").map { String(recipeFile[..<$0]) } ?? "."
         var seen = Set<String>()
         for directory in [folder.isEmpty ? "/" : folder, "recipes"] {
             for file in tomlFiles(in: directory) where seen.insert(canonical(file)).inserted {

@@ -112,4 +112,12 @@ public struct RecipeSources {
             copies[index] = file
         }
     }
+
+    /// The file opened for the copy at step `index` (counting from 0) of `recipe`.
+    func copy(ofStep index: Int, recipe: Recipe) throws -> ContextFile {
+        guard let file = copies[index] else {
+            throw RecipeError("\(recipe.file): step \(index + 1): its source was not opened with the recipe's files; build it again")
+        }
+        return file
+    }
 }

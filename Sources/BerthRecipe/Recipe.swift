@@ -129,10 +129,10 @@ public struct Recipe {
             return .tarball(try source(keys, "tarball"), sha256: digest)
         case "image":
             try keys.allow(["image"])
-            return .image(try keys.string("image")!)
+            return .image(try keys.required("image"))
         default:
             try keys.allow(["mmdebstrap", "variant", "packages", "mirror", "source_date_epoch"])
-            var bootstrap = Bootstrap(suite: try RecipeChecks.suite(keys.string("mmdebstrap")!, place: keys.place))
+            var bootstrap = Bootstrap(suite: try RecipeChecks.suite(keys.required("mmdebstrap"), place: keys.place))
             if let variant = try keys.string("variant") { bootstrap.variant = try RecipeChecks.variant(variant, place: keys.place) }
             if let packages = try keys.strings("packages") {
                 bootstrap.packages = try packages.map { try RecipeChecks.package($0, place: keys.place) }
@@ -173,7 +173,7 @@ public struct Recipe {
             return .write(path, content: content, mode: try keys.mode("mode") ?? 0o644)
         case "hostname":
             try keys.allow(["hostname"])
-            return .hostname(try keys.string("hostname")!)
+            return .hostname(try keys.required("hostname"))
         default:
             try keys.allow(["enable"])
             if let unit = (try? keys.string("enable")) ?? nil { return .enable([unit]) }
@@ -186,7 +186,7 @@ public struct Recipe {
 
     /// The source named by `key` and the optional `from`.
     private static func source(_ keys: Keys, _ key: String) throws -> Source {
-        let path = try RecipeChecks.sourcePath(keys.string(key)!, key: key, place: keys.place)
+        let path = try RecipeChecks.sourcePath(keys.required(key), key: key, place: keys.place)
         let context = try keys.string("from").map { try RecipeChecks.contextName($0, place: keys.place) }
         return Source(context: context, path: path)
     }
@@ -220,6 +220,12 @@ private struct Keys {
     func string(_ key: String) throws -> String? {
         guard let value = table[key] else { return nil }
         guard let string = value.string else { throw RecipeError("\(place): '\(key)' must be a string") }
+        return string
+    }
+
+    /// The string at `key`, which the caller has already found present (`exactlyOne(of:)`).
+    func required(_ key: String) throws -> String {
+        guard let string = try string(key) else { throw RecipeError("\(place): '\(key)' is missing") }
         return string
     }
 

@@ -93,7 +93,9 @@ public final class RecipeBuilder {
             layer = try store.makeBaseLayer { _ in }
         case .tarball(let source, let sha256):
             // The store reads the file opened beneath its context, through /proc/self/fd.
-            let file = sources.tarball!
+            guard let file = sources.tarball else {
+                throw RecipeError("\(recipe.file): [base]: tarball \(source) was not opened with the recipe's files; build it again")
+            }
             let path = file.descriptor.procPath
             do {
                 layer = try store.makeBaseLayer(fromTarball: path, sha256: sha256)
@@ -183,7 +185,7 @@ public final class RecipeBuilder {
         switch step {
         case .run(let argv, let shell): return "run shell=\(shell)\n" + argv.joined(separator: "\u{0}")
         case .copy(_, let to, let mode):
-            return "copy to=\(to) mode=\(mode.map { String($0, radix: 8) } ?? "-")\n" + (try contentDigest(of: sources.copies[index]!))
+            return "copy to=\(to) mode=\(mode.map { String($0, radix: 8) } ?? "-")\n" + (try contentDigest(of: sources.copy(ofStep: index, recipe: recipe)))
         case .write(let path, let content, let mode): return "write \(path) mode=\(String(mode, radix: 8))\n\(content)"
         case .hostname(let name): return "hostname \(name)"
         case .enable(let units): return "enable \(units.joined(separator: " "))"
@@ -199,7 +201,7 @@ public final class RecipeBuilder {
             case .enable(let units):
                 try runInContainer(["systemctl", "enable"] + units, in: layer, name: name, place: place)
             case .copy(_, let to, let mode):
-                let source = sources.copies[number - 1]!
+                let source = try sources.copy(ofStep: number - 1, recipe: recipe)
                 try layer.withMergedTree { root in try TreeCopy.copy(source, to: FilePath(to), in: root, mode: mode) }
             case .write(let path, let content, let mode):
                 try layer.withMergedTree { root in try TreeCopy.write(Array(content.utf8), to: FilePath(path), in: root, mode: mode) }

@@ -50,7 +50,10 @@ public final class Descriptor {
         var total = 0
         while total < limit {
             let want = min(buffer.count, limit - total)
-            let n = try buffer.withUnsafeMutableBytes { try read(into: $0.baseAddress!, count: want) }
+            let n = try buffer.withUnsafeMutableBytes { raw in
+                guard let base = raw.baseAddress else { return 0 }  // no room: read as the end
+                return try read(into: base, count: want)
+            }
             if n == 0 { break }
             try buffer.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[..<n])) }
             total += n
@@ -62,20 +65,22 @@ public final class Descriptor {
 
     /// Writes all of `buffer` at the current offset.
     public func writeAll(_ buffer: UnsafeRawBufferPointer) throws {
+        guard let base = buffer.baseAddress else { return }  // an empty buffer: nothing to write
         var done = 0
         while done < buffer.count {
             done += try retryingInterrupts("write") {
-                Glibc.write(rawValue, buffer.baseAddress! + done, buffer.count - done)
+                Glibc.write(rawValue, base + done, buffer.count - done)
             }
         }
     }
 
     /// Writes all of `buffer` at `offset`, leaving the file offset alone.
     public func writeAll(_ buffer: UnsafeRawBufferPointer, at offset: Int64) throws {
+        guard let base = buffer.baseAddress else { return }  // an empty buffer: nothing to write
         var done = 0
         while done < buffer.count {
             done += try retryingInterrupts("pwrite") {
-                Glibc.pwrite(rawValue, buffer.baseAddress! + done, buffer.count - done, off_t(offset) + off_t(done))
+                Glibc.pwrite(rawValue, base + done, buffer.count - done, off_t(offset) + off_t(done))
             }
         }
     }

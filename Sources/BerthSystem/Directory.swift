@@ -111,10 +111,11 @@ public final class Directory {
         defer { Glibc.closedir(dir) }
         var names: [FilePath] = []
         while let entry = Glibc.readdir(dir) {
+            // d_name is a fixed array, never empty; a nil base would be an entry without a name.
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                FilePath(platformString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+                raw.baseAddress.map { FilePath(platformString: $0.assumingMemoryBound(to: CChar.self)) }
             }
-            if name != "." && name != ".." { names.append(name) }
+            if let name, name != "." && name != ".." { names.append(name) }
         }
         return names
     }

@@ -2,7 +2,7 @@
 public enum Hex {
     /// `digits` random hexadecimal digits.
     public static func random(_ digits: Int) -> String {
-        String(decoding: (0..<digits).map { _ in alphabet.randomElement()! }, as: UTF8.self)
+        String(decoding: (0..<digits).map { _ in alphabet[Int.random(in: alphabet.indices)] }, as: UTF8.self)
     }
 
     /// `bytes` as two digits each.

@@ -81,7 +81,7 @@ public enum Mount {
             }
         }
         bytes.append(0)
-        return bytes.withUnsafeBufferPointer { $0.withMemoryRebound(to: CChar.self) { FilePath(platformString: $0.baseAddress!) } }
+        return FilePath(platformString: bytes.map { CChar(bitPattern: $0) })
     }
 
     /// Makes the bind mount at `target` read-only, keeping nosuid/nodev/noexec as given.

@@ -106,6 +106,7 @@ public final class TreeWalker {
     private func display(_ relative: FilePath) -> String {
         if relative.isEmpty { return rootDisplay }
         if depth <= 16 { return rootDisplay + "/" + relative.printable }
-        return rootDisplay + "/…(\(depth) levels)…/" + FilePath(root: nil, [relative.lastComponent!]).printable
+        let last = relative.lastComponent.map { FilePath(root: nil, [$0]) } ?? relative
+        return rootDisplay + "/…(\(depth) levels)…/" + last.printable
     }
 }

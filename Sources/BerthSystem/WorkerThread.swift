@@ -15,7 +15,8 @@ public final class WorkerThread {
     public init(_ body: @escaping () -> Void) throws {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
         let rc = pthread_create(&thread, nil, { arg in
-            let box = Unmanaged<Box>.fromOpaque(arg!).takeRetainedValue()
+            guard let arg else { return nil }  // pthread_create passes `box`, never nil
+            let box = Unmanaged<Box>.fromOpaque(arg).takeRetainedValue()
             box.body()
             return nil
         }, box)
