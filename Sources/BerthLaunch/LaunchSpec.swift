@@ -77,8 +77,9 @@ public struct LaunchSpec: Equatable, Sendable {
     }
 
     /// The description as NUL-separated key/value pairs. Paths travel as their bytes, so a name
-    /// that is not UTF-8 arrives as it was.
-    func encoded() -> [UInt8] {
+    /// that is not UTF-8 arrives as it was. A value holding a NUL (a recipe's argument can) is
+    /// refused: it would split into fields of its own.
+    func encoded() throws -> [UInt8] {
         var fields: [(String, [UInt8])] = []
         func add(_ key: String, _ value: String) { fields.append((key, Array(value.utf8))) }
         func add(_ key: String, _ path: FilePath) { fields.append((key, path.bytes)) }
@@ -102,6 +103,9 @@ public struct LaunchSpec: Equatable, Sendable {
         if let user { add("user", user) }
         consoleStreams.forEach { add("console-stream", String($0)) }
         descriptorRoles.forEach { add("fd", $0) }
+        if let (key, _) = fields.first(where: { $0.1.contains(0) }) {
+            throw LaunchError("a value of the launch (\(key == "arg" ? "an argument" : key)) holds a NUL byte, which no program could be given")
+        }
         return fields.flatMap { Array($0.0.utf8) + [0] + $0.1 + [0] }
     }
 

@@ -15,21 +15,28 @@ public enum PrivateUsers: Equatable, Sendable {
     /// `BASE[:COUNT]`.
     case range(IDRange)
 
-    /// nspawn's `--private-users=` values: a boolean, `pick`, `identity`, or `BASE[:COUNT]`.
+    /// nspawn's `--private-users=` values: a boolean, `pick`, `identity`, or `BASE[:COUNT]`
+    /// (digits are always a base).
     /// (nspawn's `yes` takes the range from the owner of the image's root; berth keeps images
     /// 0-based on disk, so there is no such owner, and `yes` picks.)
     public init(parsing text: String) throws {
-        switch text {
-        case "no", "false", "0", "off": self = .off
-        case "yes", "true", "1", "on", "pick": self = .pick
-        case "identity": self = .identity
-        default:
+        // As nspawn: digits are a base, never a boolean; the other boolean spellings in any case.
+        let word = text.lowercased()
+        if text.allSatisfy(\.isASCII), !text.isEmpty, text.allSatisfy({ $0 == ":" || $0.isNumber }) {
             let parts = text.split(separator: ":", omittingEmptySubsequences: false)
             guard parts.count <= 2, let base = UInt32(parts[0]), let count = parts.count == 2 ? UInt32(parts[1]) : 65536,
                   count > 0, UInt64(base) + UInt64(count) <= UInt64(UInt32.max) else {
                 throw LaunchError("--private-users takes no, pick, identity or BASE[:COUNT], not '\(text)'")
             }
             self = .range(IDRange(base: base, count: count))
+        } else if ["no", "n", "false", "f", "off"].contains(word) {
+            self = .off
+        } else if ["yes", "y", "true", "t", "on"].contains(word) || text == "pick" {
+            self = .pick
+        } else if text == "identity" {
+            self = .identity
+        } else {
+            throw LaunchError("--private-users takes no, pick, identity or BASE[:COUNT], not '\(text)'")
         }
     }
 

@@ -116,7 +116,7 @@ public enum Supervisor {
             }
             let mounts = try PreparedMounts(for: spec, pid: pid, userNamespace: userNamespace, range: users?.range, console: console)
             spec.descriptorRoles = mounts.roles
-            let sent = Result { try socket.send(spec.encoded(), descriptors: mounts.descriptors.map(\.rawValue)) }
+            let sent = Result { try socket.send(try spec.encoded(), descriptors: mounts.descriptors.map(\.rawValue)) }
             let execed = cberth_spawn_result(pid, report) == 0
             report = -1  // closed by cberth_spawn_result
             guard execed else {
@@ -230,7 +230,8 @@ extension Supervisor.Started {
             guard let equals = argument.firstIndex(of: "=") else { return nil }
             fields[argument[..<equals]] = argument[argument.index(after: equals)...]
         }
-        guard let pid = fields["pid"].flatMap({ pid_t($0) }) else { return nil }
+        // 0 and negative pids name groups of processes (or all of them) to kill and waitpid.
+        guard let pid = fields["pid"].flatMap({ pid_t($0) }), pid > 0 else { return nil }
         self.pid = pid
         boot = fields["boot"] == "1"
         asPID2 = fields["as-pid2"] == "1"

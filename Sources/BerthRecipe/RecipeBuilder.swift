@@ -185,8 +185,13 @@ public final class RecipeBuilder {
         switch step {
         case .run(let argv, let shell): return "run shell=\(shell)\n" + argv.joined(separator: "\u{0}")
         case .copy(_, let to, let mode):
-            return "copy to=\(to) mode=\(mode.map { String($0, radix: 8) } ?? "-")\n" + (try contentDigest(of: sources.copy(ofStep: index, recipe: recipe)))
-        case .write(let path, let content, let mode): return "write \(path) mode=\(String(mode, radix: 8))\n\(content)"
+            guard let source = sources.copies[index] else {
+                throw RecipeError("step \(index + 1): its source was not opened with the recipe's files; build it again")
+            }
+            return "copy to=\(to) mode=\(mode.map { String($0, radix: 8) } ?? "-")\n" + (try contentDigest(of: source))
+        case .write(let path, let content, let mode):
+            // Lengths first, so that no path and content can read as another pair.
+            return "write \(path.utf8.count) \(content.utf8.count) mode=\(String(mode, radix: 8))\n\(path)\n\(content)"
         case .hostname(let name): return "hostname \(name)"
         case .enable(let units): return "enable \(units.joined(separator: " "))"
         }

@@ -38,9 +38,7 @@ import Testing
         ("y", .pick), ("t", .pick), ("YES", .pick), ("On", .pick), ("n", .off), ("f", .off), ("NO", .off), ("False", .off),
     ])
     func privateUsersReadsNspawnsOtherSpellings(_ text: String, _ nspawn: PrivateUsers) {
-        withKnownIssue("berth reads 0 and 1 as booleans and knows only lower-case yes/no/true/false/on/off") {
-            #expect((try? PrivateUsers(parsing: text)) == nspawn)
-        }
+        #expect((try? PrivateUsers(parsing: text)) == nspawn)
     }
 
     @Test(arguments: [("map", PrivateUsersOwnership.map), ("auto", .auto)])

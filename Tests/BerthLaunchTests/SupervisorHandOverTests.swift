@@ -79,9 +79,7 @@ import Testing
     /// every process it may signal, and waitpid(-1) any child.
     @Test(arguments: ["pid=0", "pid=-1", "pid=-1234"])
     func aPidThatNamesNoSingleProcessIsRefused(_ pid: String) {
-        withKnownIssue("Started(arguments:) takes any pid_t, 0 and negative ones included") {
-            #expect(Supervisor.Started(arguments: [pid]) == nil)
-        }
+        #expect(Supervisor.Started(arguments: [pid]) == nil)
     }
 
     @Test func fieldsThatAreNotOneAreTakenAsFalse() throws {
