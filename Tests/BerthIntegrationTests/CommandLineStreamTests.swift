@@ -25,7 +25,7 @@ extension CommandLineTests {
         let out = tmp.appending("stdout").string
         let size = try #require(try FileStatus.of(FilePath(Fixtures.debianZstd))).size
         let total = Self.mebibytes(size)
-        let session = try TmuxSession("import")
+        let session = try TerminalSession(label: "import")
         defer { session.kill() }
         // Standard output goes to a file: what the pane shows came on standard error.
         try session.type("\(shellQuoted(berthBinary)) --store \(shellQuoted(store)) import \(shellQuoted(Fixtures.debianZstd)) deb > \(shellQuoted(out)); echo status=$?")
@@ -54,7 +54,7 @@ extension CommandLineTests {
         #expect(try berth(["import", "-q", Fixtures.debianZstd, "deb"], store: tmp).status == 0)
         let tarball = tmp.appending("deb.tar.gz").string
         let out = tmp.appending("stdout").string
-        let session = try TmuxSession("export")
+        let session = try TerminalSession(label: "export")
         defer { session.kill() }
         try session.type("\(shellQuoted(berthBinary)) --store \(shellQuoted(store)) export deb \(shellQuoted(tarball)) > \(shellQuoted(out)); echo status=$?")
         let bar = #"\] +([0-9]+)% deb: [0-9.]+[BKM] of 1[0-9]{2}\.[0-9]M, [0-9]+ entries, [0-9.]+[BKM]/s, [0-9]+s left"#
@@ -76,7 +76,7 @@ extension CommandLineTests {
     /// A tarball is never written to a terminal, nor read from one (the user would type it).
     @Test func tarballsNeverGoToOrComeFromATerminal() throws {
         let store = Self.shared.appending("store").string
-        let session = try TmuxSession("tty")
+        let session = try TerminalSession(label: "tty")
         defer { session.kill() }
         let berthLine = "\(shellQuoted(berthBinary)) --store \(shellQuoted(store))"
         try session.type("\(berthLine) export bb -; echo first=$?")

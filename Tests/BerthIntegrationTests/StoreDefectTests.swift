@@ -175,10 +175,13 @@ import Testing
             #expect(try FileStatus.of(tmp.appending("x.tar")) == nil)
         }
         // Beside a reader: other readers and an export are fine; a writer is told how to join.
-        let reader = try background(tmp, ["run", "-q", "--read-only", "-M", "c", "/bin/sh", "-c", "sleep 30"])
+        // Started again if it found the image still held: the writer killed above may not have
+        // let go yet (its container's teardown runs after its supervisor is gone).
+        var reader = try background(tmp, ["run", "-q", "--read-only", "-M", "c", "/bin/sh", "-c", "sleep 30"])
         defer { kill(reader.processIdentifier, SIGKILL); reader.waitUntilExit() }
         var writable = CommandResult(status: 0, stdout: "", stderr: "")
         try waitUntil(timeout: 30) {
+            if !reader.isRunning { reader = try background(tmp, ["run", "-q", "--read-only", "-M", "c", "/bin/sh", "-c", "sleep 30"]) }
             writable = try inImage("c", "true", store: tmp)
             return writable.status != 0
         }

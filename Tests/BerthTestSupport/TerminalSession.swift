@@ -51,6 +51,37 @@ public final class TerminalSession {
     }
 }
 
+extension TerminalSession {
+    /// A session 120 columns by 30 lines, for tests that read their command's output off it.
+    public convenience init(label: String) throws { try self.init(width: 120, height: 30) }
+
+    /// Ends the session now rather than when it goes.
+    public func kill() { _ = try? run("/usr/bin/tmux", ["-L", name, "kill-server"]) }
+
+    /// What the pane shows now.
+    public func pane() throws -> String { try screen() }
+
+    /// The pane once `condition` holds of it, or nil after `seconds`.
+    public func wait(seconds: Double, until condition: (String) -> Bool) throws -> String? {
+        var text = ""
+        let held = waitUntil(timeout: seconds) {
+            text = (try? self.screen()) ?? ""
+            return condition(text)
+        }
+        return held ? text : nil
+    }
+
+    /// The lines of `text` (a pane) after the typed command line that contains `marker`.
+    public func output(after marker: String, in text: String) -> [Substring] {
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        guard let start = lines.lastIndex(where: { $0.contains(marker) }) else { return [] }
+        return Array(lines[(start + 1)...])
+    }
+}
+
+/// Quotes `text` for sh.
+public func shellQuoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+
 public struct TerminalSessionError: Error, CustomStringConvertible {
     public var description: String
     init(_ description: String) { self.description = description }
