@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// A terminal a person would sit at: a detached tmux session of a fixed size running a shell.
 /// Tests type into it and read its screen while what they started runs, as a person sees it,
@@ -16,9 +17,23 @@ public final class TerminalSession {
             + "exec /usr/bin/tmux -L \(name) new-session -d -s \(name) -x \(width) -y \(height) \"env PS1='$ ' ENV= /bin/sh\" </dev/null >/dev/null 2>&1"
         let made = try run("/bin/bash", ["-c", start])
         guard made.status == 0 else { throw TerminalSessionError("tmux new-session: \(made)") }
+        _ = serverPID
     }
 
-    deinit { _ = try? tmux(["kill-server"]) }
+    /// The tmux server's pid: kill-server can leave a server behind (seen here), so it is also
+    /// ended by pid.
+    private lazy var serverPID: pid_t? = {
+        pid_t(((try? tmux(["display-message", "-p", "-t", name, "#{pid}"]).stdout) ?? "").trimmingCharacters(in: .whitespacesAndNewlines))
+    }()
+
+    deinit { end() }
+
+    /// Ends the server: asked to, then by its pid.
+    private func end() {
+        let pid = serverPID
+        _ = try? tmux(["kill-server"])
+        if let pid, pid > 1 { Glibc.kill(pid, SIGKILL) }
+    }
 
     @discardableResult
     private func tmux(_ arguments: [String]) throws -> CommandResult {
@@ -56,7 +71,7 @@ extension TerminalSession {
     public convenience init(label: String) throws { try self.init(width: 120, height: 30) }
 
     /// Ends the session now rather than when it goes.
-    public func kill() { _ = try? run("/usr/bin/tmux", ["-L", name, "kill-server"]) }
+    public func kill() { end() }
 
     /// What the pane shows now.
     public func pane() throws -> String { try screen() }
