@@ -46,7 +46,7 @@ public enum ContainerStage {
         _ = cberth_set_name("(berth-init)")
         let cArgs = arguments.dropFirst(3).map { strdup($0) } + [nil]
         var report: Int32 = -1
-        let payload = cberth_spawn(0, -1, arguments[2], cArgs, environ, -1, -1, -1, 1, &report)
+        let payload = cberth_spawn(0, -1, arguments[2], cArgs, environ, -1, -1, -1, -1, 1, &report)
         if payload < 0 || cberth_spawn_result(payload, report) != 0 {
             let text = "berth: error: cannot run \(arguments[2]): \(SystemError.last("execve").errno)\n"
             _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
@@ -89,10 +89,13 @@ public enum ContainerStage {
         // and with its last process the mount namespace and every mount in it.
         _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
 
+        // A session of its own in every case: left in the caller's, it would keep the caller's
+        // terminal as its controlling tty, which /dev/tty opens (and TIOCSTI types into) even
+        // when no standard stream is that terminal.
+        _ = try retryingInterrupts("setsid") { setsid() }
         if let console = mounts["console"]?.first {
-            // The pty becomes the container's terminal: a new session, then its controlling tty,
-            // in place of each of the caller's streams that is a terminal.
-            _ = try retryingInterrupts("setsid") { setsid() }
+            // The pty becomes the container's terminal, in place of each of the caller's streams
+            // that is a terminal.
             _ = try retryingInterrupts("TIOCSCTTY") { cberth_set_controlling_terminal(console.rawValue) }
             for target in spec.consoleStreams { _ = try retryingInterrupts("dup2") { dup2(console.rawValue, target) } }
         }

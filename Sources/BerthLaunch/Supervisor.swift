@@ -58,7 +58,11 @@ public enum Supervisor {
     /// Runs `spec` and returns the exit status berth should exit with: the command's own, or
     /// 128 plus the signal that killed it.
     public static func run(_ spec: LaunchSpec) throws -> Int32 {
-        supervise(try start(spec))
+        var mask = sigset_t()
+        pthread_sigmask(SIG_SETMASK, nil, &mask)
+        // Supervised here, in the caller's process (a recipe step): its signals come back after.
+        defer { pthread_sigmask(SIG_SETMASK, &mask, nil) }
+        return supervise(try start(spec))
     }
 
     /// Starts the container's first process in new namespaces and its cgroup, and hands it the
@@ -78,7 +82,11 @@ public enum Supervisor {
         if spec.privateNetwork { namespaces.insert(.network) }
         if users != nil { namespaces.insert(.user) }
 
-        pthread_sigmask(SIG_BLOCK, &handledSignals, nil)
+        var unblocked = sigset_t()
+        pthread_sigmask(SIG_BLOCK, &handledSignals, &unblocked)
+        // A start that fails gives the caller its signals back (a recipe build goes on after it).
+        var started = false
+        defer { if !started { pthread_sigmask(SIG_SETMASK, &unblocked, nil) } }
         let (streams, console) = try ConsoleRelay.make(spec.consoleMode, boot: spec.boot)
         spec.consoleStreams = streams
         if !spec.quiet {
@@ -99,10 +107,17 @@ public enum Supervisor {
         var report: Int32 = -1
         let cgroup = try ContainerCgroup.make(name: spec.uuid) { cgroup in
             pid = cberth_spawn(namespaces.rawValue, executable.rawValue, nil, argv, envp, childSocket.descriptor.rawValue,
-                               cgroup.intoCgroup?.rawValue ?? -1, go?.reader.rawValue ?? -1, 0, &report)
+                               cgroup.intoCgroup?.rawValue ?? -1, go?.reader.rawValue ?? -1, go?.writer.rawValue ?? -1, 0, &report)
             guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
             // Where it could not be made in its cgroups, it is moved there before it does anything.
-            try cgroup.place(pid)
+            do {
+                try cgroup.place(pid)
+            } catch {
+                kill(pid, SIGKILL)
+                waitpid(pid, nil, 0)
+                close(report)
+                throw error
+            }
             return cgroup
         }
         withExtendedLifetime(childSocket) {}
@@ -124,6 +139,7 @@ public enum Supervisor {
                 throw LaunchError("cannot start the container: \(SystemError.last("execve \(stageExecutable)"))")
             }
             try sent.get()
+            started = true
             return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, machineName: spec.quiet ? nil : spec.machineName,
                            cgroup: cgroup, console: console, userRangeLocks: users?.locks ?? [])
         } catch {

@@ -101,7 +101,7 @@ struct cberth_clone_args {
 };
 
 pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *const argv[], char *const envp[], int spec_fd,
-                   int cgroup_fd, int go_fd, int new_session, int *report_fd) {
+                   int cgroup_fd, int go_fd, int go_writer_fd, int new_session, int *report_fd) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0) return -1;
     sigset_t all, old;
@@ -131,6 +131,7 @@ pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *cons
                 goto fail;
             }
         }
+        if (go_writer_fd >= 0) close(go_writer_fd);
         if (go_fd >= 0) {
             char go;
             ssize_t n;
@@ -301,16 +302,34 @@ int cberth_bpf_attach_device_program(int target_fd, int program_fd, uint32_t fla
 }
 
 int cberth_use_file_system_ids(uid_t uid, gid_t gid) {
-    (void)syscall(SYS_setfsgid, gid);
-    (void)syscall(SYS_setfsuid, uid);
+    gid_t old_gid = (gid_t)syscall(SYS_setfsgid, gid);
+    uid_t old_uid = (uid_t)syscall(SYS_setfsuid, uid);
     // setfsuid reports the previous id, never an error: ask again to learn whether it took.
-    if ((uid_t)syscall(SYS_setfsuid, -1) != uid || (gid_t)syscall(SYS_setfsgid, -1) != gid) { errno = EPERM; return -1; }
-    struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
-    struct __user_cap_data_struct data[2];
-    if (syscall(SYS_capget, &header, data) != 0) return -1;
-    data[0].effective = data[0].permitted;
-    data[1].effective = data[1].permitted;
-    return (int)syscall(SYS_capset, &header, data);
+    int rc = -1, saved = EPERM;
+    if ((uid_t)syscall(SYS_setfsuid, -1) == uid && (gid_t)syscall(SYS_setfsgid, -1) == gid) {
+        struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+        struct __user_cap_data_struct data[2];
+        if (syscall(SYS_capget, &header, data) == 0) {
+            data[0].effective = data[0].permitted;
+            data[1].effective = data[1].permitted;
+            rc = (int)syscall(SYS_capset, &header, data);
+        }
+        saved = errno;
+    }
+    if (rc != 0) {
+        // Nothing half-changed is left: the previous ids back, and their capabilities with them.
+        (void)syscall(SYS_setfsuid, old_uid);
+        (void)syscall(SYS_setfsgid, old_gid);
+        struct __user_cap_header_struct header = { _LINUX_CAPABILITY_VERSION_3, 0 };
+        struct __user_cap_data_struct data[2];
+        if (syscall(SYS_capget, &header, data) == 0) {
+            data[0].effective = data[0].permitted;
+            data[1].effective = data[1].permitted;
+            (void)syscall(SYS_capset, &header, data);
+        }
+        errno = saved;
+    }
+    return rc;
 }
 
 int cberth_send_with_descriptors(int socket, const void *buffer, size_t length, const int *fds, int count) {

@@ -130,7 +130,16 @@ import Testing
 
     enum Streams: String, CaseIterable, Sendable {
         case stdoutToAFile, stdoutAndStderrToFiles, stdoutToAFileAsNobody
-        var redirection: String { self == .stdoutAndStderrToFiles ? "> out.txt 2> err.txt" : "> out.txt" }
+        /// No standard stream is the terminal, but it is still the caller's controlling terminal,
+        /// which /dev/tty inside would open were the container left in the caller's session.
+        case noStreamATerminal
+        var redirection: String {
+            switch self {
+            case .stdoutAndStderrToFiles: "> out.txt 2> err.txt"
+            case .noStreamATerminal: "< /dev/null > out.txt 2> err.txt"
+            default: "> out.txt"
+            }
+        }
         var options: [String] { self == .stdoutToAFileAsNobody ? ["-u", "nobody"] : [] }
     }
 

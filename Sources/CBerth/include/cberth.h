@@ -130,11 +130,12 @@ int cberth_sigrtmin_plus(int n);
 /// in that cgroup (clone3 with CLONE_INTO_CGROUP). With `go_fd` (-1 for none) the child first
 /// waits for one byte on it, and then, in a new user namespace whose id maps the parent has
 /// written meanwhile, becomes its root (setresgid, setresuid, an empty group list) so that the
-/// exec keeps its capabilities there; end of file instead of the byte ends it.
+/// exec keeps its capabilities there; end of file instead of the byte ends it (the child first
+/// closes its copy of the pipe's other end, `go_writer_fd`, so that the parent's death is one).
 /// Returns the child's pid and, in `report_fd`, a pipe on which cberth_spawn_result learns
 /// whether the exec succeeded; -1 with errno when the child could not be made.
 pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *const argv[], char *const envp[], int spec_fd,
-                   int cgroup_fd, int go_fd, int new_session, int *report_fd);
+                   int cgroup_fd, int go_fd, int go_writer_fd, int new_session, int *report_fd);
 /// Waits until the child cberth_spawn made has run its executable (0) or failed before it
 /// (-1 with the child's errno, the child reaped), and closes `report_fd`.
 int cberth_spawn_result(pid_t pid, int report_fd);
