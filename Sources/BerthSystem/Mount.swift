@@ -26,16 +26,6 @@ public enum Mount {
         }
     }
 
-    /// Binds `source` (recursively) onto exactly the directory or file `target` is open on,
-    /// read-only if asked. The target is not looked up by path, so nothing can redirect it.
-    public static func bind(_ source: FilePath, onto target: Descriptor, readOnly: Bool) throws {
-        try source.withPlatformString { s in
-            _ = try retryingInterrupts("bind mount of \(source)", path: source.string) {
-                cberth_bind_at_fd(s, target.rawValue, readOnly ? 1 : 0)
-            }
-        }
-    }
-
     /// Mounts an overlay of the directories `lowers` (top first) onto exactly the directory
     /// `target` is open on, with `upper` (a layer and its work directory) as its writable layer;
     /// without one it is read-only. Each layer is named by its descriptor's /proc path, so the

@@ -191,24 +191,6 @@ struct cberth_mount_attr {
     uint64_t userns_fd;
 };
 
-int cberth_bind_at_fd(const char *path, int target_fd, int read_only) {
-    int tree = (int)syscall(SYS_open_tree, AT_FDCWD, path, 1 /* OPEN_TREE_CLONE */ | O_CLOEXEC | AT_RECURSIVE);
-    if (tree < 0) return -1;
-    int rc = 0;
-    if (read_only) {
-        struct cberth_mount_attr attr = { .attr_set = 0x00000001 /* MOUNT_ATTR_RDONLY */ };
-        rc = (int)syscall(SYS_mount_setattr, tree, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr);
-    }
-    if (rc == 0) {
-        rc = (int)syscall(SYS_move_mount, tree, "", target_fd, "",
-                          0x00000004 /* MOVE_MOUNT_F_EMPTY_PATH */ | 0x00000040 /* MOVE_MOUNT_T_EMPTY_PATH */);
-    }
-    int saved = errno;
-    close(tree);
-    errno = saved;
-    return rc;
-}
-
 int cberth_fsopen(const char *type) { return (int)syscall(SYS_fsopen, type, 1 /* FSOPEN_CLOEXEC */); }
 
 int cberth_fsconfig_string(int fs, const char *key, const char *value) {

@@ -63,11 +63,6 @@ unsigned int cberth_minor(dev_t dev);
 
 // Namespaces, mounts and capabilities, for the container's launch.
 
-/// A detached copy of the mount tree at `path` (open_tree(2) with OPEN_TREE_CLONE, recursive),
-/// made read-only (mount_setattr(2)) when asked, then attached exactly at the object `target_fd`
-/// refers to (move_mount(2) with both paths empty): no path is looked up at the target, so no
-/// symlink there can redirect the mount.
-int cberth_bind_at_fd(const char *path, int target_fd, int read_only);
 /// The new mount API (fsopen(2), fsconfig(2), fsmount(2), move_mount(2)), for overlay stacks:
 /// each layer is one `lowerdir+` string, so the stack's depth is not bound by one page of options.
 /// fsopen(2) of the file system `type`, close-on-exec.
