@@ -4,7 +4,7 @@ import Glibc
 import SystemPackage
 
 /// The cgroup of the container's own, made for every run, command or boot, below one cgroup
-/// `berth` that holds nspawn's device policy; the container's first process enters a cgroup
+/// `berth` that holds nspawn's device policy; the container's PID 1 is made in a cgroup
 /// namespace rooted at it, so nothing above it is visible, let alone writable, and moving to
 /// another cgroup cannot lift the policy. A booted systemd manages it as its root.
 ///
@@ -30,7 +30,7 @@ struct ContainerCgroup {
     static let devicesHierarchy: FilePath = "/sys/fs/cgroup/devices"
 
     /// Makes the container's cgroups, named `name`. Runs `body` (which starts the container's
-    /// first process in them) under a shared lock that keeps a concurrent sweep of stale
+    /// setup process in them) under a shared lock that keeps a concurrent sweep of stale
     /// cgroups from taking the fresh, still empty ones.
     static func make<T>(name: String, _ body: (ContainerCgroup) throws -> T) throws -> T {
         let lock = try Descriptor.open(try RuntimeDirectory.path("cgroup").appending("lock"), O_RDWR | O_CREAT, mode: 0o600)

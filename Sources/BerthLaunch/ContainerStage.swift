@@ -3,12 +3,21 @@ import CBerth
 import Glibc
 import SystemPackage
 
-/// The container's first process. The supervisor starts it in new mount, PID, UTS and IPC
-/// namespaces (a user namespace too, unless --private-users=no, and network with
-/// --private-network) as a fresh exec of berth-stage, so it runs single-threaded with no state
-/// from the supervisor. It receives the launch description and the mounts the supervisor made
-/// for it (`PreparedMounts`), sets the container up as systemd-nspawn does, and execs the
-/// payload, which becomes PID 1.
+/// The container's setup, in two processes, in nspawn's order (see `Supervisor.start`).
+///
+/// The setup process (outer) is a fresh exec of berth-stage, single-threaded, with no state from
+/// the supervisor, still the host's root, in a mount namespace of its own. It receives the
+/// launch description and the mounts the supervisor made (`PreparedMounts`), attaches them
+/// beneath the root, and pivots into it. Then it makes PID 1 (inner) in new user, mount, PID,
+/// UTS, IPC and cgroup namespaces (and network, with --private-network): the copy of its mount
+/// namespace locks everything attached so far. It writes PID 1's id maps, reports its pid to the
+/// supervisor, and ends once PID 1 has mounted its own /proc (and /sys), for which the kernel
+/// wants fully visible instances in the namespace meanwhile: the outer process pins them and
+/// takes them away again, its unmount reaching PID 1's copy by propagation.
+///
+/// PID 1 mounts what must be made from inside its namespaces (/proc, devpts, cgroup2, and
+/// /sys with a private network), masks what nspawn masks, drops capabilities, installs the
+/// system call filter, and execs the payload.
 public enum ContainerStage {
     /// The hidden subcommand that runs this stage.
     public static let subcommand = "__container-stage"
@@ -21,15 +30,46 @@ public enum ContainerStage {
         Capabilities.nspawnDefault.union(privateNetwork ? .netAdmin : [])
     }
 
-    /// Reads the spec from descriptor 3, sets up, execs. Never returns.
+    /// What the setup process tells the supervisor, in one message on descriptor 3: PID 1's pid,
+    /// or why the container could not be set up.
+    enum SetupReport {
+        static func send(pid: pid_t, on socket: MessageSocket) throws {
+            try socket.send(Array("pid=\(pid)".utf8), descriptors: [])
+        }
+
+        static func send(error: Error, on socket: MessageSocket) {
+            _ = try? socket.send(Array("error=\(error)".utf8), descriptors: [])
+        }
+
+        /// PID 1's pid, or the setup's error thrown.
+        static func receive(on socket: MessageSocket) throws -> pid_t {
+            let text = String(decoding: try socket.receive(limit: 1 << 16).bytes, as: UTF8.self)
+            if text.hasPrefix("pid="), let pid = pid_t(text.dropFirst(4)), pid > 0 { return pid }
+            if text.hasPrefix("error=") { throw LaunchError("cannot start the container: \(text.dropFirst(6))") }
+            throw LaunchError("cannot start the container: its setup ended without a word")
+        }
+    }
+
+    /// The setup process: reads the spec from descriptor 3, sets up, makes PID 1. Never returns.
     public static func main() -> Never {
+        let socket = MessageSocket(descriptor: Descriptor(owning: 3))
+        let handshake: Handshake
         do {
-            try run()
+            handshake = try setUp(reportingOn: socket)
         } catch {
+            SetupReport.send(error: error, on: socket)
+            _exit(1)
+        }
+        do {
+            try handshake.finish()
+        } catch {
+            // PID 1 waits for the word that never comes and ends: the supervisor then reports its
+            // exit, and this says why.
             let text = "berth: error: cannot start the container: \(error)\n"
             _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
             _exit(1)
         }
+        _exit(0)
     }
 
     /// --as-pid2's init, from its sealed copy: `arguments` are `(berth-init) --as-pid2-init PROGRAM
@@ -46,7 +86,7 @@ public enum ContainerStage {
         _ = cberth_set_name("(berth-init)")
         let cArgs = arguments.dropFirst(3).map { strdup($0) } + [nil]
         var report: Int32 = -1
-        let payload = cberth_spawn(0, -1, arguments[2], cArgs, environ, -1, -1, -1, -1, 1, &report)
+        let payload = cberth_spawn(0, -1, arguments[2], cArgs, environ, -1, -1, 1, &report)
         if payload < 0 || cberth_spawn_result(payload, report) != 0 {
             let text = "berth: error: cannot run \(arguments[2]): \(SystemError.last("execve").errno)\n"
             _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
@@ -69,8 +109,8 @@ public enum ContainerStage {
     }
 
     /// The launch description and the descriptors that came with it, by role.
-    private static func receive() throws -> (LaunchSpec, [String: [Descriptor]]) {
-        let (bytes, descriptors) = try MessageSocket(descriptor: Descriptor(owning: 3)).receive()
+    private static func receive(on socket: MessageSocket) throws -> (LaunchSpec, [String: [Descriptor]]) {
+        let (bytes, descriptors) = try socket.receive()
         guard let spec = LaunchSpec(decoding: bytes), spec.descriptorRoles.count == descriptors.count else {
             throw LaunchError("the launch description is damaged")
         }
@@ -79,14 +119,115 @@ public enum ContainerStage {
         return (spec, byRole)
     }
 
-    private static func run() throws -> Never {
-        let (spec, mounts) = try receive()
+    /// Where the outer process pins the fully visible proc and sysfs PID 1 needs to mount its
+    /// own, beneath the container's /run (which it mounts, so the image holds none of this).
+    private static let pins: [(name: FilePath, type: String)] = [("host/proc", "proc"), ("host/sys", "sysfs")]
+
+    /// The outer process's half: everything up to PID 1's start, which it reports. What it
+    /// makes in the image (a bind's mount point) it makes as the container's root, whose ids
+    /// the idmapped root can store.
+    private static func setUp(reportingOn socket: MessageSocket) throws -> Handshake {
+        let (spec, mounts) = try receive(on: socket)
+        return try spec.userRange.map { range in try range.asRoot { try setUp(spec, mounts, reportingOn: socket) } }
+            ?? setUp(spec, mounts, reportingOn: socket)
+    }
+
+    private static func setUp(_ spec: LaunchSpec, _ mounts: [String: [Descriptor]], reportingOn socket: MessageSocket) throws -> Handshake {
         func mount(_ role: String) throws -> DetachedMount {
             guard let descriptor = mounts[role]?.first else { throw LaunchError("the launch description lacks its \(role)") }
             return DetachedMount(descriptor)
         }
-        // If the supervisor dies, so does the container: PID 1's death ends the PID namespace,
-        // and with its last process the mount namespace and every mount in it.
+        // If the supervisor dies, so does the setup.
+        _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
+
+        // Nothing done here reaches the host's mount namespace.
+        try Mount.makePrivate("/")
+        let root = try mount("root")
+        try root.attach(onto: mount("root-target").descriptor)
+        let tree = Directory(root.descriptor, displayPath: spec.tree.root.string)
+        try attachPreparedMounts(in: tree, spec: spec, mount: mount)
+        for (bind, source) in zip(spec.bindMounts, mounts["bind"] ?? []) {
+            try attach(DetachedMount(source), at: bind.destination, in: tree)
+        }
+        if spec.readOnly { try root.set(.readOnly, recursive: false) }
+
+        // The container's /run, the container's root's, shared so that unmounting the pins
+        // below reaches PID 1's copy of it.
+        let base = spec.userRange?.base ?? 0
+        try Mount.make("tmpfs", onto: target("run", in: tree), flags: UInt(MS_NOSUID | MS_NODEV), options: tmpfsOwner(spec, mode: "755"))
+        let pinned = spec.userRange == nil ? [] : pins.filter { $0.type == "proc" || spec.privateNetwork }
+        if !pinned.isEmpty {
+            let runDirectory = try tree.openDirectory(beneath: "run", pathOnly: true, crossingMounts: true)
+            try runDirectory.makeDirectory("host", mode: 0o755)
+            try runDirectory.setOwner("host", uid: base, gid: base)
+            for pin in pinned {
+                try runDirectory.makeDirectory(pin.name, mode: 0o755)
+                try Mount.make(pin.type, at: runDirectory.procPath(pin.name), flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
+            }
+            try Mount.makeShared(runDirectory.descriptor.procPath)
+        }
+        // The host's /proc, for PID 1's id maps: nothing of the host shows once the root is pivoted.
+        let proc = Directory(try Descriptor.open("/proc", O_RDONLY | O_DIRECTORY), displayPath: "/proc")
+        _ = try retryingInterrupts("fchdir") { fchdir(root.descriptor.rawValue) }
+        try Mount.pivotRoot(to: ".")
+
+        var namespaces: Namespaces = [.mount, .pid, .uts, .ipc, .cgroup]
+        if spec.privateNetwork { namespaces.insert(.network) }
+        if spec.userRange != nil { namespaces.insert(.user) }
+        let toInner = try Pipe(), toOuter = try Pipe()
+        let pid = try retryingInterrupts("clone") { cberth_clone_process(namespaces.rawValue | UInt(CBERTH_CLONE_PARENT)) }
+        if pid == 0 {
+            do {
+                try startPID1(spec, mounts: mounts, from: toInner.reader, to: toOuter.writer)
+            } catch {
+                let text = "berth: error: cannot start the container: \(error)\n"
+                _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
+                _exit(1)
+            }
+        }
+        try SetupReport.send(pid: pid, on: socket)
+        return Handshake(pid: pid, spec: spec, proc: proc, toInner: toInner.writer, fromInner: toOuter.reader, pinned: pinned.map(\.name))
+    }
+
+    /// What the outer process does once PID 1 runs: its id maps, then the pins taken away once
+    /// PID 1 has mounted its own instances, each step a byte on a pipe. Either side's end makes
+    /// the other's read find the end of the file, and end too.
+    struct Handshake {
+        let pid: pid_t
+        let spec: LaunchSpec
+        let proc: Directory
+        let toInner: Descriptor
+        let fromInner: Descriptor
+        let pinned: [FilePath]
+
+        func finish() throws {
+            try spec.userRange?.writeMaps(of: pid, proc: proc)
+            try toInner.writeAll("u")
+            var byte: UInt8 = 0
+            // PID 1 failed, and said why.
+            guard try fromInner.read(into: &byte, count: 1) == 1 else { _exit(1) }
+            for pin in pinned.reversed() {
+                let path = FilePath("/run").appending(pin.components)
+                try Mount.unmount(path, detach: true)
+                _ = try path.withPlatformString { p in try retryingInterrupts("rmdir", path: path.string) { rmdir(p) } }
+            }
+            try toInner.writeAll("g")
+        }
+    }
+
+    /// PID 1's half, from its start (in its new namespaces, the root already its own) to the exec.
+    private static func startPID1(_ spec: LaunchSpec, mounts: [String: [Descriptor]], from outer: Descriptor, to reply: Descriptor) throws -> Never {
+        _ = Glibc.close(3)
+        var byte: UInt8 = 0
+        // The outer process failed, and said why.
+        guard try outer.read(into: &byte, count: 1) == 1 else { _exit(1) }
+        if spec.userRange != nil {
+            // The namespace's root, with its capabilities there, and no group of the host's.
+            _ = try retryingInterrupts("become the user namespace's root") { cberth_become_namespace_root() }
+        }
+        // If the supervisor (its parent) dies, so does the container: PID 1's death ends the PID
+        // namespace, and with its last process the mount namespace and every mount in it. Set
+        // after the change of ids, which clears it.
         _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
 
         // A session of its own in every case: left in the caller's, it would keep the caller's
@@ -99,27 +240,17 @@ public enum ContainerStage {
             _ = try retryingInterrupts("TIOCSCTTY") { cberth_set_controlling_terminal(console.rawValue) }
             for target in spec.consoleStreams { _ = try retryingInterrupts("dup2") { dup2(console.rawValue, target) } }
         }
-        // The supervisor placed this process in its cgroup before sending the description: it
-        // becomes the root of all the container sees of cgroups.
-        _ = try retryingInterrupts("unshare(CLONE_NEWCGROUP)") { cberth_unshare_cgroup_namespace() }
-        try Mount.makePrivate("/")
-        let root = try mount("root")
-        try root.attach(onto: mount("root-target").descriptor)
-        let tree = Directory(root.descriptor, displayPath: spec.tree.root.string)
-        try mountAPIFileSystems(in: tree, spec: spec, mount: mount)
-        for (bind, source) in zip(spec.bindMounts, mounts["bind"] ?? []) {
-            try attach(DetachedMount(source), at: bind.destination, in: tree)
-        }
-        if spec.readOnly { try root.set(.readOnly, recursive: false) }
-
+        let tree = Directory(try Descriptor.open("/", CBERTH_O_PATH | O_DIRECTORY), displayPath: spec.tree.root.string)
+        try mountAPIFileSystems(in: tree, spec: spec)
         try spec.hostname.withCString { name in
             _ = try retryingInterrupts("sethostname") { sethostname(name, strlen(name)) }
         }
         if spec.privateNetwork {
             _ = try retryingInterrupts("bring up lo") { cberth_interface_up("lo") }
         }
-        _ = try retryingInterrupts("fchdir") { fchdir(root.descriptor.rawValue) }
-        try Mount.pivotRoot(to: ".")
+        try reply.writeAll("m")
+        // The pins are gone once the outer process says so.
+        guard try outer.read(into: &byte, count: 1) == 1 else { _exit(1) }
         try Capabilities.limitBoundingSet(to: keptCapabilities(privateNetwork: spec.privateNetwork))
         try exec(spec, initCopy: mounts["init"]?.first)
     }
@@ -135,10 +266,15 @@ public enum ContainerStage {
             let name = FilePath(root: nil, [component])
             let last = index == components.count - 1
             if try current.status(name) == nil {
-                if last && file {
-                    _ = try current.createFile(name, mode: 0o644)
-                } else {
-                    try current.makeDirectory(name, mode: 0o755)
+                do {
+                    if last && file {
+                        _ = try current.createFile(name, mode: 0o644)
+                    } else {
+                        try current.makeDirectory(name, mode: 0o755)
+                    }
+                } catch let error as SystemError where error.errno == .readOnlyFileSystem {
+                    let shown = "/" + path.components.map(\.string).joined(separator: "/")
+                    throw LaunchError("the image has no \(shown) to mount on, and a read-only image cannot be given one: mount onto a path it has, or run without --read-only")
                 }
             }
             if last && file { return try current.openFile(name, CBERTH_O_PATH) }
@@ -154,11 +290,58 @@ public enum ContainerStage {
         try mount.attach(onto: target(path, in: tree, file: !isDirectory))
     }
 
-    private static func mountAPIFileSystems(in tree: Directory, spec: LaunchSpec, mount: (String) throws -> DetachedMount) throws {
+    /// The outer process's mounts beneath the root, before the pivot: what the supervisor made
+    /// (/dev, the host network's /sys, the console, resolv.conf), and the mask over /sys/firmware.
+    /// PID 1's copy of the namespace locks every one of them.
+    private static func attachPreparedMounts(in tree: Directory, spec: LaunchSpec, mount: (String) throws -> DetachedMount) throws {
+        let nosuid = UInt(MS_NOSUID), nodev = UInt(MS_NODEV)
+        if !spec.privateNetwork {
+            try mount("sys").attach(onto: target("sys", in: tree))
+            try maskFirmware(in: tree)
+        }
+        try mount("dev").attach(onto: target("dev", in: tree))
+        // The console: the container's own pty when berth relays one (otherwise the supervisor
+        // made it a null device of the container's own). Never a host file: systemd chowns and
+        // chmods /dev/console, which through a bind of the host's /dev/null (or the caller's
+        // terminal) would change the host's.
+        if spec.descriptorRoles.contains("console-mount") {
+            let dev = try tree.openDirectory(beneath: "dev", pathOnly: true, crossingMounts: true)
+            try mount("console-mount").attach(onto: dev.openFile("console", CBERTH_O_PATH))
+        }
+        try Mount.make("tmpfs", onto: target("tmp", in: tree), flags: nosuid | nodev, options: tmpfsOwner(spec, mode: "1777"))
+
+        // The host's resolver settings, read-only, where the image keeps a plain file (nspawn's
+        // default copies it in; a bind leaves the image as it was).
+        if spec.descriptorRoles.contains("resolv"),
+           let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
+           try etc.status("resolv.conf")?.kind == .regular {
+            try mount("resolv").attach(onto: etc.openFile("resolv.conf", CBERTH_O_PATH))
+        }
+    }
+
+    /// tmpfs options for a directory the container's root owns.
+    private static func tmpfsOwner(_ spec: LaunchSpec, mode: String) -> String {
+        let base = spec.userRange?.base ?? 0
+        return "mode=\(mode),uid=\(base),gid=\(base)"
+    }
+
+    /// The firmware's tables (ACPI, EFI, DMI) are the host's: nothing of them shows inside.
+    private static func maskFirmware(in tree: Directory) throws {
+        let sys = try tree.openDirectory(beneath: "sys", pathOnly: true, crossingMounts: true)
+        if try sys.status("firmware")?.kind == .directory {
+            try Mount.make("tmpfs", at: sys.procPath("firmware"), flags: UInt(MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC),
+                           options: "mode=555")
+        }
+    }
+
+    /// PID 1's mounts, made from inside its namespaces: /proc of its PID namespace, masked as
+    /// nspawn masks it; /sys of its network namespace with --private-network; cgroup2 of its
+    /// cgroup namespace; devpts, shm and mqueue of its own.
+    private static func mountAPIFileSystems(in tree: Directory, spec: LaunchSpec) throws {
         let nosuid = UInt(MS_NOSUID), nodev = UInt(MS_NODEV), noexec = UInt(MS_NOEXEC)
 
-        // A proc of the container's own PID namespace, mounted from inside its user namespace.
-        try Mount.make("proc", onto: target("proc", in: tree), flags: nosuid | nodev | noexec)
+        // Through the mount API: before it is mounted there is no /proc to name descriptors by.
+        try DetachedMount.fileSystem("proc", attributes: [.noSetUID, .noDevices, .noExec]).attach(onto: target("proc", in: tree))
         // What a container must not change or read of the host's kernel, as nspawn protects it.
         let proc = try tree.openDirectory(beneath: "proc", pathOnly: true, crossingMounts: true)
         for name in ["sys", "sysrq-trigger"] where try proc.status(FilePath(name)) != nil {
@@ -177,43 +360,19 @@ public enum ContainerStage {
 
         if spec.privateNetwork {
             try Mount.make("sysfs", onto: target("sys", in: tree), flags: UInt(MS_RDONLY) | nosuid | nodev | noexec)
-        } else {
-            try mount("sys").attach(onto: target("sys", in: tree))
+            try maskFirmware(in: tree)
         }
         let sys = try tree.openDirectory(beneath: "sys", pathOnly: true, crossingMounts: true)
-        // The firmware's tables (ACPI, EFI, DMI) are the host's: nothing of them shows inside.
-        if try sys.status("firmware")?.kind == .directory {
-            try Mount.make("tmpfs", at: sys.procPath("firmware"), flags: UInt(MS_RDONLY) | nosuid | nodev | noexec, options: "mode=555")
-        }
         if ContainerCgroup.unifiedHierarchy() != nil, try sys.status("fs/cgroup")?.kind == .directory {
             let cgroup = try sys.openDirectory(beneath: "fs/cgroup", pathOnly: true, crossingMounts: true)
             try Mount.make("cgroup2", onto: cgroup.descriptor, flags: nosuid | nodev | noexec)
         }
 
-        try mount("dev").attach(onto: target("dev", in: tree))
         let dev = try tree.openDirectory(beneath: "dev", pathOnly: true, crossingMounts: true)
         try Mount.make("devpts", at: dev.procPath("pts"), flags: nosuid | noexec,
                        options: "newinstance,ptmxmode=0666,mode=620,gid=5")
         try Mount.make("tmpfs", at: dev.procPath("shm"), flags: nosuid | nodev, options: "mode=1777")
         try Mount.make("mqueue", at: dev.procPath("mqueue"), flags: nosuid | nodev | noexec)
-        // The console: the container's own pty when berth relays one (otherwise the supervisor
-        // made it a null device of the container's own). Never a host file: systemd chowns and
-        // chmods /dev/console, which through a bind of the host's /dev/null (or the caller's
-        // terminal) would change the host's.
-        if spec.descriptorRoles.contains("console-mount") {
-            try mount("console-mount").attach(onto: dev.openFile("console", CBERTH_O_PATH))
-        }
-
-        try Mount.make("tmpfs", onto: target("run", in: tree), flags: nosuid | nodev, options: "mode=755")
-        try Mount.make("tmpfs", onto: target("tmp", in: tree), flags: nosuid | nodev, options: "mode=1777")
-
-        // The host's resolver settings, read-only, where the image keeps a plain file (nspawn's
-        // default copies it in; a bind leaves the image as it was).
-        if spec.descriptorRoles.contains("resolv"),
-           let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
-           try etc.status("resolv.conf")?.kind == .regular {
-            try mount("resolv").attach(onto: etc.openFile("resolv.conf", CBERTH_O_PATH))
-        }
     }
 
     // MARK: The payload

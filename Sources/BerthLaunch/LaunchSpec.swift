@@ -3,7 +3,7 @@ import Glibc
 import SystemPackage
 
 /// A container launch, described as a value: what the command line asked for, resolved to a
-/// root directory. The supervisor hands it to the container's first process as NUL-separated
+/// root directory. The supervisor hands it to the container's setup process as NUL-separated
 /// key/value pairs on descriptor 3.
 public struct LaunchSpec: Equatable, Sendable {
     public struct BindMount: Equatable, Sendable {
@@ -58,6 +58,9 @@ public struct LaunchSpec: Equatable, Sendable {
     var consoleStreams: [Int32] = []
     /// What each descriptor passed beside the description holds, in order (`PreparedMounts`).
     var descriptorRoles: [String] = []
+    /// The host ids the container's user namespace maps onto, once the supervisor has picked
+    /// them; nil without a user namespace.
+    var userRange: IDRange?
 
     public init(tree: RootTree, machineName: String, uuid: String, term: String) {
         self.tree = tree
@@ -103,6 +106,10 @@ public struct LaunchSpec: Equatable, Sendable {
         if let user { add("user", user) }
         consoleStreams.forEach { add("console-stream", String($0)) }
         descriptorRoles.forEach { add("fd", $0) }
+        if let userRange {
+            add("userns-base", String(userRange.base))
+            add("userns-count", String(userRange.count))
+        }
         if let (key, _) = fields.first(where: { $0.1.contains(0) }) {
             throw LaunchError("a value of the launch (\(key == "arg" ? "an argument" : key)) holds a NUL byte, which no program could be given")
         }
@@ -156,6 +163,10 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.privateNetwork = text("private-network") == "1"
         spec.workingDirectory = single["chdir"].map { FilePath(bytes: $0) }
         spec.user = text("user")
+        if let base = text("userns-base") {
+            guard let base = UInt32(base), let count = text("userns-count").flatMap({ UInt32($0) }) else { return nil }
+            spec.userRange = IDRange(base: base, count: count)
+        }
         self = spec
     }
 }

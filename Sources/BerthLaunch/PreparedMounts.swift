@@ -3,13 +3,13 @@ import CBerth
 import Glibc
 import SystemPackage
 
-/// What the supervisor makes on the host, before the container's first process goes on, for it
-/// to attach in its own mount namespace: detached mounts nobody else sees, passed beside the
-/// launch description. They are made here, by the host's root, because in a user namespace the
-/// first process may not map ids onto a host file system, make device nodes, or mount an overlay
-/// that keeps its whiteouts and opaque directories in trusted.* attributes; and the host paths
-/// of the image, the binds and the store are looked up here, so the first process never needs
-/// (and, as the namespace's root, would not have) the right to reach them.
+/// What the supervisor makes on the host for the container's setup process to attach beneath the
+/// root before PID 1's namespaces are made (which locks them): detached mounts nobody else sees,
+/// passed beside the launch description. The host paths of the image, the binds and the store
+/// are looked up here, by the host's root, so the setup process, which works in the image's
+/// tree, needs no host path; and an overlay is mounted here, by the host's root, because one
+/// mounted in a user namespace would not see the whiteouts and opaque directories the store's
+/// layers keep in trusted.* attributes.
 ///
 /// Under a user namespace every tree from the host is shown through the container's id mapping
 /// (`mapIDs`): owners stay 0-based on disk, and root inside sees its files as its own.
@@ -23,15 +23,14 @@ struct PreparedMounts {
         descriptors.append(descriptor)
     }
 
-    /// For the container whose first process is `pid`: `userNamespace` is its own (nil without
-    /// one), whose ids map onto `range`.
-    init(for spec: LaunchSpec, pid: pid_t, userNamespace: Descriptor?, range: IDRange?, console: ConsoleRelay?) throws {
+    /// For the container whose setup process is `setup`: `userNamespace` (nil without one) maps
+    /// ids as the container's will, onto `range`.
+    init(for spec: LaunchSpec, setup: pid_t, userNamespace: Descriptor?, range: IDRange?, console: ConsoleRelay?) throws {
         // The identity mapping shows every owner as it is: nothing to map.
         let mapping = range.flatMap { $0.base == 0 ? nil : $0 }.flatMap { range in userNamespace.map { (range, $0) } }
-        // Where the root is attached must be a directory of the container's mount namespace (a
-        // copy of the host's): looked up through the first process's own root, by the host's
-        // root, since the store's directories are closed to the container's.
-        add("root-target", try Descriptor.open(FilePath("/proc/\(pid)/root").appending(spec.tree.root.components),
+        // Where the root is attached must be a directory of the setup process's mount namespace
+        // (a copy of the host's): looked up through its own root.
+        add("root-target", try Descriptor.open(FilePath("/proc/\(setup)/root").appending(spec.tree.root.components),
                                                CBERTH_O_PATH | O_DIRECTORY))
         add("root", try Self.root(for: spec, mapping: mapping).descriptor)
         add("dev", try Self.devices(owner: range?.base ?? 0, console: console != nil).descriptor)
@@ -88,7 +87,10 @@ struct PreparedMounts {
         }
         var upper: (layer: FilePath, work: FilePath)?
         var scratch: DetachedMount?
-        if spec.ephemeral {
+        // A read-only run of a layered image has no writable layer of its own, but the setup
+        // may still have to make a bind's mount point: in a throwaway layer, before the setup
+        // makes the root read-only.
+        if spec.ephemeral || (tree.upper == nil && spec.readOnly) {
             // Changes go to a tmpfs that lives only as long as the overlay, which lives only as
             // long as the container's mount namespace.
             let tmpfs = try DetachedMount.fileSystem("tmpfs", options: [("mode", "0700")])
@@ -106,9 +108,8 @@ struct PreparedMounts {
         } else if let writable = tree.upper {
             upper = (beneath(writable.layer), beneath(writable.work))
         }
-        let mount = {
-            try DetachedMount.overlay(lowers: lowers.map(beneath), upper: upper, attributes: spec.readOnly ? .readOnly : [])
-        }
+        // Read-only (`spec.readOnly`) once the setup has attached everything beneath it.
+        let mount = { try DetachedMount.overlay(lowers: lowers.map(beneath), upper: upper) }
         // Overlayfs does its own work on the layers (its work directory, copy-ups, whiteouts)
         // as whoever mounted it; through mapped layers that must be an id the mapping holds.
         let overlay = try mapping.map { try $0.0.asRoot(mount) } ?? mount()

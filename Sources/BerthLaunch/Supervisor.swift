@@ -4,12 +4,12 @@ import Glibc
 import SystemPackage
 
 /// The process the user started (berth, or `berth-stage --supervise` that berth becomes by exec,
-/// with the same pid): it starts the container's first process in new
-/// namespaces, passes it the launch description, relays signals, and returns its exit status.
-/// Every mount the container makes lives in the container's own mount namespace and goes with
-/// its last process; the supervisor makes none on the host.
+/// with the same pid): it starts the container in new namespaces, passes it the launch
+/// description, relays signals, and returns its exit status. Every mount the container makes
+/// lives in the container's own mount namespaces and goes with its last process; the supervisor
+/// makes none on the host.
 public enum Supervisor {
-    /// What runs as the container's first process: `berth-stage` beside the berth binary, which
+    /// What sets the container up and becomes its PID 1: `berth-stage` beside the berth binary, which
     /// starts several times faster than berth itself, or else berth's own hidden stage.
     static let stageExecutable: String = {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
@@ -22,10 +22,13 @@ public enum Supervisor {
         return access(stage, X_OK) == 0 ? stage : "/proc/self/exe"
     }()
 
-    /// A container whose first process has been started: what supervising it takes. It crosses
+    /// A container whose PID 1 has been started: what supervising it takes. It crosses
     /// the exec into `berth-stage --supervise` as that command's arguments.
     public struct Started {
+        /// The container's PID 1.
         let pid: pid_t
+        /// The process that set the container up, which ends once PID 1 runs; 0 once reaped.
+        var setup: pid_t
         let boot: Bool
         let asPID2: Bool
         /// The machine's name, for the closing status line, unless `-q`.
@@ -37,7 +40,7 @@ public enum Supervisor {
         let userRangeLocks: [Descriptor]
 
         var arguments: [String] {
-            var fields = ["pid=\(pid)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
+            var fields = ["pid=\(pid)", "setup=\(setup)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
             if let machineName { fields.append("machine=\(Hex.encode(Array(machineName.utf8)))") }
             if let unified = cgroup.unified { fields.append("cgroup=\(unified)") }
             if let devices = cgroup.devices { fields.append("devices-cgroup=\(devices)") }
@@ -65,22 +68,23 @@ public enum Supervisor {
         return supervise(try start(spec))
     }
 
-    /// Starts the container's first process in new namespaces and its cgroup, and hands it the
-    /// launch description with the mounts made for it. The signals the supervisor takes are
-    /// blocked from here on: they stay pending across the exec into `berth-stage --supervise`,
-    /// as the child's exit does.
+    /// Starts the container and its cgroup, and hands the launch description and the mounts made
+    /// for it to the process that sets it up. The signals the supervisor takes are blocked from
+    /// here on: they stay pending across the exec into `berth-stage --supervise`, as the
+    /// container's exit does.
     ///
-    /// The order matters. The child is made in all its namespaces at once, a user namespace
-    /// among them, so that the others belong to it; it waits (before its exec, which would drop
-    /// its capabilities while its ids are unmapped) until its id maps are written, then becomes
-    /// the namespace's root and execs the stage, which waits for its description. Meanwhile the
-    /// supervisor, still the host's root, makes the mounts through the new namespace's mapping.
+    /// The order matters, and is nspawn's. The supervisor, still the host's root, makes every
+    /// mount the container needs as a detached mount, mapped through a user namespace with the
+    /// container's id map. The setup process (`ContainerStage`, in a mount namespace of its own
+    /// that the host's user namespace owns) attaches them and pivots into the root; only then is
+    /// PID 1 made, in the container's user namespace and the others it owns, on a copy of that
+    /// mount namespace. The kernel locks every mount of a copy into a less privileged user
+    /// namespace to its flags and its place, so root inside can neither make a read-only mount
+    /// writable nor unmount what hides the host. PID 1 is the supervisor's child (CLONE_PARENT).
     public static func start(_ spec: LaunchSpec) throws -> Started {
         var spec = spec
         let users = try spec.privateUsers.allocate(for: spec.machineName)
-        var namespaces: Namespaces = [.mount, .pid, .uts, .ipc]
-        if spec.privateNetwork { namespaces.insert(.network) }
-        if users != nil { namespaces.insert(.user) }
+        spec.userRange = users?.range
 
         var unblocked = sigset_t()
         pthread_sigmask(SIG_BLOCK, &handledSignals, &unblocked)
@@ -96,57 +100,55 @@ public enum Supervisor {
             if console?.escapes == true { banner += "Press ^] three times within 1s to kill container.\(end)" }
             _ = banner.withCString { write(2, $0, strlen($0)) }
         }
+        // What the mounts are mapped through: the container's own namespace does not exist yet.
+        let userNamespace = try users.map { try $0.range.makeUserNamespace() }
 
         let (socket, childSocket) = try MessageSocket.pair()
-        let go = try users.map { _ in try Pipe() }
         let executable = try Descriptor.open(FilePath(stageExecutable), CBERTH_O_PATH)
         let argv = [strdup("berth"), strdup(ContainerStage.subcommand), nil]
         let envp: [UnsafeMutablePointer<CChar>?] = [nil]
         defer { argv.forEach { free($0) } }
-        var pid: pid_t = 0
+        var setup: pid_t = 0
         var report: Int32 = -1
         let cgroup = try ContainerCgroup.make(name: spec.uuid) { cgroup in
-            pid = cberth_spawn(namespaces.rawValue, executable.rawValue, nil, argv, envp, childSocket.descriptor.rawValue,
-                               cgroup.intoCgroup?.rawValue ?? -1, go?.reader.rawValue ?? -1, go?.writer.rawValue ?? -1, 0, &report)
-            guard pid > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
+            setup = cberth_spawn(Namespaces.mount.rawValue, executable.rawValue, nil, argv, envp, childSocket.descriptor.rawValue,
+                                 cgroup.intoCgroup?.rawValue ?? -1, 0, &report)
+            guard setup > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
             // Where it could not be made in its cgroups, it is moved there before it does anything.
             do {
-                try cgroup.place(pid)
+                try cgroup.place(setup)
             } catch {
-                kill(pid, SIGKILL)
-                waitpid(pid, nil, 0)
+                kill(setup, SIGKILL)
+                waitpid(setup, nil, 0)
                 close(report)
                 throw error
             }
             return cgroup
         }
         withExtendedLifetime(childSocket) {}
+        var pid: pid_t = 0
         do {
-            var userNamespace: Descriptor?
-            if let users, let go {
-                try users.range.writeMaps(of: pid)
-                try go.writer.writeAll("g")
-                userNamespace = try Descriptor.open(FilePath("/proc/\(pid)/ns/user"), O_RDONLY)
-                try cgroup.delegate(to: users.range.base)
-            }
-            let mounts = try PreparedMounts(for: spec, pid: pid, userNamespace: userNamespace, range: users?.range, console: console)
+            if let users { try cgroup.delegate(to: users.range.base) }
+            let mounts = try PreparedMounts(for: spec, setup: setup, userNamespace: userNamespace, range: users?.range, console: console)
             spec.descriptorRoles = mounts.roles
             let sent = Result { try socket.send(try spec.encoded(), descriptors: mounts.descriptors.map(\.rawValue)) }
-            let execed = cberth_spawn_result(pid, report) == 0
+            let execed = cberth_spawn_result(setup, report) == 0
             report = -1  // closed by cberth_spawn_result
             guard execed else {
-                pid = 0  // reaped
+                setup = 0  // reaped
                 throw LaunchError("cannot start the container: \(SystemError.last("execve \(stageExecutable)"))")
             }
             try sent.get()
+            pid = try ContainerStage.SetupReport.receive(on: socket)
             started = true
-            return Started(pid: pid, boot: spec.boot, asPID2: spec.asPID2, machineName: spec.quiet ? nil : spec.machineName,
-                           cgroup: cgroup, console: console, userRangeLocks: users?.locks ?? [])
+            return Started(pid: pid, setup: setup, boot: spec.boot, asPID2: spec.asPID2,
+                           machineName: spec.quiet ? nil : spec.machineName, cgroup: cgroup, console: console,
+                           userRangeLocks: users?.locks ?? [])
         } catch {
             if report >= 0 { close(report) }
-            if pid > 0 {
-                kill(pid, SIGKILL)
-                waitpid(pid, nil, 0)
+            for child in [pid, setup] where child > 0 {
+                kill(child, SIGKILL)
+                waitpid(child, nil, 0)
             }
             cgroup.remove()
             throw error
@@ -155,8 +157,8 @@ public enum Supervisor {
 
     /// Replaces this process with `berth-stage --supervise`, which supervises `started` and
     /// exits with its status: a running container is watched by a process of a few megabytes
-    /// instead of the whole berth binary. The container's first process is already starting,
-    /// so its exec and this one run side by side. It stays this process's child, and
+    /// instead of the whole berth binary. PID 1 is still setting up, so its setup and
+    /// this exec run side by side. It stays this process's child, and
     /// `descriptors` (the image's lock) and the console stay open across the exec. Returns when
     /// there is no `berth-stage` beside berth or it cannot be started; the caller then supervises.
     public static func handOver(_ started: Started, keeping descriptors: [Int32]) {
@@ -194,6 +196,7 @@ public enum Supervisor {
     /// before its exec into `berth-stage --supervise` (a blocked mask survives an exec).
     public static func supervise(_ started: Started) -> Int32 {
         let pid = started.pid
+        var setup = started.setup
         defer { started.cgroup.remove() }
         let signals = started.console == nil ? -1 : cberth_signalfd(&handledSignals)
         defer { if signals >= 0 { close(signals) } }
@@ -204,7 +207,10 @@ public enum Supervisor {
         while true {
             if sig == SIGCHLD {
                 var status: Int32 = 0
+                if setup > 0 && waitpid(setup, nil, WNOHANG) == setup { setup = 0 }
                 if waitpid(pid, &status, WNOHANG) == pid {
+                    // The setup process ends before PID 1 goes on, or as soon as PID 1 is gone.
+                    if setup > 0 { waitpid(setup, nil, 0) }
                     started.console?.drain()
                     started.console?.restore()
                     let exit = ExitStatus(waitStatus: status, boot: started.boot)
@@ -249,6 +255,7 @@ extension Supervisor.Started {
         // 0 and negative pids name groups of processes (or all of them) to kill and waitpid.
         guard let pid = fields["pid"].flatMap({ pid_t($0) }), pid > 0 else { return nil }
         self.pid = pid
+        setup = fields["setup"].flatMap { pid_t($0) }.map { max($0, 0) } ?? 0
         boot = fields["boot"] == "1"
         asPID2 = fields["as-pid2"] == "1"
         machineName = fields["machine"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }

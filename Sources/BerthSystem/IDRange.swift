@@ -14,12 +14,20 @@ public struct IDRange: Equatable, Sendable {
     }
 
     /// Maps process `pid`'s user namespace (new, with no maps yet) onto this range, users and
-    /// groups alike. The writer keeps setgroups(2) allowed there: it is privileged over the range.
-    public func writeMaps(of pid: pid_t) throws {
+    /// groups alike, through `proc` (a procfs directory that shows the process). The writer
+    /// keeps setgroups(2) allowed there: it is privileged over the range.
+    public func writeMaps(of pid: pid_t, proc: Directory) throws {
         let line = "0 \(base) \(count)\n"
         for file in ["uid_map", "gid_map"] {
-            try Descriptor.open(FilePath("/proc/\(pid)/\(file)"), O_WRONLY).writeAll(line)
+            try proc.openFile(FilePath("\(pid)/\(file)"), O_WRONLY).writeAll(line)
         }
+    }
+
+    /// A user namespace of its own whose ids map onto this range, which idmapped mounts are
+    /// mapped through before the container's namespace exists. It lives while the descriptor
+    /// is open.
+    public func makeUserNamespace() throws -> Descriptor {
+        Descriptor(owning: try retryingInterrupts("make a user namespace") { cberth_new_user_namespace(base, count) })
     }
 
     /// Runs `body` with this thread's file-system ids set to the range's root, its capabilities

@@ -86,6 +86,12 @@ public enum Mount {
         try call("make private", target) { t in Glibc.mount(nil, t, nil, UInt(MS_REC | MS_PRIVATE), nil) }
     }
 
+    /// Makes the mount at `target` shared (not its submounts): mounts and unmounts beneath it
+    /// reach the copies of it made from here on, in a namespace copied from this one.
+    public static func makeShared(_ target: FilePath) throws {
+        try call("make shared", target) { t in Glibc.mount(nil, t, nil, UInt(MS_SHARED), nil) }
+    }
+
     /// Makes `newRoot` the root of this mount namespace and drops the old root entirely.
     /// pivot_root(".", ".") stacks the old root under the new one, where one detach removes it.
     public static func pivotRoot(to newRoot: FilePath) throws {

@@ -11,4 +11,5 @@ public struct Namespaces: OptionSet, Sendable {
     public static let pid = Namespaces(rawValue: UInt(CBERTH_CLONE_NEWPID))
     public static let network = Namespaces(rawValue: UInt(CBERTH_CLONE_NEWNET))
     public static let user = Namespaces(rawValue: UInt(CBERTH_CLONE_NEWUSER))
+    public static let cgroup = Namespaces(rawValue: UInt(CBERTH_CLONE_NEWCGROUP))
 }

@@ -2,6 +2,7 @@
 #include "cberth.h"
 
 #include <errno.h>
+#include <grp.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <net/if.h>
@@ -101,7 +102,7 @@ struct cberth_clone_args {
 };
 
 pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *const argv[], char *const envp[], int spec_fd,
-                   int cgroup_fd, int go_fd, int go_writer_fd, int new_session, int *report_fd) {
+                   int cgroup_fd, int new_session, int *report_fd) {
     int report[2];
     if (pipe2(report, O_CLOEXEC) < 0) return -1;
     sigset_t all, old;
@@ -130,17 +131,6 @@ pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *cons
             } else if (dup2(spec_fd, 3) < 0) {
                 goto fail;
             }
-        }
-        if (go_writer_fd >= 0) close(go_writer_fd);
-        if (go_fd >= 0) {
-            char go;
-            ssize_t n;
-            do { n = read(go_fd, &go, 1); } while (n < 0 && errno == EINTR);
-            if (n != 1) _exit(127);
-            // Raw system calls: glibc's set*id would signal the parent's other threads.
-            if (syscall(SYS_setgroups, 0, NULL) < 0) goto fail;
-            if (syscall(SYS_setresgid, 0, 0, 0) < 0) goto fail;
-            if (syscall(SYS_setresuid, 0, 0, 0) < 0) goto fail;
         }
         if (new_session) {
             if (setsid() < 0) goto fail;
@@ -218,7 +208,59 @@ int cberth_move_mount_to_fd(int mount_fd, int target_fd) {
                         0x00000004 /* MOVE_MOUNT_F_EMPTY_PATH */ | 0x00000040 /* MOVE_MOUNT_T_EMPTY_PATH */);
 }
 
-int cberth_unshare_cgroup_namespace(void) { return unshare(CLONE_NEWCGROUP); }
+pid_t cberth_clone_process(unsigned long flags) { return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL); }
+
+int cberth_become_namespace_root(void) {
+    if (setgroups(0, NULL) < 0 || setresgid(0, 0, 0) < 0 || setresuid(0, 0, 0) < 0) return -1;
+    return 0;
+}
+
+// The child of cberth_new_user_namespace: it shares the caller's memory and descriptors, so it
+// makes one raw system call: it waits until the caller closes the pipe's writer (or a signal
+// interrupts it, after which the caller's map writes fail and it reports that).
+static int cberth_hold_namespace(void *reader) {
+    char byte;
+    (void)syscall(SYS_read, (int)(intptr_t)reader, &byte, 1);
+    return 0;
+}
+
+int cberth_new_user_namespace(unsigned int base, unsigned int count) {
+    int release[2];
+    if (pipe2(release, O_CLOEXEC) < 0) return -1;
+    const size_t size = 64 * 1024;
+    char *stack = malloc(size);
+    int result = -1, saved = ENOMEM;
+    pid_t pid = -1;
+    if (stack) {
+        // No exit signal: the caller's SIGCHLD stays its children's; waited for with __WALL.
+        pid = clone(cberth_hold_namespace, stack + size, CLONE_NEWUSER | CLONE_VM | CLONE_FILES, (void *)(intptr_t)release[0]);
+        saved = errno;
+    }
+    if (pid > 0) {
+        char path[64], line[64];
+        int length = snprintf(line, sizeof line, "0 %u %u\n", base, count);
+        int mapped = 1;
+        for (int i = 0; i < 2 && mapped; i++) {
+            snprintf(path, sizeof path, "/proc/%d/%s", (int)pid, i == 0 ? "uid_map" : "gid_map");
+            int fd = open(path, O_WRONLY | O_CLOEXEC);
+            mapped = fd >= 0 && write(fd, line, (size_t)length) == length;
+            if (fd >= 0) close(fd);
+        }
+        if (mapped) {
+            snprintf(path, sizeof path, "/proc/%d/ns/user", (int)pid);
+            result = open(path, O_RDONLY | O_CLOEXEC);
+        }
+        saved = errno;
+    }
+    close(release[1]);
+    if (pid > 0) {
+        while (waitpid(pid, NULL, __WALL) < 0 && errno == EINTR) {}
+    }
+    close(release[0]);
+    free(stack);
+    errno = saved;
+    return result;
+}
 
 int cberth_open_pty(char *name, size_t size) {
     int fd = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);

@@ -24,7 +24,7 @@ struct Berth: ParsableCommand {
 
     /// Parses, runs, and turns every failure into one line `berth: error: ...` and a non-zero exit.
     static func main() {
-        // Where berth-stage is not beside it, berth is the container's first process (and
+        // Where berth-stage is not beside it, berth is the container's setup process and PID 1 (and
         // --as-pid2's init) itself: no parsing, straight to work.
         if CommandLine.arguments.count == 2 && CommandLine.arguments[1] == ContainerStage.subcommand {
             ContainerStage.main()

@@ -18,10 +18,10 @@ import Testing
         (pid_t(2), true, true, "", nil, nil),
     ])
     func withoutAConsoleItRoundTrips(_ pid: pid_t, _ boot: Bool, _ asPID2: Bool, _ machine: String?, _ unified: FilePath?, _ devices: FilePath?) throws {
-        let started = Supervisor.Started(pid: pid, boot: boot, asPID2: asPID2, machineName: machine,
+        let started = Supervisor.Started(pid: pid, setup: pid + 1, boot: boot, asPID2: asPID2, machineName: machine,
                                          cgroup: Self.cgroup(unified, devices: devices), console: nil, userRangeLocks: [])
         let back = try #require(Supervisor.Started(arguments: started.arguments))
-        #expect(back.pid == pid && back.boot == boot && back.asPID2 == asPID2)
+        #expect(back.pid == pid && back.setup == pid + 1 && back.boot == boot && back.asPID2 == asPID2)
         #expect(back.machineName == machine)
         #expect(back.cgroup.unified == unified && back.cgroup.devices == devices && back.cgroup.intoCgroup == nil)
         #expect(back.console == nil)
@@ -43,7 +43,7 @@ import Testing
         let terminal: [UInt8]? = saved ? withUnsafeBytes(of: settings) { Array($0) } : nil
         let relay = ConsoleRelay(master: master, slave: slave, output: output, input: input, savedTerminal: terminal)
         let lock = try Descriptor.open("/dev/null", O_RDONLY)
-        let started = Supervisor.Started(pid: 1234, boot: true, asPID2: false, machineName: "m", cgroup: Self.cgroup(nil, devices: nil),
+        let started = Supervisor.Started(pid: 1234, setup: 0, boot: true, asPID2: false, machineName: "m", cgroup: Self.cgroup(nil, devices: nil),
                                          console: relay, userRangeLocks: [lock])
         #expect(started.descriptors == [masterFD, slaveFD, lock.rawValue])
         let back = try #require(Supervisor.Started(arguments: started.arguments))

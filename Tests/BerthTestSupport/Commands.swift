@@ -16,10 +16,28 @@ public struct CommandResult: CustomStringConvertible {
     public var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
 }
 
+/// Held around every systemd-nspawn the tests run. With `--keep-unit` on a host whose PID 1 is
+/// not systemd, every nspawn makes and removes the same `payload` and `supervisor` cgroups below
+/// the caller's (the root): two at once remove each other's and fail ("Failed to attach ... to
+/// compat systemd cgroup //payload").
+private func withNspawnLock<T>(_ body: () throws -> T) rethrows -> T {
+    let fd = open("/run/berth-tests-nspawn.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+    if fd >= 0 { flock(fd, LOCK_EX) }
+    defer { if fd >= 0 { close(fd) } }
+    return try body()
+}
+
 /// Runs `executable` with `arguments`, standard input from `input` (a file) or empty, and waits.
 @discardableResult
 public func run(_ executable: String, _ arguments: [String], input: String? = nil,
                 environment: [String: String] = [:]) throws -> CommandResult {
+    if ([executable] + arguments).contains(where: { $0.contains("systemd-nspawn") }) {
+        return try withNspawnLock { try runUnlocked(executable, arguments, input: input, environment: environment) }
+    }
+    return try runUnlocked(executable, arguments, input: input, environment: environment)
+}
+
+private func runUnlocked(_ executable: String, _ arguments: [String], input: String?, environment: [String: String]) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: executable)
     process.arguments = arguments

@@ -30,6 +30,8 @@
 #define CBERTH_CLONE_NEWPID  0x20000000
 #define CBERTH_CLONE_NEWNET  0x40000000
 #define CBERTH_CLONE_NEWUSER 0x10000000
+#define CBERTH_CLONE_NEWCGROUP 0x02000000
+#define CBERTH_CLONE_PARENT  0x00008000
 
 // mount_setattr(2) and fsmount(2) attributes.
 #define CBERTH_MOUNT_ATTR_RDONLY 0x00000001
@@ -97,8 +99,16 @@ int cberth_signalfd(const sigset_t *set);
 /// `size` bytes); cberth_restore_terminal puts them back.
 int cberth_make_raw(int fd, void *saved, size_t size);
 int cberth_restore_terminal(int fd, const void *saved);
-/// unshare(CLONE_NEWCGROUP).
-int cberth_unshare_cgroup_namespace(void);
+/// clone(2) with `flags` and SIGCHLD, as fork(2) does it (no fork handlers run): 0 in the child,
+/// its pid in the parent, -1 with errno. Only for a single-threaded caller.
+pid_t cberth_clone_process(unsigned long flags);
+/// Becomes root of the caller's user namespace, with no supplementary groups: setgroups,
+/// setresgid and setresuid to 0. Only for a single-threaded caller.
+int cberth_become_namespace_root(void);
+/// A new user namespace, mapping ids 0..count-1 onto the host's base.. (users and groups), open
+/// as a descriptor: made by a short-lived child sharing the caller's memory, which ends before
+/// this returns; the namespace lives while the descriptor is open. -1 with errno on failure.
+int cberth_new_user_namespace(unsigned int base, unsigned int count);
 /// pivot_root(2).
 int cberth_pivot_root(const char *new_root, const char *put_old);
 /// prctl(PR_CAPBSET_DROP, cap).
@@ -122,15 +132,11 @@ int cberth_sigrtmin_plus(int n);
 /// With `new_session` the child starts a session of its own, whose controlling terminal is the
 /// terminal on its standard input, if any.
 /// With `cgroup_fd` (a directory of the unified cgroup hierarchy; -1 for none) the child is made
-/// in that cgroup (clone3 with CLONE_INTO_CGROUP). With `go_fd` (-1 for none) the child first
-/// waits for one byte on it, and then, in a new user namespace whose id maps the parent has
-/// written meanwhile, becomes its root (setresgid, setresuid, an empty group list) so that the
-/// exec keeps its capabilities there; end of file instead of the byte ends it (the child first
-/// closes its copy of the pipe's other end, `go_writer_fd`, so that the parent's death is one).
+/// in that cgroup (clone3 with CLONE_INTO_CGROUP).
 /// Returns the child's pid and, in `report_fd`, a pipe on which cberth_spawn_result learns
 /// whether the exec succeeded; -1 with errno when the child could not be made.
 pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *const argv[], char *const envp[], int spec_fd,
-                   int cgroup_fd, int go_fd, int go_writer_fd, int new_session, int *report_fd);
+                   int cgroup_fd, int new_session, int *report_fd);
 /// Waits until the child cberth_spawn made has run its executable (0) or failed before it
 /// (-1 with the child's errno, the child reaped), and closes `report_fd`.
 int cberth_spawn_result(pid_t pid, int report_fd);
