@@ -29,11 +29,19 @@ public final class ImageUse {
     /// The same layers by id, for mounting them from the store's own descriptors.
     let layerIDs: [String]
     let upperID: String?
+    /// Of the files that make a machine's identity (`ImageUse.identityFiles`), those a clone or
+    /// an image built on a base still has from the image it came from: its own layer holds no
+    /// entry for them yet. Empty for an image of its own.
+    public let inheritedIdentity: [FilePath]
     private let lock: ImageLock
 
+    /// The files that tell one machine from another: systemd's machine id and the hostname.
+    public static let identityFiles: [FilePath] = ["etc/machine-id", "etc/hostname"]
+
     init(name: ImageName, root: FilePath, readOnly: Bool, layerIDs: [String], upperID: String?,
-         store: StoreDirectories?, lock: consuming ImageLock) {
+         store: StoreDirectories?, inheritedIdentity: [FilePath] = [], lock: consuming ImageLock) {
         self.name = name
+        self.inheritedIdentity = inheritedIdentity
         self.root = root
         self.readOnly = readOnly
         self.layerIDs = layerIDs
@@ -56,6 +64,19 @@ public final class ImageUse {
 struct ImageUses {
     let catalog: ImageCatalog
     let figures: UsageFigures
+
+    /// The identity files the layer `ownLayer` (an image's writable one, read-only runs too)
+    /// holds no entry for: not a file, not a whiteout.
+    private func inheritedIdentity(ownLayer: String, in store: StoreDirectories) throws -> [FilePath] {
+        let layer = try store.layers.openDirectory(beneath: FilePath(ownLayer), pathOnly: true)
+        return ImageUse.identityFiles.filter { file in
+            do {
+                return try layer.status(file) == nil
+            } catch {
+                return false  // `etc` is no directory there: the image has made its own
+            }
+        }
+    }
 
     /// Takes `name` for use: exclusively for a writable use, shared for the others. Refused with
     /// an error saying what is possible when another use holds it, or when `berth mount` shows it.
@@ -82,7 +103,9 @@ struct ImageUses {
             try ImageMounts(catalog: catalog, store: store).refuseMounted(name)
             let layers = (writes ? stack.layers : stack.allLayers).reversed() as [String]
             return ImageUse(name: name, root: ImageRecords(store: store).mountPoint(of: name), readOnly: readOnly,
-                            layerIDs: layers, upperID: writes ? stack.upper : nil, store: store, lock: lock)
+                            layerIDs: layers, upperID: writes ? stack.upper : nil, store: store,
+                            inheritedIdentity: stack.parent == nil ? [] : try inheritedIdentity(ownLayer: stack.upper, in: store),
+                            lock: lock)
         }
     }
 }

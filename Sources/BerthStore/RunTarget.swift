@@ -15,9 +15,13 @@ public final class RunTarget {
     public let displayPath: String
     /// The descriptors that hold the tree, for a process that takes the run over.
     public let lockDescriptors: [Int32]
+    /// The identity files the image still shares with the one it came from
+    /// (`ImageUse.inheritedIdentity`): a boot gives the machine its own in their place.
+    public let inheritedIdentity: [FilePath]
     private let hold: AnyObject
 
     private init(name: String, tree: RootTree, readOnly: Bool, displayPath: String, lockDescriptors: [Int32], hold: AnyObject) {
+        inheritedIdentity = []
         self.name = name
         self.tree = tree
         self.readOnly = readOnly
@@ -53,6 +57,7 @@ public final class RunTarget {
         readOnly = use.readOnly
         self.displayPath = displayPath.string
         lockDescriptors = [use.lockDescriptor]
+        inheritedIdentity = use.inheritedIdentity
         hold = use
     }
 

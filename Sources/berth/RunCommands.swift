@@ -36,7 +36,7 @@ extension RunCommandLine {
         var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: LaunchSpec.randomUUID(),
                               term: onTerminal ? environment("TERM") ?? "vt220" : "dumb")
         spec.hostname = hostname ?? name
-        spec.arguments = arguments
+        spec.arguments = (boot ? Self.ownIdentity(target, spec) : []) + arguments
         spec.boot = boot
         spec.readOnly = target.readOnly
         spec.ephemeral = ephemeral
@@ -60,6 +60,20 @@ extension RunCommandLine {
         let status = Supervisor.supervise(started)
         withExtendedLifetime(target) {}
         return status
+    }
+
+    /// A clone (or an image built on a base) boots as a machine of its own, while its content
+    /// stays what it was given: where it still has its parent's machine id or hostname, systemd
+    /// inside is told its own on the command line it reads as the kernel's (`systemd.machine_id=`,
+    /// which it then writes to the image's own layer; `systemd.hostname=`, which it leaves there
+    /// until one is set inside). The machine id is the container's UUID, as nspawn's
+    /// `container_uuid` is its machine's.
+    private static func ownIdentity(_ target: RunTarget, _ spec: LaunchSpec) -> [String] {
+        target.inheritedIdentity.map { file in
+            file == "etc/machine-id"
+                ? "systemd.machine_id=\(spec.uuid.filter { $0 != "-" })"
+                : "systemd.hostname=\(spec.hostname)"
+        }
     }
 
     /// nspawn's `SRC[:DST[:OPTIONS]]`, OPTIONS a comma-separated list of rbind, norbind, idmap

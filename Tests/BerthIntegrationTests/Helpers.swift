@@ -94,7 +94,7 @@ func installBootProbe(in tree: FilePath, action: String) throws -> () -> Void {
         After=multi-user.target
         [Service]
         Type=oneshot
-        ExecStart=/bin/sh -c 'systemctl is-active multi-user.target > /out/state; systemctl --failed --no-legend --plain > /out/failed; cat /etc/berth-step > /out/step 2>/dev/null; systemctl \(action)'
+        ExecStart=/bin/sh -c 'systemctl is-active multi-user.target > /out/state; systemctl --failed --no-legend --plain > /out/failed; cat /etc/berth-step > /out/step 2>/dev/null; hostname > /out/hostname; cat /etc/machine-id > /out/machine-id; systemctl \(action)'
         [Install]
         WantedBy=multi-user.target
         """

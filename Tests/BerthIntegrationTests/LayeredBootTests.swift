@@ -32,6 +32,37 @@ import Testing
         #expect(mounts(under: tmp.string).isEmpty)
     }
 
+    /// A clone starts as its parent's exact content, yet boots as a machine of its own: its own
+    /// machine id, kept from its first boot on, and its own name as hostname; its parent keeps
+    /// its own of both.
+    @Test func eachCloneBootsAsAMachineOfItsOwn() throws {
+        let tmp = try TemporaryDirectory("identity")
+        #expect(try berth(["import", "-q", Fixtures.debianZstd, "deb"], store: tmp).status == 0)
+        _ = try installBootProbe(in: tmp.appending("store/deb"), action: "poweroff")
+        let hostname = String(decoding: try readFile(tmp.appending("store/deb/etc/hostname")), as: UTF8.self)
+        func text(_ out: TemporaryDirectory, _ file: String) -> String {
+            (try? readFile(out.appending(file))).map { String(decoding: $0, as: UTF8.self) } ?? "(none)"
+        }
+        let first = try bootAndProbe(["run", "-q", "-b", "-M", "deb"], store: tmp)
+        let parentID = text(first, "machine-id")
+        #expect(parentID.count == 33 && text(first, "hostname") == hostname, "\(parentID) \(text(first, "hostname"))")
+        for name in ["c1", "c2"] { #expect(try berth(["clone", "deb", name], store: tmp).status == 0) }
+        let copied = try berth(["run", "-q", "-M", "c1", "/bin/cat", "/etc/machine-id"], store: tmp)
+        #expect(copied.stdout == parentID, "a clone's content is its parent's until it boots: \(copied)")
+
+        var ids: [String: [String]] = [:]
+        for name in ["deb", "c1", "c2", "c1"] {
+            let out = try bootAndProbe(["run", "-q", "-b", "-M", name], store: tmp)
+            ids[name, default: []].append(text(out, "machine-id"))
+            #expect(text(out, "hostname") == (name == "deb" ? hostname : "\(name)\n"), "\(name)")
+        }
+        #expect(ids["deb"] == [parentID])
+        let c1 = ids["c1"] ?? [], c2 = ids["c2"] ?? []
+        #expect(c1.count == 2 && c1[0] == c1[1], "a clone keeps the machine id it got: \(c1)")
+        #expect(Set([parentID, c1.first ?? "", c2.first ?? ""]).count == 3, "\(parentID) \(c1) \(c2)")
+        #expect(c1.allSatisfy { $0.count == 33 } && c2.allSatisfy { $0.count == 33 })
+    }
+
     func layerCount(_ name: String, store: TemporaryDirectory) throws -> Int {
         let show = try berth(["show", "--json", name], store: store)
         let record = try JSONSerialization.jsonObject(with: Data(show.stdout.utf8)) as? [String: Any]
