@@ -89,8 +89,8 @@ struct PreparedMounts {
         var scratch: DetachedMount?
         // A read-only run of a layered image has no writable layer of its own, but the setup
         // may still have to make a bind's mount point: in a throwaway layer, before the setup
-        // makes the root read-only.
-        if spec.ephemeral || (tree.upper == nil && spec.readOnly) {
+        // makes the root read-only. (Only then: the layer's root shows as the tree's root.)
+        if spec.ephemeral || (tree.upper == nil && spec.readOnly && !spec.bindMounts.isEmpty) {
             // Changes go to a tmpfs that lives only as long as the overlay, which lives only as
             // long as the container's mount namespace.
             let tmpfs = try DetachedMount.fileSystem("tmpfs", options: [("mode", "0700")])

@@ -38,6 +38,8 @@ public enum Supervisor {
         let console: ConsoleRelay?
         /// What keeps the container's range of user ids its own while it runs.
         let userRangeLocks: [Descriptor]
+        /// The image's tree to mount again on the host when the container ends.
+        var remount: TreeRemount? = nil
 
         var arguments: [String] {
             var fields = ["pid=\(pid)", "setup=\(setup)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
@@ -49,7 +51,7 @@ public enum Supervisor {
                            "console-output=\(console.output)", "console-input=\(console.input ? 1 : 0)"]
                 if let saved = console.savedTerminal { fields.append("terminal=\(Hex.encode(saved))") }
             }
-            return fields
+            return fields + (remount?.arguments ?? [])
         }
 
         /// The descriptors the supervisor keeps across its exec.
@@ -81,7 +83,7 @@ public enum Supervisor {
     /// mount namespace. The kernel locks every mount of a copy into a less privileged user
     /// namespace to its flags and its place, so root inside can neither make a read-only mount
     /// writable nor unmount what hides the host. PID 1 is the supervisor's child (CLONE_PARENT).
-    public static func start(_ spec: LaunchSpec) throws -> Started {
+    public static func start(_ spec: LaunchSpec, remounting remount: TreeRemount? = nil) throws -> Started {
         var spec = spec
         let users = try spec.privateUsers.allocate(for: spec.machineName)
         spec.userRange = users?.range
@@ -143,7 +145,7 @@ public enum Supervisor {
             started = true
             return Started(pid: pid, setup: setup, boot: spec.boot, asPID2: spec.asPID2,
                            machineName: spec.quiet ? nil : spec.machineName, cgroup: cgroup, console: console,
-                           userRangeLocks: users?.locks ?? [])
+                           userRangeLocks: users?.locks ?? [], remount: remount)
         } catch {
             if report >= 0 { close(report) }
             for child in [pid, setup] where child > 0 {
@@ -211,6 +213,14 @@ public enum Supervisor {
                 if waitpid(pid, &status, WNOHANG) == pid {
                     // The setup process ends before PID 1 goes on, or as soon as PID 1 is gone.
                     if setup > 0 { waitpid(setup, nil, 0) }
+                    if let remount = started.remount {
+                        do {
+                            try remount.mount()
+                        } catch {
+                            let line = "berth: warning: cannot mount the image's tree at \(remount.target) again (\(error)); the next berth command does\n"
+                            _ = line.withCString { write(2, $0, strlen($0)) }
+                        }
+                    }
                     started.console?.drain()
                     started.console?.restore()
                     let exit = ExitStatus(waitStatus: status, boot: started.boot)
@@ -247,10 +257,11 @@ public enum Supervisor {
 extension Supervisor.Started {
     /// What `arguments` (from `berth-stage --supervise`) say; nil when they are damaged.
     init?(arguments: some Sequence<String>) {
-        var fields: [Substring: Substring] = [:]
+        var fields: [Substring: Substring] = [:], ordered: [(key: Substring, value: Substring)] = []
         for argument in arguments {
             guard let equals = argument.firstIndex(of: "=") else { return nil }
             fields[argument[..<equals]] = argument[argument.index(after: equals)...]
+            ordered.append((argument[..<equals], argument[argument.index(after: equals)...]))
         }
         // 0 and negative pids name groups of processes (or all of them) to kill and waitpid.
         guard let pid = fields["pid"].flatMap({ pid_t($0) }), pid > 0 else { return nil }
@@ -270,5 +281,7 @@ extension Supervisor.Started {
         }
         // The range's lock stays open across the exec, unnamed: it is released when this ends.
         userRangeLocks = []
+        remount = fields["remount-at"] == nil ? nil : TreeRemount(fields: ordered)
+        if fields["remount-at"] != nil && remount == nil { return nil }
     }
 }

@@ -33,7 +33,7 @@ struct GarbageCollector {
                 named.formUnion(stack.allLayers)
                 uppers.insert(stack.upper)
             }
-            for entry in try store.images.entryNames() where try store.rootDirectory.status(entry)?.kind == .directory {
+            for entry in try store.images.entryNames() where try store.holdsDirectoryImage(entry) {
                 try store.images.rename(entry, to: FilePath("record-\(result.records)"), in: staging.directory, .noReplace)
                 result.records += 1
             }
@@ -47,7 +47,7 @@ struct GarbageCollector {
             for entry in try store.work.entryNames() where !uppers.contains(entry.string) {
                 try store.work.rename(entry, to: FilePath("work-\(entry.string)"), in: staging.directory, .noReplace)
             }
-            let trees = try store.rootDirectory.entryNames().filter { try store.rootDirectory.status($0)?.kind == .directory }
+            let trees = try store.rootDirectory.entryNames().filter { try store.holdsDirectoryImage($0) }
             layers.figures.forgetAllBut(layers: named, trees: Set(trees.map(\.string)))
             let freed = result
             store.afterCommit("gc-sync", done: "gc moved \(freed.layers) layer\(freed.layers == 1 ? "" : "s") out of the store") {

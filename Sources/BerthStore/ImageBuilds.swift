@@ -96,6 +96,8 @@ struct ImageBuilds {
             case .layered(let old)? where old.recipe != nil:
                 try catalog.withLock(name, .exclusive, for: .change) { _ in
                     try ImageMounts(catalog: catalog, store: store).refuseMounted(name)
+                    // The rebuilt image's tree replaces the old one at ROOT/NAME.
+                    try ImageMounts(catalog: catalog, store: store).releaseTree(name)
                     try stage(name, stack: stack, id: old.id, parent: parent, description: description, recipe: recipe, in: staging)
                     try staging.directory.rename("record", to: FilePath(name.rawValue), in: store.images, .exchange)
                     store.afterCommit("build-sync", done: "built '\(name)'") { try store.images.sync() }
@@ -103,6 +105,9 @@ struct ImageBuilds {
                 }
             default:
                 throw StoreError(.exists, "image '\(name)' exists and was not built from a recipe; remove it, or build under another name with --name")
+            }
+            if let built = try records.read(name) {
+                store.afterCommit("build-mount", done: "built '\(name)'") { try ImageMounts(catalog: catalog, store: store).mountTree(name, built) }
             }
         }
     }

@@ -3,9 +3,10 @@ import Glibc
 import SystemPackage
 
 /// Finding images by name, and their locks. A directory at `ROOT/NAME` is a directory image; a
-/// record in `.berth/images` a layered one. A directory wins over a record of the same name:
-/// that record belongs to a conversion that never completed (see LayeredChanges), and `gc`
-/// removes it.
+/// record in `.berth/images` a layered one, whose tree is mounted at `ROOT/NAME`
+/// (`StoreDirectories.holdsDirectoryImage` tells the two apart). A directory image wins over a
+/// record of the same name: that record belongs to a conversion that never completed (see
+/// LayeredChanges), and `gc` removes it.
 struct ImageCatalog {
     let root: FilePath
     let rootDirectory: Directory
@@ -21,8 +22,15 @@ struct ImageCatalog {
 
     /// What `name` is in the store; nil when it is not there.
     func lookup(_ name: ImageName) throws -> StoredImage? {
-        if try rootDirectory.status(FilePath(name.rawValue))?.kind == .directory { return .directory }
+        if try holdsDirectoryImage(FilePath(name.rawValue)) { return .directory }
         return try records?.read(name).map { .layered($0) }
+    }
+
+    /// Whether `entry` of the root is a directory image (see StoreDirectories); without `.berth`
+    /// every directory is one.
+    func holdsDirectoryImage(_ entry: FilePath) throws -> Bool {
+        if let store { return try store.holdsDirectoryImage(entry) }
+        return try rootDirectory.status(entry)?.kind == .directory
     }
 
     func exists(_ name: ImageName) throws -> Bool { try lookup(name) != nil }
@@ -48,7 +56,7 @@ struct ImageCatalog {
     /// holds it.
     func lock(_ name: ImageName, _ kind: Descriptor.LockKind, for purpose: ImageLock.Purpose) throws -> ImageLock {
         let entry = FilePath(name.rawValue)
-        let isDirectory = try rootDirectory.status(entry)?.kind == .directory
+        let isDirectory = try holdsDirectoryImage(entry)
         guard let parent = isDirectory ? rootDirectory : store?.images else { throw noImage(name) }
         return try ImageLock(name, entry: entry, in: parent, kind, for: purpose)
     }

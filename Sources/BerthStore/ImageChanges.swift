@@ -33,8 +33,20 @@ struct ImageChanges {
                 let change = "renamed '\(old)' to '\(new)'"
                 guard case .directory = found else {
                     try mounts.refuseMounted(old)
-                    try store.images.rename(FilePath(old.rawValue), to: FilePath(new.rawValue), .noReplace)
+                    // The tree moves with the name: taken away, its mount point gone before the
+                    // record's rename (so a crash leaves no stray directory), mounted at the new.
+                    try mounts.releaseTree(old)
+                    try? store.rootDirectory.remove(FilePath(old.rawValue), isDirectory: true)
+                    do {
+                        try store.images.rename(FilePath(old.rawValue), to: FilePath(new.rawValue), .noReplace)
+                    } catch {
+                        if let stack = try? records.read(old) { try? mounts.mountTree(old, stack) }
+                        throw error
+                    }
                     store.afterCommit("rename-sync", done: change) { try store.images.sync() }
+                    if case .layered(let stack) = found {
+                        store.afterCommit("rename-mount", done: change) { try mounts.mountTree(new, stack) }
+                    }
                     return
                 }
                 let wasReadOnly = try catalog.clearReadOnlyFlag(FilePath(old.rawValue))
@@ -86,6 +98,18 @@ struct ImageChanges {
                 for (name, image) in found {
                     if case .layered? = image { try mounts.refuseMounted(name) }
                 }
+                // Every tree is taken away before any image goes; one in use leaves them all.
+                var released: [(ImageName, LayerStack)] = []
+                do {
+                    for (name, image) in found {
+                        guard case .layered(let stack)? = image else { continue }
+                        try mounts.releaseTree(name)
+                        released.append((name, stack))
+                    }
+                } catch {
+                    for (name, stack) in released { try? mounts.mountTree(name, stack) }
+                    throw error
+                }
                 for (index, (name, image)) in found.enumerated() {
                     removal.bytes += try remove(name, image, into: staging, as: FilePath("removed-\(index)"))
                     removal.names.append(name)
@@ -123,6 +147,9 @@ struct ImageChanges {
             return bytes
         case .layered(let stack)?:
             PausePoint.reach("remove")
+            // The mount point goes first: a crash after it leaves the record, whose tree the next
+            // command mounts again; one after the commit leaves nothing.
+            try? store.rootDirectory.remove(FilePath(name.rawValue), isDirectory: true)
             try store.images.rename(FilePath(name.rawValue), to: entry, in: staging.directory, .noReplace)
             store.afterCommit("remove-sync", done: change) { try store.images.sync() }
             CrashPoint.reach("remove")
@@ -167,8 +194,13 @@ struct ImageChanges {
                 if wanted != flags { try fd.setInodeFlags(wanted) }
             case .layered(var stack):
                 guard stack.readOnly != readOnly else { return }
-                stack.readOnly = readOnly
-                try records.write(stack, in: records.recordDirectory(name), committing: "marked '\(name)' \(readOnly ? "read-only" : "writable")")
+                try catalog.withLock(name, .exclusive, for: .change) { _ in
+                    // Its tree is mounted again as the record now says: read-only, or writable.
+                    try mounts.releaseTree(name)
+                    defer { if let now = try? records.read(name) { try? mounts.mountTree(name, now) } }
+                    stack.readOnly = readOnly
+                    try records.write(stack, in: records.recordDirectory(name), committing: "marked '\(name)' \(readOnly ? "read-only" : "writable")")
+                }
             }
         }
     }

@@ -116,7 +116,11 @@ struct ImageImporter {
                     try store.staging.rename(staged, to: target, in: store.rootDirectory, .exchange)
                     store.afterCommit("import-sync", done: "imported '\(name)' in place of the old one") { try store.rootDirectory.sync() }
                 case .layered(let stack):
-                    try ImageMounts(catalog: catalog, store: store).refuseMounted(name)
+                    let mounts = ImageMounts(catalog: catalog, store: store)
+                    try mounts.refuseMounted(name)
+                    // Its tree's mount point gives way to the directory (which wins over the record).
+                    try mounts.releaseTree(name)
+                    try? store.rootDirectory.remove(target, isDirectory: true)
                     try store.staging.rename(staged, to: target, in: store.rootDirectory, .noReplace)
                     let change = "imported '\(name)' in place of the old one"
                     store.afterCommit("import-sync", done: change) { try store.rootDirectory.sync() }

@@ -20,7 +20,7 @@ struct ImageListing {
     func images(warn: (String) -> Void) throws -> [ImageInfo] {
         var result: [ImageInfo] = []
         for entry in try catalog.rootDirectory.entryNames() where !entry.string.hasPrefix(".") {
-            guard try catalog.rootDirectory.status(entry)?.kind == .directory else { continue }
+            guard try catalog.holdsDirectoryImage(entry) else { continue }
             do {
                 result.append(try directoryInfo(entry))
             } catch {
@@ -29,7 +29,7 @@ struct ImageListing {
         }
         let scan = try catalog.records?.scan() ?? ImageRecords.Scan()
         for (_, problem) in scan.damaged { warn("\(problem); it is not listed") }
-        for (name, stack) in scan.stacks where try catalog.rootDirectory.status(FilePath(name.rawValue)) == nil {
+        for (name, stack) in scan.stacks where try !catalog.holdsDirectoryImage(FilePath(name.rawValue)) {
             do {
                 result.append(try layeredInfo(name, stack, among: scan.stacks))
             } catch {
@@ -88,7 +88,7 @@ struct ImageListing {
         return ImageInfo(
             name: name.rawValue, kind: .layered, readOnly: stack.readOnly, usage: own, sharedUsage: shared,
             created: stack.created, parent: stack.parent.map { byID[$0]?.rawValue ?? "\($0) (removed)" },
-            path: (try? mounts.mountedAt(name, tidying: false))??.string ?? ImageRecords(store: store).mountPoint(of: name).string,
+            path: mounts.treePath(name).string,
             operatingSystem: os, layers: stack.layers, dependants: dependants.sorted(),
             description: stack.description)
     }

@@ -2,29 +2,27 @@ import BerthSystem
 import Glibc
 import SystemPackage
 
-/// The merged trees of layered images on the host: overlays of the store's layers, mounted for
-/// a build step or an export in staging, and by `berth mount` wherever the user asks. A
-/// `mounted` marker in the image's record says where `berth mount` put one; while it is there
-/// the image counts as in use.
+/// The merged trees of layered images on the host: each image's overlay of its frozen layers and
+/// its own writable layer, mounted at `ROOT/NAME` (read-only for a read-only image), so that
+/// systemd-nspawn, machinectl, backup tools and `ls` find every image where a directory image
+/// would be, and share exactly what berth runs; and `berth mount`'s binds of those trees
+/// wherever the user asks. A `mounted` marker in the image's record says where `berth mount`
+/// put one; while it is there the image counts as in use.
 ///
-/// This is the one place that mounts layers, so that keeping every image's tree mounted at
-/// `STORE/NAME` can grow here.
+/// The trees are the store's state, but not its record: a tree missing (after the host
+/// restarted, or a run or change killed before it could mount it again) is mounted again by the
+/// next berth command (`restoreTrees`), and `berth mount --all` does it at the host's boot. A
+/// writable layer is only ever the upper of one overlay: a change to an image's layers, or a run
+/// that mounts its own overlay (under a user namespace, over idmapped layers), first takes the
+/// tree away (`releaseTree`), which it refuses while anything uses the tree, here or in another
+/// mount namespace; the run's supervisor mounts it again when the machine ends.
+///
+/// This is the one place that mounts layers on the host.
 struct ImageMounts {
     let catalog: ImageCatalog
     let store: StoreDirectories
 
     private var records: ImageRecords { ImageRecords(store: store) }
-
-    /// Mounts `use`'s overlay onto the directory `target` is open on, on the host, with
-    /// `attributes` (nosuid and nodev unless the caller asks otherwise: a tree on the host must
-    /// not give its setuid programs or device nodes to whoever can reach it).
-    func mountOverlay(_ use: ImageUse, onto target: Descriptor, attributes: MountAttributes = [.noSetUID, .noDevices]) throws {
-        let upper = try use.upperID.map {
-            (try store.layers.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor,
-             try store.work.openDirectory(beneath: FilePath($0), pathOnly: true).descriptor)
-        }
-        try mountLayers(use.layerIDs, upper: upper, onto: target, readOnly: use.readOnly, attributes: attributes)
-    }
 
     /// Mounts an overlay of the store's layers `lowerIDs` (top first), each opened beneath
     /// `.berth/layers`, and `upper`, onto the directory `target` is open on.
@@ -35,28 +33,99 @@ struct ImageMounts {
     }
 
     /// Runs `body` with `use`'s merged tree at a path: a directory image's own tree, or a layered
-    /// image's overlay mounted read-only in staging for the time of the call.
+    /// image's tree at `ROOT/NAME`, mounted first if it is missing.
     func withMergedTree<T>(_ use: ImageUse, _ body: (FilePath) throws -> T) throws -> T {
         guard use.isLayered else { return try body(use.root) }
-        let staging = try StagingArea(store: store).make("merged-\(use.name)")
-        defer { staging.discard() }
-        try staging.directory.makeDirectory("tree", mode: 0o700)
-        try mountOverlay(use, onto: staging.directory.openDirectory(beneath: "tree").descriptor)
-        let tree = staging.path.appending("tree")
-        defer { try? Mount.unmount(tree, detach: true) }
-        return try body(tree)
+        guard case .layered(let stack) = try catalog.require(use.name) else { throw catalog.noImage(use.name) }
+        try store.withStoreLock { try mountTree(use.name, stack) }
+        return try body(treePath(use.name))
+    }
+
+    // MARK: The trees at ROOT/NAME
+
+    func treePath(_ name: ImageName) -> FilePath { catalog.root.appending(name.rawValue) }
+
+    /// Whether `name`'s tree is mounted at `ROOT/NAME`.
+    func isTreeMounted(_ name: ImageName) throws -> Bool {
+        guard try catalog.rootDirectory.status(FilePath(name.rawValue))?.kind == .directory else { return false }
+        return try catalog.rootDirectory.openDirectory(beneath: FilePath(name.rawValue), crossingMounts: true).descriptor.isOverlay()
+    }
+
+    /// Mounts layered image `name`'s tree (of `stack`) at `ROOT/NAME`, making the mount point
+    /// when it is missing and `makingMountPoint`; nothing when it is mounted already. A
+    /// read-only image is an overlay of all its layers with no writable one. The caller holds the
+    /// store lock, so no two commands mount it at once.
+    func mountTree(_ name: ImageName, _ stack: LayerStack, makingMountPoint: Bool = true) throws {
+        let entry = FilePath(name.rawValue)
+        if try catalog.rootDirectory.status(entry) == nil {
+            guard makingMountPoint else { return }
+            try catalog.rootDirectory.makeDirectory(entry, mode: 0o755)
+        }
+        let mountPoint = try catalog.rootDirectory.openDirectory(beneath: entry, crossingMounts: true)
+        if try mountPoint.descriptor.isOverlay() { return }
+        guard try mountPoint.entryNames().isEmpty else {
+            throw StoreError(.inUse, "cannot mount image '\(name)' at \(treePath(name)): a directory that is not empty is there; move it out of the store")
+        }
+        if stack.readOnly {
+            try mountLayers(stack.allLayers.reversed(), upper: nil, onto: mountPoint.descriptor)
+        } else {
+            let upper = (try store.layers.openDirectory(beneath: FilePath(stack.upper), pathOnly: true).descriptor,
+                         try store.work.openDirectory(beneath: FilePath(stack.upper), pathOnly: true).descriptor)
+            try mountLayers(stack.layers.reversed(), upper: upper, onto: mountPoint.descriptor)
+        }
+    }
+
+    /// Takes `name`'s tree away from `ROOT/NAME` (the mount point stays) before something else
+    /// uses its writable layer: refused, with the tree left as it was, while a process uses it
+    /// (an open file, its working or root directory), here or through a copy of the mount in a
+    /// mount namespace of its own, where the host's unmount would succeed and leave the overlay
+    /// alive on the layer. The caller holds the image's lock.
+    func releaseTree(_ name: ImageName) throws {
+        guard try isTreeMounted(name) else { return }
+        let path = treePath(name)
+        let device = try catalog.rootDirectory.openDirectory(beneath: FilePath(name.rawValue), crossingMounts: true).descriptor.status().device
+        if let holder = Mount.otherHolder(of: device, except: path) {
+            throw StoreError(.inUse, "image '\(name)' is in use: process \(holder.pid) (\(Printable.escaping(holder.command))) has its tree mounted; stop it first")
+        }
+        do {
+            try Mount.unmount(path)
+        } catch let error as SystemError where error.errno == .resourceBusy {
+            throw StoreError(.inUse, "image '\(name)' is in use: a process has a file open in \(path), or works there; leave it first ('fuser -vm \(path)' names it)")
+        }
+    }
+
+    /// Mounts every layered image's tree that is missing at `ROOT/NAME`, except where a writable
+    /// run or a change holds the image (its tree is theirs). Returns the names mounted. Nothing
+    /// is done, and no lock taken, when none is missing.
+    @discardableResult
+    func restoreTrees(makingMountPoints: Bool = true) throws -> [ImageName] {
+        let missing = try records.stacks().filter { name, _ in
+            try !isTreeMounted(name) && !store.holdsDirectoryImage(FilePath(name.rawValue))
+        }
+        guard !missing.isEmpty else { return [] }
+        return try store.withStoreLock {
+            var mounted: [ImageName] = []
+            for (name, stack) in missing {
+                guard let lock = try? catalog.lock(name, .shared, for: .read) else { continue }
+                try mountTree(name, stack, makingMountPoint: makingMountPoints)
+                if try isTreeMounted(name) { mounted.append(name) }
+                withExtendedLifetime(lock) {}
+            }
+            return mounted
+        }
     }
 
     // MARK: berth mount and umount
 
-    /// Mounts layered image `name`'s merged tree at `directory` on the host, writable unless the
-    /// image is read-only, with `attributes`. The image counts as in use until `unmount`.
+    /// Shows layered image `name`'s merged tree at `directory` on the host too, writable unless
+    /// the image is read-only, with `attributes`: a bind of its tree at `ROOT/NAME`. The image
+    /// counts as in use until `unmount`.
     func mount(_ name: ImageName, at directory: FilePath, attributes: MountAttributes, uses: ImageUses) throws {
         guard let target = realPath(directory), try FileStatus.of(target)?.kind == .directory else {
             throw StoreError(.invalidInput, "cannot mount on \(directory): it is not a directory; make it first")
         }
         try store.withStoreLock {
-            guard case .layered = try catalog.require(name) else {
+            guard case .layered(let stack) = try catalog.require(name) else {
                 throw StoreError(.invalidInput, "'\(name)' is a directory image: its tree is \(catalog.root.appending(name.rawValue)) already; clone it for a layered image to mount")
             }
             let use = try uses.use(name, .writable, for: .change)
@@ -67,7 +136,12 @@ struct ImageMounts {
             try marker.writeAll(target.string)
             try marker.sync()
             do {
-                try mountOverlay(use, onto: Directory(opening: target).descriptor, attributes: attributes)
+                // A bind of the image's tree at ROOT/NAME: one overlay on its writable layer, ever.
+                try mountTree(name, stack)
+                let bind = try DetachedMount.copy(of: treePath(name), recursive: false)
+                try bind.set(attributes, recursive: false)
+                try bind.attach(onto: Directory(opening: target).descriptor)
+                withExtendedLifetime(use) {}
             } catch {
                 try? record.remove("mounted", isDirectory: false)
                 throw StoreError.wrapping(error, "cannot mount '\(name)' on \(directory)")

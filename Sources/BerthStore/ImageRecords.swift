@@ -40,7 +40,7 @@ struct ImageRecords {
 
     /// Whether `name` has a record that cannot be read, with no directory image shadowing it.
     func isDamaged(_ name: ImageName) throws -> Bool {
-        guard try store.rootDirectory.status(FilePath(name.rawValue))?.kind != .directory,
+        guard try !store.holdsDirectoryImage(FilePath(name.rawValue)),
               try directory.status(FilePath(name.rawValue)) != nil else { return false }
         return (try? read(name)) == nil
     }
@@ -60,7 +60,7 @@ struct ImageRecords {
                 scan.damaged.append((entry.printable, "'\(entry.printable)' in \(store.statePath)/images is not a record berth made; move it out of the store"))
                 continue
             }
-            if try store.rootDirectory.status(entry)?.kind == .directory { continue }
+            if try store.holdsDirectoryImage(entry) { continue }
             do {
                 if let stack = try read(name) { scan.stacks.append((name, stack)) }
             } catch let error as StoreError {

@@ -56,6 +56,29 @@ public final class ImageStore {
         } catch {
             throw StoreError.wrapping(error, "cannot open the store \(root)")
         }
+        mountedAtOpen = restoreTrees(makingMountPoints: access != .read)
+    }
+
+    /// The trees that were missing and mounted when the store was opened.
+    private var mountedAtOpen: [ImageName] = []
+
+    /// Mounts the layered images' trees missing at `ROOT/NAME`: a failure is told, and the
+    /// command goes on (the next one tries again).
+    @discardableResult
+    private func restoreTrees(makingMountPoints: Bool) -> [ImageName] {
+        guard let store else { return [] }
+        do {
+            return try ImageMounts(catalog: catalog, store: store).restoreTrees(makingMountPoints: makingMountPoints)
+        } catch {
+            store.warn("cannot mount the images' trees in \(root) again: \(error)")
+            return []
+        }
+    }
+
+    /// `berth mount --all`, for the host's boot: mounts every layered image's tree that is not
+    /// at `ROOT/NAME`, and returns their names.
+    public func mountTrees() throws -> [ImageName] {
+        try guarded { try mountedAtOpen + ImageMounts(catalog: catalog, store: state()).restoreTrees() }
     }
 
     public convenience init(root: FilePath, create: Bool) throws {
@@ -105,7 +128,8 @@ public final class ImageStore {
 
     // MARK: Images
 
-    /// The path of directory image `name`, for messages and for tools that take paths.
+    /// Where image `name`'s tree is: a directory image's own directory, or the mount of a layered
+    /// image's tree.
     public func path(of name: ImageName) -> FilePath { root.appending(name.rawValue) }
 
     public func imageExists(_ name: ImageName) throws -> Bool { try guarded { try catalog.exists(name) } }
@@ -166,6 +190,17 @@ public final class ImageStore {
     }
 
     public func unmount(_ directory: FilePath) throws { try guarded { try mounts().unmount(directory) } }
+
+    /// Takes layered image `name`'s tree away from `ROOT/NAME`, refused while it is in use.
+    func releaseTree(_ name: ImageName) throws { try guarded { try mounts().releaseTree(name) } }
+
+    /// Mounts layered image `name`'s tree at `ROOT/NAME`, unless it is there.
+    func mountTree(_ name: ImageName) throws {
+        try guarded {
+            guard case .layered(let stack) = try catalog.require(name) else { return }
+            try state().withStoreLock { try mounts().mountTree(name, stack) }
+        }
+    }
 
     // MARK: Builds
 

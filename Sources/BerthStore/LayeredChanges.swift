@@ -41,6 +41,7 @@ struct LayeredChanges {
                 CrashPoint.reach("clone")
                 try staging.directory.rename("new-record", to: FilePath(target.rawValue), in: store.images, .noReplace)
                 store.afterCommit("clone-sync", done: "made '\(target)' from '\(source)'") { try store.images.sync() }
+                store.afterCommit("clone-mount", done: "made '\(target)' from '\(source)'") { try mounts.mountTree(target, made) }
             }
         }
     }
@@ -61,6 +62,9 @@ struct LayeredChanges {
             try catalog.withLock(name, .exclusive, for: .change) { _ in
                 // Checked above: a directory image has no snapshot.
                 guard case .layered(var stack) = try catalog.require(name) else { throw catalog.noImage(name) }
+                try mounts.releaseTree(name)
+                // Whatever happens, the image's tree is mounted again, as its record now says.
+                defer { if let now = try? records.read(name) { try? mounts.mountTree(name, now) } }
                 try withFrozenContent(of: snapshot, staging: staging) { content in
                     let old = stack.upper
                     stack.layers = content.layers
@@ -105,6 +109,9 @@ struct LayeredChanges {
     /// fresh upper on top. The caller holds the store lock and keeps writers out of the image.
     private func freeze(_ name: ImageName, _ stack: LayerStack, staging: Staging) throws -> LayerStack {
         if try layers.isPristine(stack) { return stack }
+        // Its tree's writable layer is about to become a frozen one: no overlay may write it.
+        try mounts.releaseTree(name)
+        defer { if let now = try? records.read(name) { try? mounts.mountTree(name, now) } }
         let upper = try layers.stage(in: staging, like: layers.open(stack.upper).descriptor)
         try layers.install(upper, from: staging)
         var frozen = stack
@@ -151,6 +158,8 @@ struct LayeredChanges {
             try store.rootDirectory.sync()
             try store.layers.sync()
         }
+        // Its tree stays where it was, for every tool: now the overlay of its layers.
+        store.afterCommit("convert-mount", done: "turned directory image '\(name)' into a layered one") { try mounts.mountTree(name, stack) }
         return stack
     }
 }

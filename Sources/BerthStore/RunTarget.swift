@@ -18,10 +18,14 @@ public final class RunTarget {
     /// The identity files the image still shares with the one it came from
     /// (`ImageUse.inheritedIdentity`): a boot gives the machine its own in their place.
     public let inheritedIdentity: [FilePath]
+    /// Where the image's tree was taken away from for the run, which mounts an overlay of its
+    /// own on the image's writable layer: the run's supervisor mounts it there again at the end.
+    public let remountAfterExit: FilePath?
     private let hold: AnyObject
 
     private init(name: String, tree: RootTree, readOnly: Bool, displayPath: String, lockDescriptors: [Int32], hold: AnyObject) {
         inheritedIdentity = []
+        remountAfterExit = nil
         self.name = name
         self.tree = tree
         self.readOnly = readOnly
@@ -49,8 +53,8 @@ public final class RunTarget {
                          displayPath: root.string, lockDescriptors: [tree.rawValue], hold: tree)
     }
 
-    /// An image's use, as a run target.
-    init(_ use: ImageUse, displayPath: FilePath) throws {
+    /// An image's use, as a run target; `remountingAt`, where its tree goes back when the run ends.
+    init(_ use: ImageUse, displayPath: FilePath, remountingAt: FilePath? = nil) throws {
         if !use.isLayered { try Self.requireOSTree(Directory(opening: use.root), displayPath.string) }
         name = use.name.rawValue
         tree = use.tree
@@ -58,6 +62,19 @@ public final class RunTarget {
         self.displayPath = displayPath.string
         lockDescriptors = [use.lockDescriptor]
         inheritedIdentity = use.inheritedIdentity
+        remountAfterExit = remountingAt
+        hold = use
+    }
+
+    /// A writable use of a layered image whose run shares its tree's mount at `tree`.
+    init(keptTreeOf use: ImageUse, at tree: FilePath) {
+        name = use.name.rawValue
+        self.tree = RootTree(root: tree)
+        readOnly = false
+        displayPath = tree.string
+        lockDescriptors = [use.lockDescriptor]
+        inheritedIdentity = use.inheritedIdentity
+        remountAfterExit = nil
         hold = use
     }
 
@@ -69,8 +86,18 @@ public final class RunTarget {
 }
 
 extension ImageStore {
-    /// `-M name`: the image, taken for use.
-    public func runTarget(_ name: ImageName, _ access: ImageAccess) throws -> RunTarget {
-        try RunTarget(use(name, access), displayPath: path(of: name))
+    /// `-M name`: the image, taken for use. A writable run of a layered image either mounts an
+    /// overlay of its own (`ownOverlay`: under a user namespace, over idmapped layers), for which
+    /// the image's tree is taken away from `ROOT/NAME` until the run ends, or shares that tree's
+    /// mount, which then shows the machine's tree while it runs.
+    public func runTarget(_ name: ImageName, _ access: ImageAccess, ownOverlay: Bool = true) throws -> RunTarget {
+        let use = try use(name, access)
+        guard use.isLayered, use.upper != nil else { return try RunTarget(use, displayPath: path(of: name)) }
+        if ownOverlay {
+            try releaseTree(name)
+            return try RunTarget(use, displayPath: path(of: name), remountingAt: path(of: name))
+        }
+        try mountTree(name)
+        return RunTarget(keptTreeOf: use, at: path(of: name))
     }
 }

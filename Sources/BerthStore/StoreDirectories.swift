@@ -74,6 +74,23 @@ final class StoreDirectories {
     /// Where berth's own state is, for paths handed to the kernel (overlay layers, mount points).
     var statePath: FilePath { root.appending(Self.stateName.components) }
 
+    /// Whether `entry` of the store's root holds a directory image. A layered image's tree is
+    /// mounted at `ROOT/NAME` (ImageMounts), so a directory there is the mount point of the
+    /// layered image `NAME` when that image has a record and the directory is empty or has an
+    /// overlay mounted on it: no OS tree is empty, and berth makes no directory image an overlay.
+    /// Any other directory is a directory image, and wins over a record of the same name (see
+    /// LayeredChanges).
+    func holdsDirectoryImage(_ entry: FilePath) throws -> Bool {
+        guard try rootDirectory.status(entry)?.kind == .directory else { return false }
+        guard try images.status(entry) != nil else { return true }
+        return try !Self.isTreeMountPoint(rootDirectory.openDirectory(beneath: entry, crossingMounts: true))
+    }
+
+    /// An overlay's root, or an empty directory.
+    static func isTreeMountPoint(_ directory: Directory) throws -> Bool {
+        try directory.descriptor.isOverlay() || directory.entryNames().isEmpty
+    }
+
     /// The host path of layer `id`, and of overlayfs's work directory for it.
     func layerPath(_ id: String) -> FilePath { statePath.appending("layers").appending(id) }
     func workPath(_ id: String) -> FilePath { statePath.appending("work").appending(id) }
@@ -86,11 +103,13 @@ final class StoreDirectories {
     /// that says what was done and what was not. `point` names the step for `BERTH_FAIL_AT`.
     func afterCommit(_ point: String, done change: @autoclosure () -> String, _ body: () throws -> Void) {
         do {
-            try FaultPoint.check(point, point.hasSuffix("-sync") ? "fsync" : "rename", path: root.string)
+            try FaultPoint.check(point, point.hasSuffix("-sync") ? "fsync" : point.hasSuffix("-mount") ? "mount" : "rename", path: root.string)
             try body()
         } catch {
             let what = point.hasSuffix("-sync")
                 ? "it could not be made durable (\(error)); a crash before the file system writes it back may undo it"
+                : point.hasSuffix("-mount")
+                ? "its tree could not be mounted in \(root) (\(error)); the next berth command tries again"
                 : "what it left behind could not be moved away (\(error)); 'berth gc' frees it later"
             warn("\(change()), but \(what)")
         }

@@ -109,6 +109,11 @@ public final class Descriptor {
         return FileStatus(st)
     }
 
+    /// Whether the file is on an overlay file system (fstatfs's OVERLAYFS_SUPER_MAGIC).
+    public func isOverlay() throws -> Bool {
+        try retryingInterrupts("fstatfs") { cberth_file_system_type(rawValue) } == 0x794c_7630
+    }
+
     public func setOwner(uid: uid_t, gid: gid_t) throws {
         try retryingInterrupts("fchown") { Glibc.fchown(rawValue, uid, gid) }
     }

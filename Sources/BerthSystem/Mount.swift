@@ -54,6 +54,40 @@ public enum Mount {
         }
     }
 
+    /// A process that has a mount of the file system on `device` somewhere other than at
+    /// `except` in this mount namespace, in this namespace or in any other: the pid and its
+    /// command name; nil when there is none. A tool that took a copy of the mount into a mount
+    /// namespace of its own (systemd-nspawn -D does) keeps the file system alive after the host
+    /// unmounts it, which only this finds. Each namespace is read once, through one of its
+    /// processes; processes that go meanwhile are passed over.
+    public static func otherHolder(of device: dev_t, except: FilePath) -> (pid: pid_t, command: String)? {
+        let id = "\(cberth_major(device)):\(cberth_minor(device))", wanted = " \(id) "
+        let own = namespaceInode("self")
+        var seen: Set<String> = []
+        guard let proc = try? Directory(opening: "/proc") else { return nil }
+        for entry in (try? proc.entryNames()) ?? [] {
+            guard let pid = pid_t(entry.string), let namespace = namespaceInode(entry.string), seen.insert(namespace).inserted,
+                  let bytes = try? Descriptor.open(FilePath("/proc/\(pid)/mountinfo"), O_RDONLY).readAll() else { continue }
+            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.contains(wanted) {
+                let fields = line.split(separator: " ")
+                guard fields.count > 4, fields[2] == id else { continue }
+                if namespace == own && unescapeMountPath(fields[4]) == except { continue }
+                let command = (try? Descriptor.open(FilePath("/proc/\(pid)/comm"), O_RDONLY).readAll(limit: 64))
+                    .map { String(decoding: $0.filter { $0 != UInt8(ascii: "\n") }, as: UTF8.self) } ?? "?"
+                return (pid, command)
+            }
+        }
+        return nil
+    }
+
+    /// The mount namespace of /proc/`process`, as its link names it.
+    private static func namespaceInode(_ process: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 64)
+        let n = readlink("/proc/\(process)/ns/mnt", &buffer, buffer.count - 1)
+        guard n > 0 else { return nil }
+        return String(decoding: buffer[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+
     /// mountinfo writes space, tab, newline and backslash in paths as octal escapes.
     private static func unescapeMountPath(_ field: Substring) -> FilePath {
         var bytes: [UInt8] = []

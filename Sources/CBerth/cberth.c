@@ -24,6 +24,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/vfs.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -206,6 +207,12 @@ int cberth_mount_setattr(int fd, uint64_t set, uint64_t clear, int userns_fd, in
 int cberth_move_mount_to_fd(int mount_fd, int target_fd) {
     return (int)syscall(SYS_move_mount, mount_fd, "", target_fd, "",
                         0x00000004 /* MOVE_MOUNT_F_EMPTY_PATH */ | 0x00000040 /* MOVE_MOUNT_T_EMPTY_PATH */);
+}
+
+long cberth_file_system_type(int fd) {
+    struct statfs fs;
+    if (fstatfs(fd, &fs) < 0) return -1;
+    return (long)fs.f_type;
 }
 
 pid_t cberth_clone_process(unsigned long flags) { return (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL); }

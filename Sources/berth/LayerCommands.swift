@@ -65,15 +65,32 @@ struct GCCommand: ParsableCommand {
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "mount", abstract: "Mount a layered image's merged tree at a directory, for other tools.")
+        commandName: "mount",
+        abstract: "Mount a layered image's merged tree at a directory, for other tools; with --all, every image's tree at STORE/NAME.",
+        discussion: """
+            Every layered image's tree is mounted at STORE/NAME, and any berth command mounts one that is \
+            missing again. 'berth mount --all' does it for the host's boot (after its file systems are \
+            mounted), and prints what it mounted.
+            """)
 
     @OptionGroup var store: StoreOptions
-    @Argument(help: "The image.") var name: String
-    @Argument(help: "An existing directory.") var directory: String
+    @Flag(help: "Mount every layered image's tree that is missing at STORE/NAME.") var all = false
+    @Flag(name: [.customShort("q"), .long], help: "With --all, print nothing.") var quiet = false
+    @Argument(help: "The image.") var name: String?
+    @Argument(help: "An existing directory.") var directory: String?
     @Flag(help: "Honour the image's setuid and setgid bits (by default they are ignored: nosuid).") var suid = false
     @Flag(help: "Let the image's device nodes open devices (by default they cannot: nodev).") var dev = false
 
     func run() throws {
+        if all {
+            guard name == nil else { throw UsageError("mount --all takes no image or directory (see 'berth mount --help')") }
+            let mounted = try store.open(create: false).mountTrees()
+            if !quiet { print(mounted.isEmpty ? "Every image's tree was mounted already." : mounted.map { "Mounted '\($0)'." }.joined(separator: "\n")) }
+            return
+        }
+        guard let name, let directory else {
+            throw UsageError("mount takes an image and a directory, or --all (see 'berth mount --help')")
+        }
         var ignored: MountAttributes = []
         if !suid { ignored.insert(.noSetUID) }
         if !dev { ignored.insert(.noDevices) }

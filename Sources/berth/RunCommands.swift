@@ -24,7 +24,10 @@ extension RunCommandLine {
         let target: RunTarget
         switch (directory, machine) {
         case (let path?, nil): target = try RunTarget.directory(path, access)
-        case (nil, let name?): target = try StoreOptions.open(store, create: false).runTarget(ImageName(name), access)
+        case (nil, let name?):
+            // Without a user namespace, a writable run shares the tree's mount at STORE/NAME.
+            let ownOverlay = try privateUsers.map { try PrivateUsers(parsing: $0) } != .off
+            target = try StoreOptions.open(store, create: false).runTarget(ImageName(name), access, ownOverlay: ownOverlay)
         case (nil, nil):
             throw UsageError("give the tree to run: -D DIR, or -M NAME for an image in the store (see 'berth run --help')")
         default:
@@ -54,7 +57,15 @@ extension RunCommandLine {
             return environment(setting).map { "\(setting)=\($0)" }
         }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
-        let started = try Supervisor.start(spec)
+        let remount = target.remountAfterExit.map { TreeRemount(target: $0, tree: target.tree) }
+        let started: Supervisor.Started
+        do {
+            started = try Supervisor.start(spec, remounting: remount)
+        } catch {
+            // Nothing ran: the tree goes back where it was at once.
+            try? remount?.mount()
+            throw error
+        }
         // The small supervisor takes over, holding the image's lock; failing that, berth supervises.
         Supervisor.handOver(started, keeping: target.lockDescriptors)
         let status = Supervisor.supervise(started)

@@ -54,7 +54,9 @@ import Testing
         #expect(infos["copy"]?.parent == "base" && infos["base"]?.dependants == ["copy"])
         #expect(infos["copy"]?.layers == infos["base"]?.layers)
         #expect(infos["copy"]?.operatingSystem == "Layered Test")
-        #expect(!exists(tmp.appending("store/base")))
+        // Its tree stays at its place for every tool: now the overlay of its layers.
+        #expect(keptTrees(under: tmp.string) == [tmp.appending("store/base").string, tmp.appending("store/copy").string])
+        #expect(exists(tmp.appending("store/base/usr/share/keep")))
 
         try withMounted(store, "base", tmp) { try writeFile($0.appending("usr/share/keep"), "changed in base\n") }
         try withMounted(store, "copy", tmp) { root in

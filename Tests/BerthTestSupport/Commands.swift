@@ -1,3 +1,4 @@
+import BerthSystem
 import Foundation
 import SystemPackage
 
@@ -20,10 +21,21 @@ public struct CommandResult: CustomStringConvertible {
 /// not systemd, every nspawn makes and removes the same `payload` and `supervisor` cgroups below
 /// the caller's (the root): two at once remove each other's and fail ("Failed to attach ... to
 /// compat systemd cgroup //payload").
+/// Those it leaves behind are removed before the next starts: when the unified hierarchy keeps
+/// them and the compat `name=systemd` one lost them, nspawn fails ("Parent died too early").
+/// Only empty cgroups can be removed, and no nspawn of the tests runs meanwhile.
 private func withNspawnLock<T>(_ body: () throws -> T) rethrows -> T {
     let fd = open("/run/berth-tests-nspawn.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
     if fd >= 0 { flock(fd, LOCK_EX) }
     defer { if fd >= 0 { close(fd) } }
+    for hierarchy in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup/systemd"] {
+        for name in ["payload", "supervisor"] {
+            let top = "\(hierarchy)/\(name)"
+            // Deepest first; the files among them (cgroup.procs and the like) are no directories.
+            for path in (FileManager.default.subpaths(atPath: top) ?? []).sorted(by: { $0.count > $1.count }) { rmdir("\(top)/\(path)") }
+            rmdir(top)
+        }
+    }
     return try body()
 }
 
@@ -45,7 +57,7 @@ private func runUnlocked(_ executable: String, _ arguments: [String], input: Str
     env["BERTH_STORE"] = nil
     for (k, v) in environment { env[k] = v }
     process.environment = env
-    let out = Pipe(), err = Pipe()
+    let out = Foundation.Pipe(), err = Foundation.Pipe()
     process.standardOutput = out
     process.standardError = err
     process.standardInput = input.map { FileHandle(forReadingAtPath: $0)! } ?? FileHandle.nullDevice
@@ -114,11 +126,30 @@ public enum Fixtures {
 
 /// The mount points below `path` in this mount namespace.
 public func mounts(under path: String) -> [String] {
-    guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
-    return text.split(separator: "\n").compactMap { line in
+    var kept = Set(keptTrees(under: path))
+    // One overlay at each store tree is the store's; anything else there is left behind.
+    return allMounts(under: path).compactMap { point, _ in kept.remove(point) == nil ? point : nil }
+}
+
+/// The mount points under `path` (in mount order) with their file system types.
+func allMounts(under path: String) -> [(point: String, type: String)] {
+    // Read to the end of the file: procfs reports a size of 0, which Foundation's reader may take.
+    guard let bytes = try? Descriptor.open("/proc/self/mountinfo", O_RDONLY).readAll() else { return [] }
+    return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
         let fields = line.split(separator: " ")
-        guard fields.count > 4 else { return nil }
+        guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return nil }
         let point = String(fields[4])
-        return point == path || point.hasPrefix(path + "/") ? point : nil
+        return point == path || point.hasPrefix(path + "/") ? (point, String(fields[dash + 1])) : nil
+    }
+}
+
+/// The layered images' trees berth keeps mounted under `path`: an overlay at STORE/NAME of a
+/// store (a directory holding `.berth`), once each, in mount order.
+public func keptTrees(under path: String) -> [String] {
+    var seen = Set<String>()
+    return allMounts(under: path).compactMap { point, type in
+        let store = (point as NSString).deletingLastPathComponent
+        guard type == "overlay", FileManager.default.fileExists(atPath: store + "/.berth"), seen.insert(point).inserted else { return nil }
+        return point
     }
 }

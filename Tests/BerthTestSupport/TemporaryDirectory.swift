@@ -3,7 +3,8 @@ import Glibc
 import SystemPackage
 
 /// A fresh directory under /tmp (or `base`), removed with everything in it when the object goes.
-/// Mounts made below it must be undone by the test before then; removal refuses to cross one.
+/// The trees a store keeps mounted at STORE/NAME below it are unmounted first; other mounts
+/// made below it must be undone by the test before then, and removal refuses to cross one.
 public final class TemporaryDirectory {
     public let path: FilePath
 
@@ -20,6 +21,7 @@ public final class TemporaryDirectory {
 
     /// Removes the directory and everything in it (never crossing a mount point).
     public func remove() {
+        for tree in keptTrees(under: string).reversed() { _ = umount2(tree, 0) }
         guard let parent = try? Directory(opening: path.removingLastComponent()),
               let name = path.lastComponent else { return }
         try? parent.removeTree(FilePath(root: nil, [name]))

@@ -99,6 +99,8 @@ int cberth_signalfd(const sigset_t *set);
 /// `size` bytes); cberth_restore_terminal puts them back.
 int cberth_make_raw(int fd, void *saved, size_t size);
 int cberth_restore_terminal(int fd, const void *saved);
+/// fstatfs(2)'s f_type: the kind of file system `fd` is on; -1 with errno.
+long cberth_file_system_type(int fd);
 /// clone(2) with `flags` and SIGCHLD, as fork(2) does it (no fork handlers run): 0 in the child,
 /// its pid in the parent, -1 with errno. Only for a single-threaded caller.
 pid_t cberth_clone_process(unsigned long flags);
