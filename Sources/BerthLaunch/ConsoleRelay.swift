@@ -162,9 +162,24 @@ final class ConsoleRelay {
         }
     }
 
+    /// A machine's log (a file opened to append: the console of a machine started in the
+    /// background) is kept under this size: past it, only its last half stays.
+    static let logLimit = 4 << 20
+
     /// Writes to `fd`; for -1 (no terminal to show it on) the bytes are dropped.
+    private func keepBounded(_ fd: Int32) {
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG, st.st_size > Self.logLimit,
+              fcntl(fd, F_GETFL) & O_APPEND != 0 else { return }
+        var tail = [UInt8](repeating: 0, count: Self.logLimit / 2)
+        let n = pread(fd, &tail, tail.count, off_t(st.st_size) - off_t(tail.count))
+        guard n > 0, ftruncate(fd, 0) == 0 else { return }
+        _ = tail.withUnsafeBytes { write(fd, $0.baseAddress, n) }
+    }
+
     private func writeAll(_ fd: Int32, _ buffer: [UInt8], _ count: Int) {
         guard fd >= 0 else { return }
+        defer { keepBounded(fd) }
         buffer.withUnsafeBytes { raw in
             guard let base = raw.baseAddress else { return }  // an empty buffer: nothing to write
             var done = 0

@@ -156,10 +156,15 @@ public enum ContainerStage {
         let base = spec.userRange?.base ?? 0
         try Mount.make("tmpfs", onto: target("run", in: tree), flags: UInt(MS_NOSUID | MS_NODEV), options: tmpfsOwner(spec, mode: "755"))
         let pinned = spec.userRange == nil ? [] : pins.filter { $0.type == "proc" || spec.privateNetwork }
+        // /run/host, as nspawn makes it: what the host tells the container.
+        let runDirectory = try tree.openDirectory(beneath: "run", pathOnly: true, crossingMounts: true)
+        try runDirectory.makeDirectory("host", mode: 0o755)
+        try runDirectory.setOwner("host", uid: base, gid: base)
+        if spec.descriptorRoles.contains("notify") {
+            _ = try runDirectory.createFile("host/notify", mode: 0o600)
+            try mount("notify").attach(onto: runDirectory.openFile("host/notify", CBERTH_O_PATH))
+        }
         if !pinned.isEmpty {
-            let runDirectory = try tree.openDirectory(beneath: "run", pathOnly: true, crossingMounts: true)
-            try runDirectory.makeDirectory("host", mode: 0o755)
-            try runDirectory.setOwner("host", uid: base, gid: base)
             for pin in pinned {
                 try runDirectory.makeDirectory(pin.name, mode: 0o755)
                 try Mount.make(pin.type, at: runDirectory.procPath(pin.name), flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
@@ -384,7 +389,7 @@ public enum ContainerStage {
         var environment = [
             "PATH=\(defaultPath)", "container=berth", "container_uuid=\(spec.uuid)", "TERM=\(spec.term)",
             "HOME=\(user.home)", "USER=\(user.name)", "LOGNAME=\(user.name)", "SHELL=\(user.shell)",
-        ]
+        ] + (spec.descriptorRoles.contains("notify") ? ["NOTIFY_SOCKET=/run/host/notify"] : [])
         for setting in spec.environment {
             let key = setting.prefix { $0 != "=" }
             environment.removeAll { $0.hasPrefix(key + "=") }

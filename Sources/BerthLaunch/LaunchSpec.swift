@@ -46,6 +46,9 @@ public struct LaunchSpec: Equatable, Sendable {
     public var quiet = false
     /// Where the user knows the tree to be (an image's path in the store), for the status line.
     public var displayRoot: String?
+    /// A datagram socket on the host that the container's init tells it is up on, as nspawn's
+    /// `NOTIFY_SOCKET` (`/run/host/notify` inside): for a machine started in the background.
+    public var notifySocket: FilePath?
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []

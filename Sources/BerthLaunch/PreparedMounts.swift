@@ -61,6 +61,7 @@ struct PreparedMounts {
             add("bind", mount.descriptor)
         }
         if spec.asPID2 { add("init", try Self.sealedCopy(of: Supervisor.stageExecutable)) }
+        if let socket = spec.notifySocket { add("notify", try DetachedMount.copy(of: socket, recursive: false).descriptor) }
     }
 
     // MARK: The root

@@ -26,7 +26,7 @@ public enum Supervisor {
     /// the exec into `berth-stage --supervise` as that command's arguments.
     public struct Started {
         /// The container's PID 1.
-        let pid: pid_t
+        public let pid: pid_t
         /// The process that set the container up, which ends once PID 1 runs; 0 once reaped.
         var setup: pid_t
         let boot: Bool
@@ -40,6 +40,10 @@ public enum Supervisor {
         let userRangeLocks: [Descriptor]
         /// The image's tree to mount again on the host when the container ends.
         var remount: TreeRemount? = nil
+        /// The machine whose record (`MachineRecord`) goes when the container ends.
+        public var machineRecord: String? = nil
+        /// The container's cgroup in the unified hierarchy.
+        public var cgroupPath: String? { cgroup.unified?.string }
 
         var arguments: [String] {
             var fields = ["pid=\(pid)", "setup=\(setup)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
@@ -51,7 +55,7 @@ public enum Supervisor {
                            "console-output=\(console.output)", "console-input=\(console.input ? 1 : 0)"]
                 if let saved = console.savedTerminal { fields.append("terminal=\(Hex.encode(saved))") }
             }
-            return fields + (remount?.arguments ?? [])
+            return fields + (remount?.arguments ?? []) + (machineRecord.map { ["record=\(Hex.encode(Array($0.utf8)))"] } ?? [])
         }
 
         /// The descriptors the supervisor keeps across its exec.
@@ -213,6 +217,7 @@ public enum Supervisor {
                 if waitpid(pid, &status, WNOHANG) == pid {
                     // The setup process ends before PID 1 goes on, or as soon as PID 1 is gone.
                     if setup > 0 { waitpid(setup, nil, 0) }
+                    if let name = started.machineRecord { MachineRecord.remove(name) }
                     if let remount = started.remount {
                         do {
                             try remount.mount()
@@ -282,6 +287,7 @@ extension Supervisor.Started {
         // The range's lock stays open across the exec, unnamed: it is released when this ends.
         userRangeLocks = []
         remount = fields["remount-at"] == nil ? nil : TreeRemount(fields: ordered)
+        machineRecord = fields["record"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
         if fields["remount-at"] != nil && remount == nil { return nil }
     }
 }

@@ -61,17 +61,18 @@ public enum Mount {
     /// unmounts it, which only this finds. Each namespace is read once, through one of its
     /// processes; processes that go meanwhile are passed over.
     public static func otherHolder(of device: dev_t, except: FilePath) -> (pid: pid_t, command: String)? {
-        let id = "\(cberth_major(device)):\(cberth_minor(device))", wanted = " \(id) "
+        let id = Array("\(cberth_major(device)):\(cberth_minor(device))".utf8)
         let own = namespaceInode("self")
         var seen: Set<String> = []
         guard let proc = try? Directory(opening: "/proc") else { return nil }
         for entry in (try? proc.entryNames()) ?? [] {
             guard let pid = pid_t(entry.string), let namespace = namespaceInode(entry.string), seen.insert(namespace).inserted,
                   let bytes = try? Descriptor.open(FilePath("/proc/\(pid)/mountinfo"), O_RDONLY).readAll() else { continue }
-            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") where line.contains(wanted) {
-                let fields = line.split(separator: " ")
-                guard fields.count > 4, fields[2] == id else { continue }
-                if namespace == own && unescapeMountPath(fields[4]) == except { continue }
+            // Bytes, not Strings: a host's mountinfo has hundreds of lines, and this reads one a namespace.
+            for line in bytes.split(separator: UInt8(ascii: "\n")) {
+                let fields = line.split(separator: UInt8(ascii: " "), maxSplits: 5)
+                guard fields.count > 4, fields[2].elementsEqual(id) else { continue }
+                if namespace == own && unescapeMountPath(Substring(decoding: fields[4], as: UTF8.self)) == except { continue }
                 let command = (try? Descriptor.open(FilePath("/proc/\(pid)/comm"), O_RDONLY).readAll(limit: 64))
                     .map { String(decoding: $0.filter { $0 != UInt8(ascii: "\n") }, as: UTF8.self) } ?? "?"
                 return (pid, command)

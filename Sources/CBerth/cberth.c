@@ -18,6 +18,7 @@
 #include <linux/bpf.h>
 #include <linux/capability.h>
 #include <sys/uio.h>
+#include <sys/un.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -207,6 +208,51 @@ int cberth_mount_setattr(int fd, uint64_t set, uint64_t clear, int userns_fd, in
 int cberth_move_mount_to_fd(int mount_fd, int target_fd) {
     return (int)syscall(SYS_move_mount, mount_fd, "", target_fd, "",
                         0x00000004 /* MOVE_MOUNT_F_EMPTY_PATH */ | 0x00000040 /* MOVE_MOUNT_T_EMPTY_PATH */);
+}
+
+int cberth_bind_datagram_socket(const char *path) {
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof address);
+    address.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof address.sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(address.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    (void)unlink(path);
+    if (bind(fd, (struct sockaddr *)&address, sizeof address) < 0 || chmod(path, 0666) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+pid_t cberth_spawn_detached(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < _NSIG; sig++) (void)sigaction(sig, &dfl, NULL);
+        if (setsid() < 0 || dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0) _exit(127);
+        (void)syscall(SYS_close_range, 3, ~0U, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(path, argv, envp);
+        _exit(127);
+    }
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return pid;
 }
 
 long cberth_file_system_type(int fd) {

@@ -12,7 +12,8 @@ struct Berth: ParsableCommand {
         abstract: "Import, keep and boot machine images, as systemd-nspawn and machinectl do.",
         version: berthVersion,
         subcommands: [
-            RunCommand.self, BootCommand.self,
+            RunCommand.self, BootCommand.self, StartCommand.self,
+            PsCommand.self, StatusCommand.self, LogsCommand.self, PoweroffCommand.self, TerminateCommand.self, KillCommand.self,
             ImportCommand.self, ExportCommand.self, ListCommand.self, ShowCommand.self,
             CloneCommand.self, SnapshotCommand.self, RestoreCommand.self,
             RenameCommand.self, RemoveCommand.self, ReadOnlyCommand.self, GCCommand.self,

@@ -31,6 +31,10 @@ struct RunCommandLine {
     var console: String?
     var quiet = false
     var help = false
+    /// In the background (`start`, `-d`): berth returns once the machine is up.
+    var detach = false
+    /// How long `start` waits for the machine to be up, in seconds.
+    var timeout: Double = 90
     /// The command and its arguments, or with -b init's arguments.
     var arguments: [String] = []
 
@@ -50,7 +54,11 @@ struct RunCommandLine {
         switch arguments[i] {
         case "run": return try RunCommandLine(leading + arguments[(i + 1)...], boot: false)
         case "boot": return try RunCommandLine(leading + arguments[(i + 1)...], boot: true)
-        case "help" where i + 1 < arguments.count && ["run", "boot"].contains(arguments[i + 1]):
+        case "start":
+            var line = try RunCommandLine(leading + arguments[(i + 1)...], boot: true)
+            line.detach = true
+            return line
+        case "help" where i + 1 < arguments.count && ["run", "boot", "start"].contains(arguments[i + 1]):
             return try RunCommandLine(["--help"], boot: arguments[i + 1] == "boot")
         case "help" where i + 1 < arguments.count && !otherSubcommands.contains(arguments[i + 1]) && arguments[i + 1] != "help":
             throw unknownCommand(arguments[i + 1])
@@ -75,7 +83,7 @@ struct RunCommandLine {
 
     /// The subcommands swift-argument-parser reads.
     static var otherSubcommands: Set<String> {
-        Set(Berth.configuration.subcommands.compactMap { $0.configuration.commandName }).subtracting(["run", "boot"])
+        Set(Berth.configuration.subcommands.compactMap { $0.configuration.commandName }).subtracting(["run", "boot", "start"])
     }
 
     private init(_ line: [String], boot bootLine: Bool) throws {
@@ -127,7 +135,7 @@ struct RunCommandLine {
             guard directory == nil && machine == nil else {
                 throw Self.usageError("boot takes the image's name, not -D or -M (for a directory: berth -bD DIR)")
             }
-            guard !rest.isEmpty else { throw Self.usageError("boot needs the name of an image") }
+            guard !rest.isEmpty else { throw Self.usageError("boot and start need the name of an image") }
             machine = rest.removeFirst()
             boot = true
         }
@@ -219,6 +227,13 @@ struct RunCommandLine {
             line.console = "pipe"
         },
         Option(short: "q", long: "quiet", help: "Print no status messages.") { line, _ in line.quiet = true },
+        Option(short: "d", long: "detach", help: "Run in the background; berth returns once it is up ('berth start' is 'berth boot -d').") {
+            line, _ in line.detach = true
+        },
+        Option(long: "timeout", valueName: "SECONDS", help: "How long -d waits for the machine to be up (default 90).") {
+            guard let seconds = Double($1), seconds > 0 else { throw UsageError("--timeout takes a number of seconds, not '\($1)'") }
+            $0.timeout = seconds
+        },
         Option(long: "store", valueName: "DIR", help: "The image store (default: $BERTH_STORE, else /var/lib/machines).") {
             $0.store = $1
         },
@@ -230,11 +245,12 @@ struct RunCommandLine {
         var text = """
             USAGE: berth [run] [OPTIONS] (-D DIR | -M NAME) [COMMAND [ARG...]]
                    berth boot [OPTIONS] NAME [ARG...]
+                   berth start [OPTIONS] NAME [ARG...]
 
             Run a command (by default the root user's login shell), or with -b the image's init, in
             a container over a directory tree or an image in the store, as systemd-nspawn does.
-            `boot NAME` is `run -b -M NAME`. Options end at the first argument that is not one, or
-            at `--`.
+            `boot NAME` is `run -b -M NAME`; `start NAME` is `boot -d NAME`, in the background until
+            `berth poweroff NAME`. Options end at the first argument that is not one, or at `--`.
 
             OPTIONS:
 

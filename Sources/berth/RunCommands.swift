@@ -18,8 +18,9 @@ struct BootCommand: ParsableCommand {
 }
 
 extension RunCommandLine {
-    /// Starts the container and returns its exit status.
+    /// Starts the container and returns its exit status (in the background: 0 once it is up).
     func launch() throws -> Int32 {
+        if detach && environment(BackgroundStart.childVariable) == nil { return try BackgroundStart(self).run() }
         let access: ImageAccess = ephemeral ? .ephemeral : readOnly ? .readOnly : .writable
         let target: RunTarget
         switch (directory, machine) {
@@ -34,8 +35,13 @@ extension RunCommandLine {
             throw UsageError("give -D or -M, not both (see 'berth run --help')")
         }
         let onTerminal = Terminal.isTerminal(0)
-        // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's.
-        let name = ephemeral ? "\(target.name.prefix(47))-\(Hex.random(16))" : target.name
+        // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's
+        // (a background start picked it already).
+        let name = environment(BackgroundStart.nameVariable) ?? (ephemeral ? "\(target.name.prefix(47))-\(Hex.random(16))" : target.name)
+        // A machine's name is its own among running machines.
+        guard let nameLock = try MachineRecord.lockName(name) else {
+            throw StoreError(.inUse, "machine '\(name)' is already running; 'berth ps' lists it, 'berth poweroff \(name)' stops it")
+        }
         var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: LaunchSpec.randomUUID(),
                               term: onTerminal ? environment("TERM") ?? "vt220" : "dumb")
         spec.hostname = hostname ?? name
@@ -49,6 +55,7 @@ extension RunCommandLine {
         spec.consoleMode = try console.map { try ConsoleMode(parsing: $0) } ?? .automatic
         spec.quiet = quiet
         spec.displayRoot = target.displayPath
+        if detach && boot { spec.notifySocket = try MachineRecord.notifyPath(name) }
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
         spec.workingDirectory = chdir.map { FilePath($0) }
         spec.user = user
@@ -58,7 +65,7 @@ extension RunCommandLine {
         }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
         let remount = target.remountAfterExit.map { TreeRemount(target: $0, tree: target.tree) }
-        let started: Supervisor.Started
+        var started: Supervisor.Started
         do {
             started = try Supervisor.start(spec, remounting: remount)
         } catch {
@@ -66,10 +73,16 @@ extension RunCommandLine {
             try? remount?.mount()
             throw error
         }
-        // The small supervisor takes over, holding the image's lock; failing that, berth supervises.
-        Supervisor.handOver(started, keeping: target.lockDescriptors)
+        // What `berth ps` and the other machine commands find it by.
+        let record = try? MachineRecord(name: name, leader: started.pid, supervisor: getpid(), boot: boot, image: machine,
+                                        root: target.displayPath, cgroup: started.cgroupPath)
+        if (try? record?.write()) != nil { started.machineRecord = name }
+        // The small supervisor takes over, holding the image's lock and the name's; failing that,
+        // berth supervises.
+        Supervisor.handOver(started, keeping: target.lockDescriptors + [nameLock.rawValue])
         let status = Supervisor.supervise(started)
         withExtendedLifetime(target) {}
+        withExtendedLifetime(nameLock) {}
         return status
     }
 

@@ -99,6 +99,13 @@ int cberth_signalfd(const sigset_t *set);
 /// `size` bytes); cberth_restore_terminal puts them back.
 int cberth_make_raw(int fd, void *saved, size_t size);
 int cberth_restore_terminal(int fd, const void *saved);
+/// A datagram socket (AF_UNIX, close-on-exec) bound at `path` (an old socket there is replaced),
+/// which anyone may send to (mode 0666): a machine's notify socket. -1 with errno.
+int cberth_bind_datagram_socket(const char *path);
+/// Starts `path` with `argv` and `envp` in a session of its own, its standard input `in_fd` and
+/// its standard output and error `out_fd`, every other descriptor closed: a machine's
+/// supervisor in the background. Returns its pid, or -1 with errno.
+pid_t cberth_spawn_detached(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd);
 /// fstatfs(2)'s f_type: the kind of file system `fd` is on; -1 with errno.
 long cberth_file_system_type(int fd);
 /// clone(2) with `flags` and SIGCHLD, as fork(2) does it (no fork handlers run): 0 in the child,

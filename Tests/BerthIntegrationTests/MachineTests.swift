@@ -1,0 +1,144 @@
+import BerthSystem
+import BerthTestSupport
+import Foundation
+import Glibc
+import SystemPackage
+import Testing
+
+/// Machines in the background (issue 14): `start` returns once the machine is up, `ps` and
+/// `status` show it, `logs` keeps its console, `poweroff`, `terminate` and `kill` stop it, and a
+/// killed supervisor takes its machine with it. Against Debian (systemd inside, which says it is
+/// up on the notify socket) and busybox (an init that says nothing).
+@Suite(.serialized) struct MachineTests {
+    /// Machine names are the host's, not the store's: each test's are its own.
+    static func unique(_ base: String) -> String { "\(base)-\(Hex.random(6))" }
+
+    /// A store with a clone of Debian, and a busybox image that boots (busybox's init, which
+    /// runs /etc/init.d/rcS and, with no inittab, a shell on the console).
+    func store(_ label: String, debian: String? = nil, busybox: String? = nil) throws -> TemporaryDirectory {
+        let tmp = try TemporaryDirectory(label)
+        if let debian {
+            #expect(try berth(["import", "-q", Fixtures.debianZstd, "deb"], store: tmp).status == 0)
+            #expect(try berth(["clone", "deb", debian], store: tmp).status == 0)
+        }
+        if let busybox {
+            #expect(try berth(["import", "-q", Fixtures.busybox, busybox], store: tmp).status == 0)
+            #expect(try inImage(busybox, "ln -s /bin/busybox /sbin/init", store: tmp).status == 0)
+        }
+        return tmp
+    }
+
+    func machines() throws -> [[String: Any]] {
+        let ps = try berth(["ps", "--json"], store: try TemporaryDirectory("unused"))
+        return (try JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [[String: Any]]) ?? []
+    }
+
+    func listed(_ name: String) throws -> [String: Any]? { try machines().first { $0["machine"] as? String == name } }
+
+    @Test func aDebianCloneStartsInTheBackgroundIsListedAndPowersOff() throws {
+        let name = Self.unique("web")
+        let tmp = try store("machine-deb", debian: name)
+        let started = try berth(["start", name], store: tmp)
+        #expect(started.status == 0, "\(started)")
+        // Up means systemd said READY=1: it reached its default target.
+        let all = try machines()
+        let machine = try #require(all.first { $0["machine"] as? String == name }, "\(all)")
+        #expect(machine["os"] as? String == "debian" && machine["version"] as? String == "12")
+        #expect(machine["image"] as? String == name && machine["class"] as? String == "container")
+        let leader = try #require(machine["leader"] as? Int)
+        #expect(try berth(["run", "-q", "-M", name, "/bin/true"], store: tmp).status == 75, "its image is in use while it runs")
+        let again = try berth(["start", name], store: tmp)
+        #expect(again.status == 75 && again.stderr.contains("already running"), "\(again)")
+
+        let status = try berth(["status", name], store: tmp)
+        #expect(status.status == 0 && status.stdout.contains("Leader: \(leader) (systemd)"), "\(status)")
+        #expect(status.stdout.contains("systemd-journald"), "its processes: \(status)")
+        let ps = try berth(["ps"], store: tmp)
+        #expect(ps.stdout.split(separator: "\n").first?.split(separator: " ") == ["MACHINE", "CLASS", "SERVICE", "OS", "VERSION", "ADDRESSES", "IMAGE", "LEADER", "SINCE"], "\(ps)")
+
+        let poweroff = try berth(["poweroff", name], store: tmp)
+        #expect(poweroff.status == 0, "\(poweroff)")
+        #expect(try listed(name) == nil)
+        #expect(kill(pid_t(leader), 0) != 0)
+        // The console stays readable until the next start.
+        let logs = try berth(["logs", name], store: tmp)
+        #expect(logs.stdout.contains("Reached target multi-user.target") && logs.stdout.contains("Power"), "\(logs)")
+        let last = try berth(["logs", "-n", "1", name], store: tmp)
+        #expect(last.stdout.split(separator: "\n").count == 1, "\(last)")
+        // Its tree is back at its place, now that nothing runs on it.
+        #expect(keptTrees(under: tmp.string).contains(tmp.appending("store/\(name)").string))
+        #expect(mounts(under: tmp.string).isEmpty, "\(mounts(under: tmp.string))")
+    }
+
+    @Test func aGuestWithoutSystemdIsUpOnceItsInitRunsAndIsTerminated() throws {
+        let name = Self.unique("bb")
+        let tmp = try store("machine-bb", busybox: name)
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        let machine = try #require(try listed(name))
+        #expect(machine["boot"] as? Bool == true)
+        // busybox's init has no handler for systemd's poweroff signal: after --timeout it is terminated.
+        let poweroff = try berth(["poweroff", "--timeout", "1", name], store: tmp)
+        let after = try listed(name)
+        #expect(poweroff.status == 0 && after == nil, "\(poweroff)")
+
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        let kill = try berth(["kill", "--signal", "SIGBOGUS", name], store: tmp)
+        #expect(kill.status == 64 && kill.stderr.contains("SIGBOGUS"), "\(kill)")
+        #expect(try berth(["kill", "--kill-whom=leader", "-s", "KILL", name], store: tmp).status == 0)
+        #expect(waitUntil { (try? listed(name)) == nil })
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        #expect(try berth(["terminate", name], store: tmp).status == 0)
+        #expect(try listed(name) == nil)
+        let none = try berth(["terminate", name], store: tmp)
+        #expect(none.status == 66 && none.stderr.contains("no machine '\(name)' is running"), "\(none)")
+    }
+
+    @Test func aKilledSupervisorTakesItsMachineAndItsListingWithIt() throws {
+        let name = Self.unique("web")
+        let tmp = try store("machine-kill", debian: name)
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        let record = String(decoding: try readFile(FilePath("/run/berth/machines/\(name).machine")), as: UTF8.self)
+        let supervisor = try #require(record.split(separator: "\n").first { $0.hasPrefix("supervisor=") }.flatMap { pid_t($0.dropFirst(11)) })
+        let leader = try #require(try listed(name)?["leader"] as? Int)
+        #expect(kill(supervisor, SIGKILL) == 0)
+        #expect(waitUntil { kill(pid_t(leader), 0) != 0 || processState(pid_t(leader)) == "Z" })
+        #expect(try listed(name) == nil)
+        // The next command mounts its tree again, and it starts again.
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        #expect(try berth(["terminate", name], store: tmp).status == 0)
+    }
+
+    @Test func aMachineThatIsNotUpInTimeIsStoppedWithItsConsoleShown() throws {
+        let name = Self.unique("web")
+        let tmp = try store("machine-slow", debian: name)
+        // A unit multi-user.target waits for keeps systemd from saying READY=1 for a minute.
+        let unit = """
+            printf '[Unit]\\nBefore=multi-user.target\\n[Service]\\nType=oneshot\\nExecStart=/bin/sleep 60\\n[Install]\\nWantedBy=multi-user.target\\n' \\
+              > /etc/systemd/system/slow.service && systemctl enable slow.service
+            """
+        #expect(try inImage(name, unit, store: tmp).status == 0)
+        let result = try berth(["start", "--timeout", "3", name], store: tmp)
+        #expect(result.status == 1 && result.stderr.contains("was not up within"), "\(result)")
+        #expect(result.stderr.contains("  | "), "the console's last lines: \(result)")
+        #expect(waitUntil { (try? listed(name)) == nil })
+    }
+
+    @Test func tenMachinesAtOnceAreListedAndStoppedByName() throws {
+        let tmp = try store("machine-ten", busybox: "bb")
+        let names = (0..<10).map { _ in Self.unique("m") }
+        for name in names { #expect(try berth(["clone", "bb", name], store: tmp).status == 0) }
+        for name in names { #expect(try berth(["start", name], store: tmp).status == 0) }
+        let running = Set(try machines().compactMap { $0["machine"] as? String })
+        #expect(running.isSuperset(of: names))
+        #expect(try berth(["terminate"] + names, store: tmp).status == 0)
+        #expect(Set(try machines().compactMap { $0["machine"] as? String }).isDisjoint(with: names))
+        #expect(mounts(under: tmp.string).isEmpty, "\(mounts(under: tmp.string))")
+    }
+}
+
+/// The state letter of /proc/PID/stat ("Z" for a zombie), or nil.
+func processState(_ pid: pid_t) -> String? {
+    guard let text = try? String(decoding: readFile(FilePath("/proc/\(pid)/stat")), as: UTF8.self),
+          let close = text.lastIndex(of: ")") else { return nil }
+    return text[text.index(after: close)...].split(separator: " ").first.map(String.init)
+}
