@@ -382,7 +382,7 @@ public enum ContainerStage {
 
     // MARK: The payload
 
-    private static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     private static func exec(_ spec: LaunchSpec, initCopy: Descriptor?) throws -> Never {
         let user = try ImageUser.lookup(spec.user ?? "root")
@@ -449,7 +449,7 @@ public enum ContainerStage {
     }
 
     /// `name` as execvp would find it on the container's PATH.
-    private static func resolve(_ name: String) throws -> String {
+    static func resolve(_ name: String) throws -> String {
         if name.contains("/") { return name }
         for dir in defaultPath.split(separator: ":") {
             let candidate = "\(dir)/\(name)"

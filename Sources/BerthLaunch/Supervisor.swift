@@ -171,7 +171,9 @@ public enum Supervisor {
         guard stageExecutable != "/proc/self/exe" else { return }
         let kept = descriptors + started.descriptors
         for fd in kept { _ = fcntl(fd, F_SETFD, 0) }
-        let argv = (["berth-stage", supervisorFlag] + started.arguments).map { strdup($0) } + [nil]
+        // Its title in ps names the machine, so an admin tells supervisors apart.
+        let title = started.machineRecord.map { "berth-stage [\(Printable.escaping($0))]" } ?? "berth-stage"
+        let argv = ([title, supervisorFlag] + started.arguments).map { strdup($0) } + [nil]
         execv(stageExecutable, argv)
         argv.forEach { free($0) }
         for fd in kept { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }

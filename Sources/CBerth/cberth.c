@@ -255,6 +255,65 @@ pid_t cberth_spawn_detached(const char *path, char *const argv[], char *const en
     return pid;
 }
 
+pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int in = streams[0], out = streams[1], err = streams[2];
+    pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (int sig = 1; sig < _NSIG; sig++) (void)sigaction(sig, &dfl, NULL);
+        // Above every target first, so no dup2 below overwrites a source still to come.
+        int moved[4];
+        int sources[4] = { in, out, err, extra_fd };
+        for (int i = 0; i < 4; i++) {
+            moved[i] = sources[i] < 0 ? -1 : fcntl(sources[i], F_DUPFD, 10);
+            if (sources[i] >= 0 && moved[i] < 0) _exit(127);
+        }
+        for (int i = 0; i < 4; i++) {
+            if (moved[i] >= 0 && dup2(moved[i], i) < 0) _exit(127);
+        }
+        // Closed at the exec (CLOSE_RANGE_CLOEXEC), not now: the executable's descriptor is among them.
+        (void)syscall(SYS_close_range, extra_fd >= 0 ? 4 : 3, ~0U, 4U);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
+        _exit(127);
+    }
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return pid;
+}
+
+int cberth_setns(int fd, int type) { return setns(fd, type); }
+
+int cberth_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
+
+int cberth_open_pty_pair(int *slave) {
+    int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) return -1;
+    char name[128];
+    if (grantpt(master) < 0 || unlockpt(master) < 0 || ptsname_r(master, name, sizeof name) != 0) {
+        int saved = errno;
+        close(master);
+        errno = saved;
+        return -1;
+    }
+    *slave = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (*slave < 0) {
+        int saved = errno;
+        close(master);
+        errno = saved;
+        return -1;
+    }
+    return master;
+}
+
 long cberth_file_system_type(int fd) {
     struct statfs fs;
     if (fstatfs(fd, &fs) < 0) return -1;

@@ -7,6 +7,7 @@
 //   berth-stage                    the container's first process: sets the container up, execs
 //                                  the payload (the description on descriptor 3)
 //   (berth-init) --as-pid2-init    --as-pid2's init, run from a sealed in-memory copy of this file
+//   berth-stage __join FIELDS      `berth shell`'s process that enters a running machine
 //
 // berth supervises and stages by itself when this file is not beside it.
 import BerthLaunch
@@ -14,6 +15,9 @@ import BerthLaunch
 let arguments = CommandLine.arguments
 if arguments.count >= 2, arguments[1] == Supervisor.supervisorFlag {
     Supervisor.supervise(arguments: arguments.dropFirst(2))
+}
+if arguments.count >= 2, arguments[1] == MachineShell.subcommand {
+    MachineShell.main(arguments: arguments.dropFirst(2))
 }
 if arguments.count >= 2, arguments[1] == ContainerStage.initFlag {
     ContainerStage.runInit(arguments)

@@ -13,7 +13,7 @@ struct Berth: ParsableCommand {
         version: berthVersion,
         subcommands: [
             RunCommand.self, BootCommand.self, StartCommand.self,
-            PsCommand.self, StatusCommand.self, LogsCommand.self, PoweroffCommand.self, TerminateCommand.self, KillCommand.self,
+            PsCommand.self, StatusCommand.self, ShellCommand.self, LogsCommand.self, PoweroffCommand.self, TerminateCommand.self, KillCommand.self,
             ImportCommand.self, ExportCommand.self, ListCommand.self, ShowCommand.self,
             CloneCommand.self, SnapshotCommand.self, RestoreCommand.self,
             RenameCommand.self, RemoveCommand.self, ReadOnlyCommand.self, GCCommand.self,
@@ -29,6 +29,9 @@ struct Berth: ParsableCommand {
         // --as-pid2's init) itself: no parsing, straight to work.
         if CommandLine.arguments.count == 2 && CommandLine.arguments[1] == ContainerStage.subcommand {
             ContainerStage.main()
+        }
+        if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == MachineShell.subcommand {
+            MachineShell.main(arguments: CommandLine.arguments.dropFirst(2))
         }
         if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == ContainerStage.initFlag {
             ContainerStage.runInit(CommandLine.arguments)

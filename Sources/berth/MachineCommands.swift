@@ -55,6 +55,25 @@ private struct MachineJSON: Encodable {
     }
 }
 
+struct ShellCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "shell",
+        abstract: "Run a command, or the user's login shell, in a running machine; exits with its status.",
+        discussion: "Works in any guest, systemd or not: berth enters the machine itself, with no D-Bus or machined.")
+
+    @Argument(help: "[USER@]NAME: the machine, and the user from its own /etc/passwd (default root).") var target: String
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (default: the user's login shell).")
+    var command: [String] = []
+
+    func run() throws {
+        let parts = target.split(separator: "@", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let (user, name) = parts.count == 2 ? (parts[0].isEmpty ? "root" : parts[0], parts[1]) : ("root", parts[0])
+        let record = try runningMachine(name)
+        let term = Terminal.isTerminal(0) || Terminal.isTerminal(1) ? environment("TERM") ?? "vt220" : "dumb"
+        throw ExitCode(try MachineShell.run(leader: record.leader, user: user, command: command, term: term))
+    }
+}
+
 struct PsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ps", abstract: "List the running machines, as machinectl list does, with their image, leader and start.")

@@ -24,6 +24,8 @@ import Testing
         if let busybox {
             #expect(try berth(["import", "-q", Fixtures.busybox, busybox], store: tmp).status == 0)
             #expect(try inImage(busybox, "ln -s /bin/busybox /sbin/init", store: tmp).status == 0)
+            // The fixture's root is mktemp's 0700; a distribution's is 0755, which other users need.
+            chmod(tmp.appending("store/\(busybox)").string, 0o755)
         }
         return tmp
     }
@@ -91,6 +93,51 @@ import Testing
         #expect(try listed(name) == nil)
         let none = try berth(["terminate", name], store: tmp)
         #expect(none.status == 66 && none.stderr.contains("no machine '\(name)' is running"), "\(none)")
+    }
+
+    /// `shell` enters a running machine, systemd inside or not, and gives the command's status.
+    @Test(arguments: ["debian", "busybox"])
+    func shellRunsCommandsInsideWithTheirStatusAndNothingOfTheHosts(_ guest: String) throws {
+        let name = Self.unique(guest == "debian" ? "web" : "bb")
+        let tmp = try store("machine-shell", debian: guest == "debian" ? name : nil, busybox: guest == "busybox" ? name : nil)
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        defer { _ = try? berth(["terminate", name], store: tmp) }
+        let leader = try #require(try listed(name)?["leader"] as? Int)
+        let status = try berth(["shell", name, "/bin/sh", "-c", "hostname; exit 7"], store: tmp)
+        #expect(status.status == 7 && status.stdout == "\(name)\n", "\(status)")
+        // The bounding set is PID 1's; no descriptor but the three streams (and ls's own) is open.
+        let inside = try berth(["shell", name, "/bin/sh", "-c", "grep CapBnd /proc/self/status; ls /proc/self/fd; cat /proc/1/comm"], store: tmp)
+        let pid1 = String(decoding: try readFile(FilePath("/proc/\(leader)/status")), as: UTF8.self)
+            .split(separator: "\n").first { $0.hasPrefix("CapBnd:") }.map(String.init)
+        #expect(inside.stdout.split(separator: "\n").first.map(String.init) == pid1, "\(inside) \(pid1 ?? "")")
+        #expect(inside.stdout.contains("\n0\n1\n2\n3\n"), "\(inside)")
+        // Standard input passes through; users are the machine's own.
+        let input = try TemporaryDirectory("shell-input")
+        try writeFile(input.appending("in"), "typed\n")
+        let piped = try berth(["shell", "nobody@\(name)", "/bin/sh", "-c", "id -u; cat"], store: tmp, input: input.appending("in").string)
+        #expect(piped.status == 0 && piped.stdout == "65534\ntyped\n", "\(piped)")
+        let missing = try berth(["shell", "nosuchuser@\(name)", "/bin/true"], store: tmp)
+        #expect(missing.status != 0 && missing.stderr.contains("nosuchuser"), "\(missing)")
+    }
+
+    /// On a terminal, `shell` gives a pty of the machine's own: the prompt, a typed command's
+    /// output while it runs, and the shell's exit status, seen in tmux as a person sees them.
+    @Test func anInteractiveShellOnATerminal() throws {
+        let name = Self.unique("web")
+        let tmp = try store("machine-tty", debian: name)
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        defer { _ = try? berth(["terminate", name], store: tmp) }
+        let terminal = try TerminalSession()
+        try terminal.type("'\(berthBinary)' --store '\(tmp.appending("store").string)' shell \(name); echo shell-exited-$?")
+        #expect(try terminal.waitFor("root@\(name)"), "no prompt: \(terminal.shown)")
+        try terminal.type("tty; echo typed-$((6 * 7))")
+        #expect(try terminal.waitFor("typed-42"), "\(terminal.shown)")
+        #expect(try terminal.screen().contains("/dev/pts/"), "\(terminal.shown)")
+        // The typed line shows "shell-exited-$?"; a status would be a digit there.
+        #expect(try terminal.screen().range(of: #"shell-exited-[0-9]"#, options: .regularExpression) == nil)
+        try terminal.type("exit 3")
+        #expect(try terminal.waitFor("shell-exited-3"), "\(terminal.shown)")
+        #expect(try listed(name) != nil, "leaving the shell leaves the machine running")
     }
 
     @Test func aKilledSupervisorTakesItsMachineAndItsListingWithIt() throws {

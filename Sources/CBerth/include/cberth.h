@@ -106,6 +106,18 @@ int cberth_bind_datagram_socket(const char *path);
 /// its standard output and error `out_fd`, every other descriptor closed: a machine's
 /// supervisor in the background. Returns its pid, or -1 with errno.
 pid_t cberth_spawn_detached(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd);
+/// Starts the executable open on `exe_fd` (execveat, AT_EMPTY_PATH) with `argv` and `envp`, its
+/// standard streams `streams[0..2]` and `extra_fd` as descriptor 3 (-1 for none), every other
+/// descriptor closed, no signal blocked and every disposition the default. Returns its pid, or
+/// -1 with errno; an exec that fails ends the child with 127.
+pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd);
+/// setns(2).
+int cberth_setns(int fd, int type);
+/// prctl(PR_SET_DUMPABLE, 0): no ptrace of this process, no open of its /proc files by others.
+int cberth_make_undumpable(void);
+/// Opens a new pty on the devpts of the caller's /dev/ptmx: its master (returned) and, in
+/// `slave`, its slave opened without becoming a controlling terminal. -1 with errno.
+int cberth_open_pty_pair(int *slave);
 /// fstatfs(2)'s f_type: the kind of file system `fd` is on; -1 with errno.
 long cberth_file_system_type(int fd);
 /// clone(2) with `flags` and SIGCHLD, as fork(2) does it (no fork handlers run): 0 in the child,

@@ -1,0 +1,213 @@
+import BerthSystem
+import CBerth
+import Glibc
+import SystemPackage
+
+/// `berth shell [USER@]NAME [COMMAND...]`: a command, or the user's login shell, run inside a
+/// running machine, with its exit status. Built on what runc exec, lxc-attach and nsenter
+/// learned, and their CVEs:
+/// - The joining process is a fresh exec of `berth-stage` (single-threaded, as setns into a user
+///   or mount namespace needs), non-dumpable from its start, so nothing in the machine can trace
+///   it or open its /proc files, its executable among them, while it is there (CVE-2016-9962,
+///   CVE-2019-5736); the command replaces it by exec.
+/// - Every descriptor but the streams closes before the exec, and the working directory is
+///   the user's home inside, opened there (CVE-2024-21626).
+/// - Users come from the machine's own /etc/passwd and /etc/group, read after entering its
+///   mount namespace; no NSS module is ever loaded (CVE-2019-14271).
+/// - It joins every namespace of the machine's PID 1, its cgroup, and runs with PID 1's
+///   capability bounding set and the machine's system call filter.
+/// - On a terminal, the command gets a pty of the machine's own devpts, made inside; the
+///   caller's terminal never enters the machine (berth relays it from outside).
+public enum MachineShell {
+    /// berth-stage's hidden subcommand for the joining process.
+    public static let subcommand = "__join"
+
+    /// Runs `command` (empty: the login shell) as `user` in the machine whose leader is
+    /// `leader`, and returns its exit status (128 plus a signal's number).
+    public static func run(leader: pid_t, user: String, command: [String], term: String) throws -> Int32 {
+        let terminals = ConsoleRelay.terminalStreams()
+        let (socket, childSocket) = try MessageSocket.pair()
+        let executable = try Descriptor.open(FilePath(Supervisor.stageExecutable), CBERTH_O_PATH)
+        let null = try Descriptor.open("/dev/null", O_RDWR)
+        // The caller's terminal stays outside: a stream that is one is /dev/null there, and the pty inside.
+        let streams: [Int32] = (0..<3).map { terminals.contains($0) ? null.rawValue : $0 }
+        let fields = ["leader=\(leader)", "user=\(Hex.encode(Array(user.utf8)))", "term=\(Hex.encode(Array(term.utf8)))",
+                      "pty=" + terminals.map(String.init).joined(separator: ",")] + command.map { "arg=\(Hex.encode(Array($0.utf8)))" }
+        let argv = (["berth-stage", subcommand] + fields).map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        defer { argv.forEach { free($0) } }
+
+        var relay: ConsoleRelay?
+        var signals: Int32 = -1
+        var blocked = sigset_t(), previous = sigset_t()
+        sigemptyset(&blocked)
+        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGWINCH] { sigaddset(&blocked, sig) }
+        pthread_sigmask(SIG_BLOCK, &blocked, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
+
+        let pid = streams.withUnsafeBufferPointer { buffer in
+            cberth_spawn_with_streams(executable.rawValue, argv, envp, buffer.baseAddress, childSocket.descriptor.rawValue)
+        }
+        guard pid > 0 else { throw LaunchError("cannot enter the machine: \(SystemError.last("clone"))") }
+        withExtendedLifetime(childSocket) {}
+        if !terminals.isEmpty {
+            // The pty's master, made inside, or the end of the file when the join failed.
+            if let master = try? socket.receive(limit: 16).descriptors.first {
+                var saved = [UInt8](repeating: 0, count: 256)
+                let raw = terminals.contains(0) && saved.withUnsafeMutableBytes { cberth_make_raw(0, $0.baseAddress, $0.count) } == 0
+                _ = cberth_copy_window_size(terminals[0], master.rawValue)
+                relay = ConsoleRelay(master: master, slave: Descriptor(owning: -1),
+                                     output: terminals.contains(1) ? 1 : terminals.contains(2) ? 2 : -1, input: terminals.contains(0),
+                                     savedTerminal: raw ? Array(saved.prefix(MemoryLayout<termios>.size)) : nil)
+                signals = cberth_signalfd(&blocked)
+            }
+        }
+        defer { if signals >= 0 { close(signals) } }
+        var status: Int32 = 0
+        while true {
+            if waitpid(pid, &status, WNOHANG) == pid {
+                relay?.drain()
+                relay?.restore()
+                return ExitStatus(waitStatus: status).code
+            }
+            let sig: Int32
+            if let relay, signals >= 0 {
+                sig = relay.relay(signals: signals) { kill(pid, SIGKILL) }
+            } else {
+                var info = siginfo_t()
+                sig = sigwaitinfo(&blocked, &info)
+            }
+            // The command is in its own session: what the caller's terminal would send it, berth passes on.
+            if sig == SIGINT || sig == SIGTERM || sig == SIGHUP { kill(pid, sig) }
+        }
+    }
+
+    // MARK: The joining process
+
+    /// `berth-stage __join FIELDS`: enters the machine and runs the command there; exits with its status.
+    public static func main(arguments: some Sequence<String>) -> Never {
+        do {
+            try join(arguments)
+        } catch {
+            let text = "berth: error: cannot enter the machine: \(error)\n"
+            _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
+            _exit(1)
+        }
+    }
+
+    private static func join(_ arguments: some Sequence<String>) throws -> Never {
+        _ = try retryingInterrupts("prctl(PR_SET_DUMPABLE)") { cberth_make_undumpable() }
+        var leader: pid_t = 0, user = "root", term = "dumb", ptyStreams: [Int32] = [], command: [String] = []
+        for argument in arguments {
+            guard let equals = argument.firstIndex(of: "=") else { continue }
+            let key = argument[..<equals], value = String(argument[argument.index(after: equals)...])
+            func text() -> String { Hex.decode(value).map { String(decoding: $0, as: UTF8.self) } ?? "" }
+            switch key {
+            case "leader": leader = pid_t(value) ?? 0
+            case "user": user = text()
+            case "term": term = text()
+            case "pty": ptyStreams = value.split(separator: ",").compactMap { Int32($0) }
+            case "arg": command.append(text())
+            default: continue
+            }
+        }
+        guard leader > 0 else { throw LaunchError("no machine's leader was named") }
+        let socket = MessageSocket(descriptor: Descriptor(owning: 3))
+        let bounding = try boundingSet(of: leader)
+
+        // Its cgroup first, by the host's path, while this is still the host's root.
+        if let cgroup = try leaderCgroup(leader) {
+            try Descriptor.open(cgroup.appending("cgroup.procs"), O_WRONLY).writeAll("\(getpid())")
+        }
+        // The namespaces, the user namespace first: in it, the others may be entered.
+        let kinds: [(String, Int32)] = [("user", Int32(CBERTH_CLONE_NEWUSER)), ("mnt", Int32(CBERTH_CLONE_NEWNS)),
+                                        ("pid", Int32(CBERTH_CLONE_NEWPID)), ("uts", Int32(CBERTH_CLONE_NEWUTS)),
+                                        ("ipc", Int32(CBERTH_CLONE_NEWIPC)), ("net", Int32(CBERTH_CLONE_NEWNET)),
+                                        ("cgroup", Int32(CBERTH_CLONE_NEWCGROUP))]
+        var namespaces: [(Descriptor, Int32, String)] = []
+        for (name, type) in kinds {
+            let theirs = try Descriptor.open(FilePath("/proc/\(leader)/ns/\(name)"), O_RDONLY)
+            let ours = try Descriptor.open(FilePath("/proc/self/ns/\(name)"), O_RDONLY)
+            // The same namespace (the host's network, no user namespace) is not entered again.
+            if try theirs.status().inode != ours.status().inode { namespaces.append((theirs, type, name)) }
+        }
+        for (descriptor, type, name) in namespaces {
+            _ = try retryingInterrupts("setns(\(name))") { cberth_setns(descriptor.rawValue, type) }
+        }
+        namespaces.removeAll()
+        // The PID namespace holds only the children made from here on.
+        let pid = try retryingInterrupts("fork") { cberth_clone_process(0) }
+        if pid == 0 {
+            do {
+                try runCommand(command, as: user, term: term, bounding: bounding, ptyStreams: ptyStreams, socket: socket)
+            } catch {
+                let text = "berth: error: cannot run the command in the machine: \(error)\n"
+                _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
+                _exit(127)
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        _exit(ExitStatus(waitStatus: status).code)
+    }
+
+    /// PID 1's capability bounding set (CapBnd in /proc/PID/status).
+    private static func boundingSet(of leader: pid_t) throws -> Capabilities {
+        let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/status"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("CapBnd:") }),
+              let bits = UInt64(line.dropFirst("CapBnd:".count).filter { !$0.isWhitespace }, radix: 16) else {
+            throw LaunchError("cannot read the capabilities of the machine's leader \(leader)")
+        }
+        return Capabilities(rawValue: bits)
+    }
+
+    /// PID 1's cgroup in the unified hierarchy, as the host sees it.
+    private static func leaderCgroup(_ leader: pid_t) throws -> FilePath? {
+        guard let hierarchy = ContainerCgroup.unifiedHierarchy() else { return nil }
+        let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/cgroup"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
+        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) else { return nil }
+        return hierarchy.appending(FilePath(String(line.dropFirst(3))).components)
+    }
+
+    /// In the machine's namespaces: becomes the user, gets the pty, execs.
+    private static func runCommand(_ command: [String], as name: String, term: String, bounding: Capabilities, ptyStreams: [Int32],
+                                   socket: MessageSocket) throws -> Never {
+        // Root of the machine's user namespace (its ids are the namespace's now), with no group
+        // of the host's; the user comes below.
+        _ = try retryingInterrupts("become the user namespace's root") { cberth_become_namespace_root() }
+        _ = try retryingInterrupts("setsid") { setsid() }
+        if !ptyStreams.isEmpty {
+            var slave: Int32 = -1
+            let master = Descriptor(owning: try retryingInterrupts("open a pty in the machine") { cberth_open_pty_pair(&slave) })
+            let slaveDescriptor = Descriptor(owning: slave)
+            try socket.send([1], descriptors: [master.rawValue])
+            _ = try retryingInterrupts("TIOCSCTTY") { cberth_set_controlling_terminal(slaveDescriptor.rawValue) }
+            for stream in ptyStreams { _ = try retryingInterrupts("dup2") { dup2(slaveDescriptor.rawValue, stream) } }
+        }
+        let user = try ImageUser.lookup(name)
+        let program: String, argv: [String]
+        if command.isEmpty {
+            program = user.shell
+            argv = ["-" + (user.shell.split(separator: "/").last.map(String.init) ?? "sh")]
+        } else {
+            program = try ContainerStage.resolve(command[0])
+            argv = command
+        }
+        let home = command.isEmpty && access(user.home, X_OK) == 0 ? user.home : "/"
+        if chdir(home) != 0 { throw LaunchError("cannot change to \(home) in the machine: \(SystemError.last("chdir").errno)") }
+        try Capabilities.limitBoundingSet(to: bounding)
+        try SyscallFilter.install(capabilities: bounding)
+        if user.uid != 0 {
+            var groups = user.groups
+            _ = try retryingInterrupts("setgroups") { setgroups(groups.count, &groups) }
+            _ = try retryingInterrupts("setgid") { setgid(user.gid) }
+            _ = try retryingInterrupts("setuid") { setuid(user.uid) }
+        }
+        let environment = ["PATH=\(ContainerStage.defaultPath)", "container=berth", "TERM=\(term)", "HOME=\(user.home)",
+                           "USER=\(user.name)", "LOGNAME=\(user.name)", "SHELL=\(user.shell)"]
+        _ = cberth_close_from(3)
+        let cArgs = argv.map { strdup($0) } + [nil], cEnv = environment.map { strdup($0) } + [nil]
+        execve(program, cArgs, cEnv)
+        throw LaunchError("cannot run \(program): \(SystemError.last("execve").errno)")
+    }
+}
