@@ -46,7 +46,7 @@ public enum MachineShell {
         defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
 
         let pid = streams.withUnsafeBufferPointer { buffer in
-            cberth_spawn_with_streams(executable.rawValue, argv, envp, buffer.baseAddress, childSocket.descriptor.rawValue)
+            cberth_spawn_with_streams(executable.rawValue, argv, envp, buffer.baseAddress, childSocket.descriptor.rawValue, 0)
         }
         guard pid > 0 else { throw LaunchError("cannot enter the machine: \(SystemError.last("clone"))") }
         withExtendedLifetime(childSocket) {}

@@ -84,7 +84,14 @@ struct ImageMounts {
         guard try isTreeMounted(name) else { return }
         let path = treePath(name)
         let device = try catalog.rootDirectory.openDirectory(beneath: FilePath(name.rawValue), crossingMounts: true).descriptor.status().device
-        if let holder = Mount.otherHolder(of: device, except: path) {
+        // A container's setup process starting anywhere holds a copy of the host's mounts, these
+        // trees among them, for the millisecond until it pivots away: that one is waited out.
+        var holder = Mount.otherHolder(of: device, except: path)
+        for _ in 0..<50 where holder.map({ ["berth-stage", "berth"].contains($0.command) }) ?? false {
+            usleep(10_000)
+            holder = Mount.otherHolder(of: device, except: path)
+        }
+        if let holder {
             throw StoreError(.inUse, "image '\(name)' is in use: process \(holder.pid) (\(Printable.escaping(holder.command))) has its tree mounted; stop it first")
         }
         do {

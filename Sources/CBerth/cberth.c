@@ -103,6 +103,14 @@ struct cberth_clone_args {
     uint64_t flags, pidfd, child_tid, parent_tid, exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup;
 };
 
+// In a child between clone and exec: every signal's disposition back to the default.
+static void cberth_default_dispositions(void) {
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++) (void)sigaction(sig, &dfl, NULL);
+}
+
 pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *const argv[], char *const envp[], int spec_fd,
                    int cgroup_fd, int new_session, int *report_fd) {
     int report[2];
@@ -123,10 +131,7 @@ pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *cons
         pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
     }
     if (pid == 0) {
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        for (int sig = 1; sig < _NSIG; sig++) (void)sigaction(sig, &dfl, NULL);
+        cberth_default_dispositions();
         if (spec_fd >= 0) {
             if (spec_fd == 3) {
                 if (fcntl(3, F_SETFD, 0) < 0) goto fail;
@@ -231,41 +236,15 @@ int cberth_bind_datagram_socket(const char *path) {
     return fd;
 }
 
-pid_t cberth_spawn_detached(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd) {
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
-    if (pid == 0) {
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        for (int sig = 1; sig < _NSIG; sig++) (void)sigaction(sig, &dfl, NULL);
-        if (setsid() < 0 || dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0) _exit(127);
-        (void)syscall(SYS_close_range, 3, ~0U, 0);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execve(path, argv, envp);
-        _exit(127);
-    }
-    int saved = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = saved;
-    return pid;
-}
-
-pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd) {
+pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd, int new_session) {
     sigset_t all, old;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
     int in = streams[0], out = streams[1], err = streams[2];
     pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
     if (pid == 0) {
-        struct sigaction dfl;
-        memset(&dfl, 0, sizeof dfl);
-        dfl.sa_handler = SIG_DFL;
-        for (int sig = 1; sig < _NSIG; sig++) (void)sigaction(sig, &dfl, NULL);
+        cberth_default_dispositions();
+        if (new_session && setsid() < 0) _exit(127);
         // Above every target first, so no dup2 below overwrites a source still to come.
         int moved[4];
         int sources[4] = { in, out, err, extra_fd };

@@ -44,7 +44,9 @@ struct BackgroundStart {
         let argv = CommandLine.arguments.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]
         defer { (argv + envp).forEach { free($0) } }
-        let pid = cberth_spawn_detached("/proc/self/exe", argv, envp, input.rawValue, log.rawValue)
+        let executable = try Descriptor.open("/proc/self/exe", CBERTH_O_PATH)
+        let streams = [input.rawValue, log.rawValue, log.rawValue]
+        let pid = streams.withUnsafeBufferPointer { cberth_spawn_with_streams(executable.rawValue, argv, envp, $0.baseAddress, -1, 1) }
         guard pid > 0 else { throw LaunchError("cannot start machine '\(name)' in the background: \(SystemError.last("clone"))") }
         return try waitUntilUp(name, pid: pid, notify: notify)
     }

@@ -55,7 +55,7 @@ struct RunCommandLine {
         case "run": return try RunCommandLine(leading + arguments[(i + 1)...], boot: false)
         case "boot": return try RunCommandLine(leading + arguments[(i + 1)...], boot: true)
         case "start":
-            var line = try RunCommandLine(leading + arguments[(i + 1)...], boot: true)
+            var line = try RunCommandLine(leading + arguments[(i + 1)...], boot: true, verb: "start")
             line.detach = true
             return line
         case "help" where i + 1 < arguments.count && ["run", "boot", "start"].contains(arguments[i + 1]):
@@ -86,7 +86,7 @@ struct RunCommandLine {
         Set(Berth.configuration.subcommands.compactMap { $0.configuration.commandName }).subtracting(["run", "boot", "start"])
     }
 
-    private init(_ line: [String], boot bootLine: Bool) throws {
+    private init(_ line: [String], boot bootLine: Bool, verb: String = "boot") throws {
         var i = 0
         func value(for name: String, inline: String?) throws -> String {
             if let inline { return inline }
@@ -133,9 +133,9 @@ struct RunCommandLine {
         var rest = Array(line[min(i, line.count)...])
         if bootLine && !help {
             guard directory == nil && machine == nil else {
-                throw Self.usageError("boot takes the image's name, not -D or -M (for a directory: berth -bD DIR)")
+                throw Self.usageError("\(verb) takes the image's name, not -D or -M (for a directory: berth -bD DIR)")
             }
-            guard !rest.isEmpty else { throw Self.usageError("boot and start need the name of an image") }
+            guard !rest.isEmpty else { throw Self.usageError("\(verb) needs the name of an image") }
             machine = rest.removeFirst()
             boot = true
         }

@@ -37,14 +37,24 @@ extension RunCommandLine {
         let onTerminal = Terminal.isTerminal(0)
         // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's
         // (a background start picked it already).
-        let name = environment(BackgroundStart.nameVariable) ?? (ephemeral ? "\(target.name.prefix(47))-\(Hex.random(16))" : target.name)
-        // A machine's name is its own among running machines.
-        guard let nameLock = try MachineRecord.lockName(name) else {
-            throw StoreError(.inUse, "machine '\(name)' is already running; 'berth ps' lists it, 'berth poweroff \(name)' stops it")
+        let given = environment(BackgroundStart.nameVariable)
+        let base = given ?? (ephemeral ? "\(target.name.prefix(47))-\(Hex.random(16))" : target.name)
+        // A machine's name is its own among running machines. A machine started in the background
+        // is found by its name, so it must have it; a run in the foreground whose name is taken (a
+        // read-only run beside the running machine, an image of the same name in another store)
+        // is listed under the name with a random suffix, as an ephemeral one is.
+        var name = base
+        var nameLock = try MachineRecord.lockName(base)
+        if nameLock == nil && given == nil && !detach {
+            name = "\(base.prefix(47))-\(Hex.random(8))"
+            nameLock = try MachineRecord.lockName(name)
+        }
+        guard let nameLock else {
+            throw StoreError(.inUse, "machine '\(base)' is already running; 'berth ps' lists it, 'berth poweroff \(base)' stops it")
         }
         var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: LaunchSpec.randomUUID(),
                               term: onTerminal ? environment("TERM") ?? "vt220" : "dumb")
-        spec.hostname = hostname ?? name
+        spec.hostname = hostname ?? base
         spec.arguments = (boot ? Self.ownIdentity(target, spec) : []) + arguments
         spec.boot = boot
         spec.readOnly = target.readOnly

@@ -55,9 +55,9 @@ enum RunValueChecks {
 enum CommandSuggestion {
     /// machinectl's, docker's and the shell's words for berth's commands.
     private static let borrowed = [
-        "ls": "list", "ps": "list", "images": "list", "list-images": "list", "status": "show",
+        "ls": "list", "images": "list", "list-images": "list", "machines": "ps", "list-machines": "ps",
         "image-status": "show", "inspect": "show", "rm": "remove", "rmi": "remove", "mv": "rename",
-        "cp": "clone", "start": "boot", "shell": "run", "exec": "run", "prune": "gc", "clean": "gc",
+        "cp": "clone", "exec": "shell", "attach": "shell", "stop": "poweroff", "prune": "gc", "clean": "gc",
         "pull-tar": "import", "import-tar": "import", "export-tar": "export",
     ]
 

@@ -22,7 +22,7 @@ import Testing
     /// and exit status 64 (EX_USAGE), and touches nothing: not even the store is made.
     @Test(arguments: [
         (["lsit"], "unknown command 'lsit'; did you mean 'list'?"),
-        (["ps"], "unknown command 'ps'; did you mean 'list'?"),
+        (["lst"], "unknown command 'lst'; did you mean 'list'?"),
         (["frobnicate"], "unknown command 'frobnicate' (see 'berth --help')"),
         (["help", "nosuch"], "unknown command 'nosuch'"),
         (["run", "/bin/true"], "give the tree to run"),

@@ -102,15 +102,12 @@ int cberth_restore_terminal(int fd, const void *saved);
 /// A datagram socket (AF_UNIX, close-on-exec) bound at `path` (an old socket there is replaced),
 /// which anyone may send to (mode 0666): a machine's notify socket. -1 with errno.
 int cberth_bind_datagram_socket(const char *path);
-/// Starts `path` with `argv` and `envp` in a session of its own, its standard input `in_fd` and
-/// its standard output and error `out_fd`, every other descriptor closed: a machine's
-/// supervisor in the background. Returns its pid, or -1 with errno.
-pid_t cberth_spawn_detached(const char *path, char *const argv[], char *const envp[], int in_fd, int out_fd);
 /// Starts the executable open on `exe_fd` (execveat, AT_EMPTY_PATH) with `argv` and `envp`, its
 /// standard streams `streams[0..2]` and `extra_fd` as descriptor 3 (-1 for none), every other
-/// descriptor closed, no signal blocked and every disposition the default. Returns its pid, or
-/// -1 with errno; an exec that fails ends the child with 127.
-pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd);
+/// descriptor closed, no signal blocked and every disposition the default; with `new_session`,
+/// in a session of its own (a machine's supervisor in the background). Returns its pid, or -1
+/// with errno; an exec that fails ends the child with 127.
+pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd, int new_session);
 /// setns(2).
 int cberth_setns(int fd, int type);
 /// prctl(PR_SET_DUMPABLE, 0): no ptrace of this process, no open of its /proc files by others.
