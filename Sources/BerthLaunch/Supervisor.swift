@@ -44,6 +44,9 @@ public enum Supervisor {
         public var machineRecord: String? = nil
         /// The container's cgroup in the unified hierarchy.
         public var cgroupPath: String? { cgroup.unified?.string }
+        /// A machine started in the background that reboots (exit 133) is started again, as
+        /// systemd-nspawn@.service's `RestartForceExitStatus=133` does.
+        public var restartsOnReboot = false
 
         var arguments: [String] {
             var fields = ["pid=\(pid)", "setup=\(setup)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
@@ -56,6 +59,7 @@ public enum Supervisor {
                 if let saved = console.savedTerminal { fields.append("terminal=\(Hex.encode(saved))") }
             }
             return fields + (remount?.arguments ?? []) + (machineRecord.map { ["record=\(Hex.encode(Array($0.utf8)))"] } ?? [])
+                + (restartsOnReboot ? ["restart=1"] : [])
         }
 
         /// The descriptors the supervisor keeps across its exec.
@@ -173,7 +177,8 @@ public enum Supervisor {
         for fd in kept { _ = fcntl(fd, F_SETFD, 0) }
         // Its title in ps names the machine, so an admin tells supervisors apart.
         let title = started.machineRecord.map { "berth-stage [\(Printable.escaping($0))]" } ?? "berth-stage"
-        let argv = ([title, supervisorFlag] + started.arguments).map { strdup($0) } + [nil]
+        let restart = started.restartsOnReboot ? ["--"] + CommandLine.arguments : []
+        let argv = ([title, supervisorFlag] + started.arguments + restart).map { strdup($0) } + [nil]
         execv(stageExecutable, argv)
         argv.forEach { free($0) }
         for fd in kept { _ = fcntl(fd, F_SETFD, FD_CLOEXEC) }
@@ -184,11 +189,38 @@ public enum Supervisor {
     /// `berth-stage --supervise ARGUMENTS`: supervises the container berth started, exits with
     /// its status.
     public static func supervise(arguments: some Sequence<String>) -> Never {
-        guard let started = Started(arguments: arguments) else {
+        let (own, berth) = splitRestart(arguments)
+        restartArguments = berth
+        guard let started = Started(arguments: own) else {
             _ = "berth: error: berth-stage --supervise was given damaged arguments\n".withCString { write(2, $0, strlen($0)) }
             exit(1)
         }
-        exit(supervise(started))
+        let code = supervise(started)
+        if code == ExitStatus.rebootCode && started.restartsOnReboot { restart() }
+        exit(code)
+    }
+
+    /// Starts the machine again, by berth's own command line, which the process berth became by
+    /// exec still has (its environment too, so berth knows it is the background half). Its
+    /// locks, console and everything else this process held close first: the new start takes
+    /// them afresh. Returns only when berth cannot be run.
+    public static func restart() {
+        let berth = stageExecutable == "/proc/self/exe" ? "/proc/self/exe"
+            : String(stageExecutable.dropLast("berth-stage".count)) + "berth"
+        _ = cberth_close_from(3)
+        let argv = restartArguments.map { strdup($0) } + [nil]
+        execv(berth, argv)
+        argv.forEach { free($0) }
+    }
+
+    /// berth's command line, for `restart`: berth-stage --supervise is given it after `--`.
+    nonisolated(unsafe) public static var restartArguments: [String] = []
+
+    /// `supervise(arguments:)`'s own arguments, and berth's command line after `--`.
+    static func splitRestart(_ arguments: some Sequence<String>) -> (own: [String], berth: [String]) {
+        let all = Array(arguments)
+        guard let dash = all.firstIndex(of: "--") else { return (all, []) }
+        return (Array(all[..<dash]), Array(all[(dash + 1)...]))
     }
 
     /// SIGCHLD and what berth relays or acts on.
@@ -290,6 +322,7 @@ extension Supervisor.Started {
         userRangeLocks = []
         remount = fields["remount-at"] == nil ? nil : TreeRemount(fields: ordered)
         machineRecord = fields["record"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
+        restartsOnReboot = fields["restart"] == "1"
         if fields["remount-at"] != nil && remount == nil { return nil }
     }
 }

@@ -11,6 +11,8 @@ public struct ExitStatus: Equatable, Sendable {
     }
 
     public let ending: Ending
+    /// berth's (and nspawn's) exit status after a booted system rebooted.
+    public static let rebootCode: Int32 = 133
 
     /// reboot(2) in a PID namespace ends its init with SIGINT for power-off and halt, SIGHUP for
     /// reboot; for a booted system those are its ways to end, not deaths.
@@ -33,7 +35,7 @@ public struct ExitStatus: Equatable, Sendable {
         switch ending {
         case .exited(let code): return code
         case .poweredOff: return 0
-        case .rebooted: return 133
+        case .rebooted: return Self.rebootCode
         case .killed(let signal): return 128 + signal
         }
     }

@@ -227,6 +227,23 @@ struct PoweroffCommand: ParsableCommand {
     }
 }
 
+struct RebootCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "reboot",
+        abstract: "Reboot running machines: a booted init is asked (SIGINT, as machinectl does); one started in the background comes back up.")
+
+    @Argument(help: "The machines.") var names: [String]
+
+    func run() throws {
+        guard !names.isEmpty else { throw UsageError("reboot needs the name of a running machine (see 'berth ps')") }
+        let records = try runningMachines(names)
+        if let command = records.first(where: { !$0.boot }) {
+            throw StoreError(.invalidInput, "machine '\(command.name)' runs a command, not an init, and cannot reboot; 'berth poweroff \(command.name)' stops it")
+        }
+        for record in records { kill(record.leader, SIGINT) }
+    }
+}
+
 struct TerminateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "terminate", abstract: "End running machines at once, every process of theirs with them.")
@@ -278,5 +295,104 @@ struct KillCommand: ParsableCommand {
             if offset.hasPrefix("+"), let n = Int32(offset.dropFirst()), n >= 0, cberth_sigrtmin_plus(n) <= 64 { return cberth_sigrtmin_plus(n) }
         }
         return nil
+    }
+}
+
+/// `enable` and `disable`: a machine started at the host's boot, in the spirit of
+/// systemd-nspawn@.service, as a unit `berth-NAME.service` wanted by machines.target. Where
+/// the host's PID 1 is not systemd there is no unit to write, and berth says what to add to the
+/// host's init instead. `BERTH_UNIT_DIRECTORY` names another directory for the unit (a package
+/// build's tree, a test's), which is then written whatever PID 1 is.
+enum BootUnit {
+    static func directory() throws -> FilePath {
+        if let given = environment("BERTH_UNIT_DIRECTORY"), !given.isEmpty { return FilePath(given) }
+        // sd_booted(): systemd as PID 1 makes /run/systemd/system.
+        guard (try? FileStatus.of("/run/systemd/system"))??.kind == .directory else { return "" }
+        return "/etc/systemd/system"
+    }
+
+    static func name(_ machine: String) -> String { "berth-\(machine).service" }
+
+    /// The unit that starts `machine` from `store` at boot and powers it off at shutdown.
+    static func text(machine: String, store: String, berth: String) -> String {
+        """
+        # Made by 'berth enable \(machine)'; 'berth disable \(machine)' removes it.
+        [Unit]
+        Description=Berth machine \(machine)
+        Documentation=man:systemd-nspawn(1)
+        After=local-fs.target network.target
+        RequiresMountsFor=\(store)
+
+        [Service]
+        Type=forking
+        GuessMainPID=yes
+        ExecStartPre=\(berth) --store \(store) mount --all -q
+        ExecStart=\(berth) --store \(store) start \(machine)
+        ExecStop=\(berth) poweroff \(machine)
+        KillMode=mixed
+        TimeoutStartSec=120
+        TimeoutStopSec=100
+
+        [Install]
+        WantedBy=machines.target
+
+        """
+    }
+
+    /// What to tell an admin whose host does not run systemd.
+    static func noSystemd(_ machine: String, store: String) -> String {
+        "this host's PID 1 is not systemd, so there is no unit to write: add 'berth --store \(store) mount --all' and then 'berth --store \(store) start \(machine)' to the host's boot (its init scripts or rc.local), and 'berth poweroff \(machine)' to its shutdown"
+    }
+}
+
+struct EnableCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "enable", abstract: "Start a machine at the host's boot (a systemd unit, or what to add to another init).")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The image.") var name: String
+
+    func run() throws {
+        let image = try ImageName(name)
+        guard try StoreOptions.open(store.store, access: .read).imageExists(image) else {
+            throw StoreError(.notFound, "no image '\(name)' in \(store.path); 'berth list' shows the images there")
+        }
+        let directory = try BootUnit.directory()
+        guard !directory.isEmpty else { throw StoreError(.invalidInput, BootUnit.noSystemd(name, store: store.path)) }
+        let unit = directory.appending(BootUnit.name(name))
+        var berth = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let n = readlink("/proc/self/exe", &berth, berth.count - 1)
+        let executable = n > 0 ? String(decoding: berth[..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self) : "/usr/local/bin/berth"
+        let file = try Descriptor.open(unit, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
+        try file.writeAll(BootUnit.text(machine: name, store: store.path, berth: executable))
+        let wants = directory.appending("machines.target.wants")
+        _ = wants.withPlatformString { mkdir($0, 0o755) }
+        let link = wants.appending(BootUnit.name(name))
+        _ = link.withPlatformString { unlink($0) }
+        _ = try "../\(BootUnit.name(name))".withCString { target in
+            try link.withPlatformString { path in try retryingInterrupts("symlink", path: link.string) { symlink(target, path) } }
+        }
+        print("Created \(unit.string), wanted by machines.target.")
+    }
+}
+
+struct DisableCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "disable", abstract: "No longer start a machine at the host's boot.")
+
+    @OptionGroup var store: StoreOptions
+    @Argument(help: "The image.") var name: String
+
+    func run() throws {
+        _ = try ImageName(name)
+        let directory = try BootUnit.directory()
+        guard !directory.isEmpty else { throw StoreError(.invalidInput, BootUnit.noSystemd(name, store: store.path)) }
+        let unit = directory.appending(BootUnit.name(name))
+        guard (try? FileStatus.of(unit)) ?? nil != nil else {
+            throw StoreError(.notFound, "machine '\(name)' is not enabled: there is no \(unit.string)")
+        }
+        for path in [directory.appending("machines.target.wants").appending(BootUnit.name(name)), unit] {
+            _ = path.withPlatformString { unlink($0) }
+        }
+        print("Removed \(unit.string).")
     }
 }

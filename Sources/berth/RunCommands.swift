@@ -87,12 +87,18 @@ extension RunCommandLine {
         let record = try? MachineRecord(name: name, leader: started.pid, supervisor: getpid(), boot: boot, image: machine,
                                         root: target.displayPath, cgroup: started.cgroupPath)
         if (try? record?.write()) != nil { started.machineRecord = name }
+        // The background half of a start comes back after a reboot.
+        started.restartsOnReboot = detach && boot
         // The small supervisor takes over, holding the image's lock and the name's; failing that,
         // berth supervises.
         Supervisor.handOver(started, keeping: target.lockDescriptors + [nameLock.rawValue])
         let status = Supervisor.supervise(started)
         withExtendedLifetime(target) {}
         withExtendedLifetime(nameLock) {}
+        if status == ExitStatus.rebootCode && started.restartsOnReboot {
+            Supervisor.restartArguments = CommandLine.arguments
+            Supervisor.restart()
+        }
         return status
     }
 

@@ -140,6 +140,24 @@ import Testing
         #expect(try listed(name) != nil, "leaving the shell leaves the machine running")
     }
 
+    /// A started machine that reboots (exit 133) is started again, as systemd-nspawn@.service's
+    /// RestartForceExitStatus=133 has it: a new leader, the same name, a second boot in its log.
+    @Test func aStartedMachineThatRebootsComesBackUp() throws {
+        let name = Self.unique("web")
+        let tmp = try store("machine-reboot", debian: name)
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        defer { _ = try? berth(["terminate", name], store: tmp) }
+        let first = try #require(try listed(name)?["leader"] as? Int)
+        #expect(try berth(["reboot", name], store: tmp).status == 0)
+        #expect(waitUntil(timeout: 60) {
+            guard let leader = (try? listed(name))?["leader"] as? Int, leader != first else { return false }
+            let log = (try? berth(["logs", name], store: tmp))?.stdout ?? ""
+            return log.components(separatedBy: "Reached target multi-user.target").count == 3
+        }, "\((try? berth(["logs", name], store: tmp))?.stdout ?? "")")
+        #expect(try berth(["poweroff", name], store: tmp).status == 0)
+        #expect(try listed(name) == nil, "a power-off stays off")
+    }
+
     @Test func aKilledSupervisorTakesItsMachineAndItsListingWithIt() throws {
         let name = Self.unique("web")
         let tmp = try store("machine-kill", debian: name)
@@ -168,6 +186,29 @@ import Testing
         #expect(result.status == 1 && result.stderr.contains("was not up within"), "\(result)")
         #expect(result.stderr.contains("  | "), "the console's last lines: \(result)")
         #expect(waitUntil { (try? listed(name)) == nil })
+    }
+
+    /// Where PID 1 is systemd, enable writes a unit in the spirit of systemd-nspawn@.service,
+    /// which systemd-analyze accepts; on this host (PID 1 is not systemd) it says what to add
+    /// to the host's init instead, and writes nothing.
+    @Test func enableWritesAUnitSystemdAcceptsOrSaysWhatToAddToTheInit() throws {
+        let tmp = try store("machine-enable", busybox: "bb")
+        let here = try berth(["enable", "bb"], store: tmp)
+        #expect(here.status == 65 && here.stderr.contains("PID 1 is not systemd") && here.stderr.contains("start bb"), "\(here)")
+        let units = try TemporaryDirectory("units")
+        let store = ["--store", tmp.appending("store").string]
+        let enabled = try run(berthBinary, store + ["enable", "bb"], environment: ["BERTH_UNIT_DIRECTORY": units.string])
+        #expect(enabled.status == 0, "\(enabled)")
+        let unit = units.appending("berth-bb.service")
+        let text = String(decoding: try readFile(unit), as: UTF8.self)
+        #expect(text.contains("ExecStart=\(berthBinary) --store \(tmp.appending("store").string) start bb"), "\(text)")
+        let verified = try run("/usr/bin/systemd-analyze", ["verify", unit.string])
+        #expect(verified.status == 0 && verified.stderr.isEmpty, "\(verified)")
+        #expect(try FileStatus.of(units.appending("machines.target.wants/berth-bb.service")) != nil)
+        #expect(try run(berthBinary, store + ["disable", "bb"], environment: ["BERTH_UNIT_DIRECTORY": units.string]).status == 0)
+        #expect(try FileStatus.of(unit) == nil)
+        let again = try run(berthBinary, store + ["disable", "bb"], environment: ["BERTH_UNIT_DIRECTORY": units.string])
+        #expect(again.status == 66 && again.stderr.contains("not enabled"), "\(again)")
     }
 
     @Test func tenMachinesAtOnceAreListedAndStoppedByName() throws {
