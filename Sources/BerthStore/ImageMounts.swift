@@ -86,10 +86,11 @@ struct ImageMounts {
         let device = try catalog.rootDirectory.openDirectory(beneath: FilePath(name.rawValue), crossingMounts: true).descriptor.status().device
         // A container's setup process starting anywhere holds a copy of the host's mounts, these
         // trees among them, for the millisecond until it pivots away: that one is waited out.
-        var holder = Mount.otherHolder(of: device, except: path)
-        for _ in 0..<50 where holder.map({ ["berth-stage", "berth"].contains($0.command) }) ?? false {
+        let transient: Set<String> = ["berth-stage", "berth"]
+        var holder = Mount.otherHolder(of: device, except: path, lastResort: transient)
+        for _ in 0..<50 where holder.map({ transient.contains($0.command) }) ?? false {
             usleep(10_000)
-            holder = Mount.otherHolder(of: device, except: path)
+            holder = Mount.otherHolder(of: device, except: path, lastResort: transient)
         }
         if let holder {
             throw StoreError(.inUse, "image '\(name)' is in use: process \(holder.pid) (\(Printable.escaping(holder.command))) has its tree mounted; stop it first")

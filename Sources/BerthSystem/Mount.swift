@@ -60,14 +60,19 @@ public enum Mount {
     /// namespace of its own (systemd-nspawn -D does) keeps the file system alive after the host
     /// unmounts it, which only this finds. Each namespace is read once, through one of its
     /// processes; processes that go meanwhile are passed over.
-    public static func otherHolder(of device: dev_t, except: FilePath) -> (pid: pid_t, command: String)? {
+    /// A holder whose command is among `lastResort` is named only when there is no other.
+    public static func otherHolder(of device: dev_t, except: FilePath, lastResort: Set<String> = []) -> (pid: pid_t, command: String)? {
+        var fallback: (pid: pid_t, command: String)?
         let id = Array("\(cberth_major(device)):\(cberth_minor(device))".utf8)
         let own = namespaceInode("self")
         var seen: Set<String> = []
         guard let proc = try? Directory(opening: "/proc") else { return nil }
         for entry in (try? proc.entryNames()) ?? [] {
-            guard let pid = pid_t(entry.string), let namespace = namespaceInode(entry.string), seen.insert(namespace).inserted,
-                  let bytes = try? Descriptor.open(FilePath("/proc/\(pid)/mountinfo"), O_RDONLY).readAll() else { continue }
+            // A namespace counts as read only once its mountinfo was: a process that ends meanwhile
+            // (or reads as empty, going) leaves it to the next of its processes.
+            guard let pid = pid_t(entry.string), let namespace = namespaceInode(entry.string), !seen.contains(namespace),
+                  let bytes = try? Descriptor.open(FilePath("/proc/\(pid)/mountinfo"), O_RDONLY).readAll(), !bytes.isEmpty else { continue }
+            seen.insert(namespace)
             // Bytes, not Strings: a host's mountinfo has hundreds of lines, and this reads one a namespace.
             for line in bytes.split(separator: UInt8(ascii: "\n")) {
                 let fields = line.split(separator: UInt8(ascii: " "), maxSplits: 5)
@@ -75,10 +80,12 @@ public enum Mount {
                 if namespace == own && unescapeMountPath(Substring(decoding: fields[4], as: UTF8.self)) == except { continue }
                 let command = (try? Descriptor.open(FilePath("/proc/\(pid)/comm"), O_RDONLY).readAll(limit: 64))
                     .map { String(decoding: $0.filter { $0 != UInt8(ascii: "\n") }, as: UTF8.self) } ?? "?"
-                return (pid, command)
+                guard lastResort.contains(command) else { return (pid, command) }
+                if fallback == nil { fallback = (pid, command) }
+                break
             }
         }
-        return nil
+        return fallback
     }
 
     /// The mount namespace of /proc/`process`, as its link names it.
