@@ -37,7 +37,9 @@ import Testing
         #expect(try terminal.waitFor("typed-42"), "\(terminal.shown)")
         #expect(!(try terminal.screen().contains("berth-exited")))
         try terminal.type("poweroff")
-        #expect(try terminal.waitFor("berth-exited-0", timeout: 60), "\(terminal.shown)")
+        // A writable run's end waits for its overlay's sync of the store's file system, which
+        // the suite's other tests (1 GB loop devices among them) may keep busy for a while.
+        #expect(try terminal.waitFor("berth-exited-0", timeout: 180), "\(terminal.shown)")
         // The closing line stands on a line of its own, and so does the prompt after it.
         let lines = try terminal.screen().split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
         #expect(lines.contains("Container web exited successfully."), "\(lines)")
