@@ -386,10 +386,8 @@ public enum ContainerStage {
 
     private static func exec(_ spec: LaunchSpec, initCopy: Descriptor?) throws -> Never {
         let user = try ImageUser.lookup(spec.user ?? "root")
-        var environment = [
-            "PATH=\(defaultPath)", "container=berth", "container_uuid=\(spec.uuid)", "TERM=\(spec.term)",
-            "HOME=\(user.home)", "USER=\(user.name)", "LOGNAME=\(user.name)", "SHELL=\(user.shell)",
-        ] + (spec.descriptorRoles.contains("notify") ? ["NOTIFY_SOCKET=/run/host/notify"] : [])
+        var environment = user.environment(term: spec.term) + ["container_uuid=\(spec.uuid)"]
+            + (spec.descriptorRoles.contains("notify") ? ["NOTIFY_SOCKET=/run/host/notify"] : [])
         for setting in spec.environment {
             let key = setting.prefix { $0 != "=" }
             environment.removeAll { $0.hasPrefix(key + "=") }
@@ -407,7 +405,7 @@ public enum ContainerStage {
         } else if spec.arguments.isEmpty {
             // The user's login shell, in their home, as nspawn starts it.
             program = user.shell
-            argv = ["-" + (user.shell.split(separator: "/").last.map(String.init) ?? "sh")]
+            argv = [user.loginShellName]
         } else {
             program = try resolve(spec.arguments[0])
             argv = spec.arguments
@@ -418,10 +416,7 @@ public enum ContainerStage {
 
         try SyscallFilter.install(capabilities: keptCapabilities(privateNetwork: spec.privateNetwork))
         if user.uid != 0 || spec.user != nil {
-            var groups = user.groups
-            _ = try retryingInterrupts("setgroups") { setgroups(groups.count, &groups) }
-            _ = try retryingInterrupts("setgid") { setgid(user.gid) }
-            _ = try retryingInterrupts("setuid") { setuid(user.uid) }
+            try user.become()
             // A change of ids clears the parent-death signal: set it again.
             _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
         }

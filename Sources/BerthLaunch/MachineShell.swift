@@ -188,7 +188,7 @@ public enum MachineShell {
         let program: String, argv: [String]
         if command.isEmpty {
             program = user.shell
-            argv = ["-" + (user.shell.split(separator: "/").last.map(String.init) ?? "sh")]
+            argv = [user.loginShellName]
         } else {
             program = try ContainerStage.resolve(command[0])
             argv = command
@@ -197,14 +197,8 @@ public enum MachineShell {
         if chdir(home) != 0 { throw LaunchError("cannot change to \(home) in the machine: \(SystemError.last("chdir").errno)") }
         try Capabilities.limitBoundingSet(to: bounding)
         try SyscallFilter.install(capabilities: bounding)
-        if user.uid != 0 {
-            var groups = user.groups
-            _ = try retryingInterrupts("setgroups") { setgroups(groups.count, &groups) }
-            _ = try retryingInterrupts("setgid") { setgid(user.gid) }
-            _ = try retryingInterrupts("setuid") { setuid(user.uid) }
-        }
-        let environment = ["PATH=\(ContainerStage.defaultPath)", "container=berth", "TERM=\(term)", "HOME=\(user.home)",
-                           "USER=\(user.name)", "LOGNAME=\(user.name)", "SHELL=\(user.shell)"]
+        if user.uid != 0 { try user.become() }
+        let environment = user.environment(term: term)
         _ = cberth_close_from(3)
         let cArgs = argv.map { strdup($0) } + [nil], cEnv = environment.map { strdup($0) } + [nil]
         execve(program, cArgs, cEnv)

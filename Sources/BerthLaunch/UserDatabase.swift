@@ -1,3 +1,4 @@
+import BerthSystem
 import Glibc
 
 /// A user as the image's own /etc/passwd and /etc/group describe it (never the host's).
@@ -23,6 +24,23 @@ struct ImageUser {
         }
         return ImageUser(name: name, uid: uid, gid: gid, home: entry[5].isEmpty ? "/" : entry[5],
                          shell: entry[6].isEmpty ? "/bin/sh" : entry[6], groups: groups)
+    }
+
+    /// argv[0] of the user's login shell, as nspawn starts it: `-` and the shell's name.
+    var loginShellName: String { "-" + (shell.split(separator: "/").last.map(String.init) ?? "sh") }
+
+    /// The environment every program berth runs in a container starts from.
+    func environment(term: String) -> [String] {
+        ["PATH=\(ContainerStage.defaultPath)", "container=berth", "TERM=\(term)", "HOME=\(home)", "USER=\(name)",
+         "LOGNAME=\(name)", "SHELL=\(shell)"]
+    }
+
+    /// Takes this user's groups and ids (the caller is the namespace's root).
+    func become() throws {
+        var list = groups
+        _ = try retryingInterrupts("setgroups") { setgroups(list.count, &list) }
+        _ = try retryingInterrupts("setgid") { setgid(gid) }
+        _ = try retryingInterrupts("setuid") { setuid(uid) }
     }
 
     /// The lines of a colon-separated database with at least seven fields (padded with "").

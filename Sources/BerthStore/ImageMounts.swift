@@ -36,9 +36,15 @@ struct ImageMounts {
     /// image's tree at `ROOT/NAME`, mounted first if it is missing.
     func withMergedTree<T>(_ use: ImageUse, _ body: (FilePath) throws -> T) throws -> T {
         guard use.isLayered else { return try body(use.root) }
-        guard case .layered(let stack) = try catalog.require(use.name) else { throw catalog.noImage(use.name) }
-        try store.withStoreLock { try mountTree(use.name, stack) }
+        try mountTree(use.name)
         return try body(treePath(use.name))
+    }
+
+    /// Mounts layered image `name`'s tree at `ROOT/NAME` unless it is there, under the store
+    /// lock; nothing for a directory image.
+    func mountTree(_ name: ImageName) throws {
+        guard case .layered(let stack) = try catalog.require(name) else { return }
+        try store.withStoreLock { try mountTree(name, stack) }
     }
 
     // MARK: The trees at ROOT/NAME

@@ -196,10 +196,7 @@ public final class ImageStore {
 
     /// Mounts layered image `name`'s tree at `ROOT/NAME`, unless it is there.
     func mountTree(_ name: ImageName) throws {
-        try guarded {
-            guard case .layered(let stack) = try catalog.require(name) else { return }
-            try state().withStoreLock { try mounts().mountTree(name, stack) }
-        }
+        try guarded { try mounts().mountTree(name) }
     }
 
     // MARK: Builds

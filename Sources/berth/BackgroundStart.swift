@@ -105,10 +105,7 @@ struct BackgroundStart {
     /// Prints the console's last lines, then throws why the machine is not up.
     private func fail(_ name: String, _ reason: String) throws -> Never {
         if let log = try? MachineRecord.logPath(name), let bytes = try? Descriptor.open(log, O_RDONLY).readAll(limit: 1 << 20) {
-            let lines = String(decoding: bytes, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: false)
-            for text in lines.suffix(11).dropLast(lines.last == "" ? 1 : 0).suffix(10) {
-                writeOut(2, "  | \(Printable.escaping(String(text)))\n")
-            }
+            for text in ConsoleLog.lines(bytes).suffix(10) { writeOut(2, "  | \(Printable.escaping(text))\n") }
         }
         throw LaunchError("machine '\(name)' did not start: \(reason); 'berth logs \(name)' shows its console")
     }
