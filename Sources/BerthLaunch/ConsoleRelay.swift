@@ -24,6 +24,8 @@ final class ConsoleRelay {
     let input: Bool
     private var saved = [UInt8](repeating: 0, count: 256)
     private var raw = false
+    /// Where `berth login` attaches, for a machine in the background (`ConsoleSocket`).
+    var logins: ConsoleSocket.Server?
 
     /// The caller's standard streams that are terminals: those the container gets the pty for.
     static func terminalStreams() -> [Int32] { [0, 1, 2].filter { Terminal.isTerminal($0) } }
@@ -36,11 +38,13 @@ final class ConsoleRelay {
         let terminals = terminalStreams()
         switch mode {
         case .automatic:
-            // A booted system always gets a console: off a terminal its output is berth's output,
-            // as nspawn's read-only console does.
+            // A booted system always gets a console, its init's every stream: off a terminal its
+            // output is berth's output (a machine's log in the background, where `berth login`
+            // attaches), as nspawn's read-only console does.
             guard !terminals.isEmpty || boot else { return ([], nil) }
             let output: Int32 = terminals.contains(1) ? 1 : terminals.contains(2) ? 2 : terminals.isEmpty ? 1 : -1
-            return (terminals, try ConsoleRelay(output: output, input: terminals.contains(0), size: terminals.first))
+            return (terminals.isEmpty ? [0, 1, 2] : terminals,
+                    try ConsoleRelay(output: output, input: terminals.contains(0), size: terminals.first))
         case .interactive:
             return ([0, 1, 2], try ConsoleRelay(output: 1, input: true, size: terminals.first))
         case .readOnly:
@@ -75,12 +79,14 @@ final class ConsoleRelay {
 
     /// The relay berth set up, in the supervisor it handed the container to: the pty's master
     /// and, when berth made its terminal raw, the settings to restore (`savedTerminal`).
-    init(master: consuming Descriptor, slave: consuming Descriptor, output: Int32, input: Bool, savedTerminal: [UInt8]?) {
+    init(master: consuming Descriptor, slave: consuming Descriptor, output: Int32, input: Bool, savedTerminal: [UInt8]?,
+         logins: Descriptor? = nil) {
         self.master = master
         self.slave = slave
         self.output = output
         self.input = input
         slavePath = ""
+        self.logins = logins.map { ConsoleSocket.Server(listener: $0) }
         if let savedTerminal, savedTerminal.count <= saved.count {
             saved.replaceSubrange(0..<savedTerminal.count, with: savedTerminal)
             raw = true
@@ -109,31 +115,36 @@ final class ConsoleRelay {
     /// Relays until `signals` (a signalfd) delivers a signal; returns its number.
     /// `onEscape` is called when the user types ^]^]^] within a second.
     func relay(signals: Int32, onEscape: () -> Void) -> Int32 {
-        var escapes: [Double] = []
+        var escape = ConsoleEscape()
         var buffer = [UInt8](repeating: 0, count: 1 << 14)
         var inputOpen = input, outputOpen = true
         while true {
+            let logins = self.logins?.pollDescriptors ?? [-1, -1]
             var fds = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: outputOpen ? master.rawValue : -1, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: inputOpen ? 0 : -1, events: Int16(POLLIN), revents: 0)]
-            if poll(&fds, 3, -1) < 0 { continue }
+                + logins.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            if poll(&fds, nfds_t(fds.count), -1) < 0 { continue }
             if fds[1].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(master.rawValue, $0.baseAddress, $0.count) }
-                if n > 0 { writeAll(output, buffer, n) } else if n == 0 || errno != EINTR && errno != EAGAIN { outputOpen = false }
+                if n > 0 {
+                    writeAll(output, buffer, n)
+                    self.logins?.forward(buffer, count: n)
+                } else if n == 0 || errno != EINTR && errno != EAGAIN {
+                    outputOpen = false
+                }
             }
             if fds[2].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(0, $0.baseAddress, $0.count) }
                 if n <= 0 {
                     if n == 0 || errno != EINTR { inputOpen = false }
                 } else {
-                    for byte in buffer[..<n] where byte == 0x1d && raw {
-                        let now = monotonicSeconds()
-                        escapes = escapes.filter { now - $0 < 1 } + [now]
-                        if escapes.count >= 3 { onEscape() }
-                    }
+                    if raw && escape.sees(buffer[..<n]) { onEscape() }
                     writeAll(master.rawValue, buffer, n)
                 }
             }
+            if fds[3].revents != 0 { self.logins?.accept(log: output) }
+            if fds[4].revents != 0 { self.logins?.receive(into: master.rawValue) }
             if fds[0].revents != 0 {
                 var info = [UInt8](repeating: 0, count: 128)  // struct signalfd_siginfo
                 let n = info.withUnsafeMutableBytes { read(signals, $0.baseAddress, $0.count) }
@@ -180,14 +191,6 @@ final class ConsoleRelay {
     private func writeAll(_ fd: Int32, _ buffer: [UInt8], _ count: Int) {
         guard fd >= 0 else { return }
         defer { keepBounded(fd) }
-        buffer.withUnsafeBytes { raw in
-            guard let base = raw.baseAddress else { return }  // an empty buffer: nothing to write
-            var done = 0
-            while done < count {
-                let n = write(fd, base + done, count - done)
-                if n < 0 { if errno == EINTR { continue } else { return } }
-                done += n
-            }
-        }
+        Descriptor.writeAll(to: fd, buffer[..<count])
     }
 }

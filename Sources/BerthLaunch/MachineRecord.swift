@@ -56,6 +56,9 @@ public struct MachineRecord: Equatable, Sendable {
     /// Where a machine started in the background tells it is up (`NOTIFY_SOCKET`).
     public static func notifyPath(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".notify") }
 
+    /// Where `berth login` attaches to the console of a machine booted in the background.
+    public static func consolePath(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".console") }
+
     /// Takes `name`'s lock for a machine about to start; nil when a running machine holds it.
     public static func lockName(_ name: String) throws -> Descriptor? {
         let lock = try Descriptor.open(try directory().appending(entry(name) + ".lock"), O_RDWR | O_CREAT, mode: 0o600)
@@ -129,10 +132,11 @@ public struct MachineRecord: Equatable, Sendable {
         self.cgroup = cgroup
     }
 
-    /// Removes `name`'s record (the supervisor, when its machine ends).
+    /// Removes `name`'s record and its console's socket (the supervisor, when its machine ends).
     public static func remove(_ name: String) {
-        guard let path = try? path(name) else { return }
-        _ = path.withPlatformString { unlink($0) }
+        for path in [try? path(name), try? consolePath(name)] {
+            _ = path?.withPlatformString { unlink($0) }
+        }
     }
 
     // MARK: The leader

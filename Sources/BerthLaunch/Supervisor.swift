@@ -42,6 +42,12 @@ public enum Supervisor {
         var remount: TreeRemount? = nil
         /// The machine whose record (`MachineRecord`) goes when the container ends.
         public var machineRecord: String? = nil
+        /// Lets `berth login` attach to the console through the socket listening on `listener`
+        /// (a machine in the background).
+        public func acceptLogins(on listener: Descriptor) {
+            console?.logins = ConsoleSocket.Server(listener: listener)
+        }
+        public var hasConsole: Bool { console != nil }
         /// The container's cgroup in the unified hierarchy.
         public var cgroupPath: String? { cgroup.unified?.string }
         /// A machine started in the background that reboots (exit 133) is started again, as
@@ -57,6 +63,7 @@ public enum Supervisor {
                 fields += ["console=\(console.master.rawValue)", "console-slave=\(console.slave.rawValue)",
                            "console-output=\(console.output)", "console-input=\(console.input ? 1 : 0)"]
                 if let saved = console.savedTerminal { fields.append("terminal=\(Hex.encode(saved))") }
+                if let logins = console.logins { fields.append("console-logins=\(logins.listener.rawValue)") }
             }
             return fields + (remount?.arguments ?? []) + (machineRecord.map { ["record=\(Hex.encode(Array($0.utf8)))"] } ?? [])
                 + (restartsOnReboot ? ["restart=1"] : [])
@@ -64,7 +71,8 @@ public enum Supervisor {
 
         /// The descriptors the supervisor keeps across its exec.
         var descriptors: [Int32] {
-            (console.map { [$0.master.rawValue, $0.slave.rawValue] } ?? []) + userRangeLocks.map(\.rawValue)
+            (console.map { [$0.master.rawValue, $0.slave.rawValue] + ($0.logins.map { [$0.listener.rawValue] } ?? []) } ?? [])
+                + userRangeLocks.map(\.rawValue)
         }
     }
 
@@ -316,7 +324,7 @@ extension Supervisor.Started {
         let slave = fields["console-slave"].flatMap { Int32($0) }
         console = fields["console"].flatMap { Int32($0) }.map { master in
             ConsoleRelay(master: Descriptor(owning: master), slave: Descriptor(owning: slave ?? -1), output: output, input: input,
-                         savedTerminal: savedTerminal)
+                         savedTerminal: savedTerminal, logins: fields["console-logins"].flatMap { Int32($0) }.map { Descriptor(owning: $0) })
         }
         // The range's lock stays open across the exec, unnamed: it is released when this ends.
         userRangeLocks = []

@@ -85,6 +85,22 @@ public final class Descriptor {
         }
     }
 
+    /// Writes all of `bytes` to `fd`, a descriptor not owned here (a standard stream, a pty);
+    /// false when a write fails.
+    @discardableResult
+    public static func writeAll(to fd: Int32, _ bytes: ArraySlice<UInt8>) -> Bool {
+        bytes.withUnsafeBytes { buffer in
+            guard let base = buffer.baseAddress else { return true }  // an empty buffer: nothing to write
+            var done = 0
+            while done < buffer.count {
+                let n = Glibc.write(fd, base + done, buffer.count - done)
+                if n < 0 { if errno == EINTR { continue } else { return false } }
+                done += n
+            }
+            return true
+        }
+    }
+
     public func writeAll(_ string: String) throws {
         var s = string
         try s.withUTF8 { try writeAll(UnsafeRawBufferPointer($0)) }

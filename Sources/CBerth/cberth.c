@@ -215,15 +215,11 @@ int cberth_move_mount_to_fd(int mount_fd, int target_fd) {
                         0x00000004 /* MOVE_MOUNT_F_EMPTY_PATH */ | 0x00000040 /* MOVE_MOUNT_T_EMPTY_PATH */);
 }
 
+static int unix_address(struct sockaddr_un *address, const char *path);
+
 int cberth_bind_datagram_socket(const char *path) {
     struct sockaddr_un address;
-    memset(&address, 0, sizeof address);
-    address.sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof address.sun_path) {
-        errno = ENAMETOOLONG;
-        return -1;
-    }
-    strcpy(address.sun_path, path);
+    if (unix_address(&address, path) != 0) return -1;
     int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     (void)unlink(path);
@@ -234,6 +230,64 @@ int cberth_bind_datagram_socket(const char *path) {
         return -1;
     }
     return fd;
+}
+
+/// Fills `address` with `path`; ENAMETOOLONG when it does not fit.
+static int unix_address(struct sockaddr_un *address, const char *path) {
+    memset(address, 0, sizeof *address);
+    address->sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof address->sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(address->sun_path, path);
+    return 0;
+}
+
+int cberth_listen_seqpacket(const char *path) {
+    struct sockaddr_un address;
+    if (unix_address(&address, path) != 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    (void)unlink(path);
+    // Made with no access for anyone, then opened to its owner: never reachable by others.
+    mode_t mask = umask(0777);
+    int bound = bind(fd, (struct sockaddr *)&address, sizeof address);
+    umask(mask);
+    if (bound < 0 || chmod(path, 0600) < 0 || listen(fd, 4) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int cberth_connect_seqpacket(const char *path) {
+    struct sockaddr_un address;
+    if (unix_address(&address, path) != 0) return -1;
+    int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    if (connect(fd, (struct sockaddr *)&address, sizeof address) < 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+int cberth_set_window_size(int fd, unsigned short rows, unsigned short columns) {
+    struct winsize ws = {.ws_row = rows, .ws_col = columns};
+    return ioctl(fd, TIOCSWINSZ, &ws);
+}
+
+int cberth_get_window_size(int fd, unsigned short *rows, unsigned short *columns) {
+    struct winsize ws;
+    if (ioctl(fd, TIOCGWINSZ, &ws) != 0) return -1;
+    *rows = ws.ws_row;
+    *columns = ws.ws_col;
+    return 0;
 }
 
 pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd, int new_session) {

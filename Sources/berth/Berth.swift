@@ -13,7 +13,7 @@ struct Berth: ParsableCommand {
         version: berthVersion,
         subcommands: [
             RunCommand.self, BootCommand.self, StartCommand.self,
-            PsCommand.self, StatusCommand.self, ShellCommand.self, LogsCommand.self, PoweroffCommand.self, RebootCommand.self, EnableCommand.self, DisableCommand.self, TerminateCommand.self, KillCommand.self,
+            PsCommand.self, StatusCommand.self, ShellCommand.self, LoginCommand.self, LogsCommand.self, PoweroffCommand.self, RebootCommand.self, EnableCommand.self, DisableCommand.self, TerminateCommand.self, KillCommand.self,
             ImportCommand.self, ExportCommand.self, ListCommand.self, ShowCommand.self,
             CloneCommand.self, SnapshotCommand.self, RestoreCommand.self,
             RenameCommand.self, RemoveCommand.self, ReadOnlyCommand.self, GCCommand.self,

@@ -74,6 +74,20 @@ struct ShellCommand: ParsableCommand {
     }
 }
 
+struct LoginCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "login",
+        abstract: "Attach your terminal to a machine's console, where its getty runs; ^] three times within 1s detaches.",
+        discussion: "For machines booted in the background (berth start, berth run -d -b). Detaching leaves the machine running; one login at a time.")
+
+    @Argument(help: "The machine.") var name: String
+
+    func run() throws {
+        _ = try runningMachine(name)
+        _ = try ConsoleSocket.attach(at: MachineRecord.consolePath(name), machine: name)
+    }
+}
+
 struct PsCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "ps", abstract: "List the running machines, as machinectl list does, with their image, leader and start.")

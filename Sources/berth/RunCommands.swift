@@ -87,6 +87,13 @@ extension RunCommandLine {
         let record = try? MachineRecord(name: name, leader: started.pid, supervisor: getpid(), boot: boot, image: machine,
                                         root: target.displayPath, cgroup: started.cgroupPath)
         if (try? record?.write()) != nil { started.machineRecord = name }
+        // A machine booted in the background has its console where `berth login` attaches; it is
+        // listened on only once the record is written, so a login never finds a socket of a
+        // machine that is not listed.
+        if detach && started.hasConsole && started.machineRecord != nil,
+           let listener = try? ConsoleSocket.listen(at: MachineRecord.consolePath(name)) {
+            started.acceptLogins(on: listener)
+        }
         // The background half of a start comes back after a reboot.
         started.restartsOnReboot = detach && boot
         // The small supervisor takes over, holding the image's lock and the name's; failing that,

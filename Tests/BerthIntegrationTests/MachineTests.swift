@@ -140,6 +140,68 @@ import Testing
         #expect(try listed(name) != nil, "leaving the shell leaves the machine running")
     }
 
+    /// `login` attaches the terminal to the machine's console, where its getty runs (Debian) or
+    /// busybox's init asks for Enter: the prompt, a typed command's output while it runs, the
+    /// window's size; a second login is refused while one is attached; `^]^]^]` detaches and
+    /// leaves the machine running, and a login attached when the machine powers off ends.
+    @Test(arguments: ["debian", "busybox"])
+    func loginAttachesToTheConsoleAndDetaches(_ guest: String) throws {
+        let name = Self.unique(guest == "debian" ? "web" : "bb")
+        let tmp = try store("machine-login", debian: guest == "debian" ? name : nil, busybox: guest == "busybox" ? name : nil)
+        #expect(try berth(["start", name], store: tmp).status == 0)
+        defer { _ = try? berth(["terminate", name], store: tmp) }
+        let terminal = try TerminalSession(width: 100, height: 30)
+        let login = "'\(berthBinary)' login \(name); echo login-exited-$?"
+        try terminal.type(login)
+        #expect(try terminal.waitFor("Connected to machine \(name)"), "\(terminal.shown)")
+        if guest == "debian" {
+            // The getty's prompt is there at once, shown again from the console's log when it
+            // was written before the login attached.
+            #expect(try terminal.waitFor("\(name) login:"), "\(terminal.shown)")
+            try terminal.type("root")
+            #expect(try terminal.waitFor("root@\(name):~#"), "\(terminal.shown)")
+        } else {
+            #expect(try terminal.waitFor("Please press Enter to activate this console."), "\(terminal.shown)")
+            try terminal.press("Enter")
+            #expect(try terminal.waitFor("# "), "\(terminal.shown)")
+        }
+        try terminal.type("tty; stty size; echo typed-$((6 * 7))")
+        #expect(try terminal.waitFor("typed-42"), "\(terminal.shown)")
+        #expect(try terminal.screen().contains("/dev/console"), "\(terminal.shown)")
+        #expect(try terminal.screen().contains("30 100"), "the console takes the window's size: \(terminal.shown)")
+
+        let second = try berth(["login", name], store: tmp)
+        #expect(second.status == 1 && second.stderr.contains("attached to another login"), "\(second)")
+        try terminal.press("C-]", "C-]", "C-]")
+        #expect(try terminal.waitFor("Connection to machine \(name) terminated."), "\(terminal.shown)")
+        #expect(try terminal.waitFor("login-exited-0"), "\(terminal.shown)")
+        #expect(try listed(name) != nil, "detaching leaves the machine running")
+
+        // Attached again, the shell is still there; a power-off ends the login with the machine.
+        try terminal.type("clear; " + login)
+        #expect(try terminal.waitFor("Connected to machine \(name)"), "\(terminal.shown)")
+        try terminal.type("echo again-$((6 * 7))")
+        #expect(try terminal.waitFor("again-42"), "\(terminal.shown)")
+        #expect(try berth(["poweroff", name], store: tmp).status == 0)
+        #expect(try terminal.waitFor("Machine \(name) ended."), "\(terminal.shown)")
+        #expect(try terminal.waitFor("login-exited-0"), "\(terminal.shown)")
+        #expect(!FileManager.default.fileExists(atPath: "/run/berth/machines/\(name).console"), "the console's socket goes with the machine")
+    }
+
+    /// A machine run in the foreground has its console on the terminal that started it: there is
+    /// nothing to attach to, and login says so.
+    @Test func loginToAMachineWithoutABackgroundConsoleSaysWhy() throws {
+        let name = Self.unique("bb")
+        let tmp = try store("machine-login-none", busybox: name)
+        let missing = try berth(["login", name], store: tmp)
+        #expect(missing.status != 0 && missing.stderr.contains("no machine '\(name)' is running"), "\(missing)")
+        let command = try berth(["run", "-d", "-q", "-M", name, "/bin/sleep", "60"], store: tmp)
+        #expect(command.status == 0, "\(command)")
+        defer { _ = try? berth(["terminate", name], store: tmp) }
+        let none = try berth(["login", name], store: tmp)
+        #expect(none.status == 1 && none.stderr.hasPrefix("berth: error: machine '\(name)' has no console to attach to"), "\(none)")
+    }
+
     /// A started machine that reboots (exit 133) is started again, as systemd-nspawn@.service's
     /// RestartForceExitStatus=133 has it: a new leader, the same name, a second boot in its log.
     @Test func aStartedMachineThatRebootsComesBackUp() throws {

@@ -102,6 +102,16 @@ int cberth_restore_terminal(int fd, const void *saved);
 /// A datagram socket (AF_UNIX, close-on-exec) bound at `path` (an old socket there is replaced),
 /// which anyone may send to (mode 0666): a machine's notify socket. -1 with errno.
 int cberth_bind_datagram_socket(const char *path);
+/// A SOCK_SEQPACKET socket (AF_UNIX, close-on-exec) listening at `path` (an old socket there is
+/// replaced), for its owner alone (mode 0600): a machine's console, which `berth login` attaches
+/// to. -1 with errno.
+int cberth_listen_seqpacket(const char *path);
+/// A SOCK_SEQPACKET socket (close-on-exec) connected to `path`; -1 with errno.
+int cberth_connect_seqpacket(const char *path);
+/// Sets the window size of the terminal on `fd` (TIOCSWINSZ).
+int cberth_set_window_size(int fd, unsigned short rows, unsigned short columns);
+/// The window size of the terminal on `fd` (TIOCGWINSZ); -1 with errno when it is none.
+int cberth_get_window_size(int fd, unsigned short *rows, unsigned short *columns);
 /// Starts the executable open on `exe_fd` (execveat, AT_EMPTY_PATH) with `argv` and `envp`, its
 /// standard streams `streams[0..2]` and `extra_fd` as descriptor 3 (-1 for none), every other
 /// descriptor closed, no signal blocked and every disposition the default; with `new_session`,
