@@ -20,6 +20,9 @@ struct ContainerCgroup {
     let intoCgroup: Descriptor?
     /// `devices/berth/<uuid>`, when the v1 controller holds the policy.
     let devices: FilePath?
+    /// `<controller>/berth/<uuid>` in each v1 hierarchy that holds one of the limits
+    /// (`--property=`), where the unified hierarchy lacks the controller.
+    var limited: [FilePath] = []
 
     static let parentName = "berth"
 
@@ -32,7 +35,7 @@ struct ContainerCgroup {
     /// Makes the container's cgroups, named `name`. Runs `body` (which starts the container's
     /// setup process in them) under a shared lock that keeps a concurrent sweep of stale
     /// cgroups from taking the fresh, still empty ones.
-    static func make<T>(name: String, _ body: (ContainerCgroup) throws -> T) throws -> T {
+    static func make<T>(name: String, limits: [CgroupLimit] = [], _ body: (ContainerCgroup) throws -> T) throws -> T {
         let lock = try Descriptor.open(try RuntimeDirectory.path("cgroup").appending("lock"), O_RDWR | O_CREAT, mode: 0o600)
         if try lock.lock(.exclusive, wait: false) {
             removeStale()
@@ -44,11 +47,14 @@ struct ContainerCgroup {
         let hierarchy = unifiedHierarchy()
         let unified = try hierarchy.map { try makeDirectory($0.appending(parentName)).appending(name) }
         if let unified { try makeDirectory(unified) }
+        var limited: [FilePath] = []
         do {
+            limited = try applyLimits(limits, name: name, unified: unified)
             if !legacyForced, let hierarchy {
                 let parent = try Descriptor.open(hierarchy.appending(parentName), O_RDONLY | O_DIRECTORY)
                 if (try? DevicePolicy.attach(to: parent)) != nil, let unified {
-                    return try body(ContainerCgroup(unified: unified, intoCgroup: try Descriptor.open(unified, O_RDONLY | O_DIRECTORY), devices: nil))
+                    return try body(ContainerCgroup(unified: unified, intoCgroup: try Descriptor.open(unified, O_RDONLY | O_DIRECTORY), devices: nil,
+                                                    limited: limited))
                 }
             }
             guard try FileStatus.of(devicesHierarchy.appending("devices.deny")) != nil else {
@@ -59,16 +65,64 @@ struct ContainerCgroup {
             for rule in DevicePolicy.legacyRules { try write(parent.appending("devices.allow"), rule) }
             // A new v1 devices cgroup starts with its parent's rules.
             let devices = try makeDirectory(parent.appending(name))
-            return try body(ContainerCgroup(unified: unified, intoCgroup: nil, devices: devices))
+            return try body(ContainerCgroup(unified: unified, intoCgroup: nil, devices: devices, limited: limited))
         } catch {
-            ContainerCgroup(unified: unified, intoCgroup: nil, devices: nil).remove()
+            ContainerCgroup(unified: unified, intoCgroup: nil, devices: nil, limited: limited).remove()
             throw error
         }
     }
 
+    /// Writes `limits` to the container's cgroup `unified` where the unified hierarchy has
+    /// their controller (enabling it for the cgroups below `berth`), else to a cgroup of the
+    /// container's own, `name`, in the controller's v1 hierarchy; returns those v1 cgroups.
+    /// A limit that cannot be applied stops the start with one error, before anything runs.
+    private static func applyLimits(_ limits: [CgroupLimit], name: String, unified: FilePath?) throws -> [FilePath] {
+        var made: [FilePath] = []
+        do {
+            let available = unified.flatMap { try? Descriptor.open($0.removingLastComponent().removingLastComponent().appending("cgroup.controllers"), O_RDONLY).readAll(limit: 4096) }
+                .map { String(decoding: $0, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init) } ?? []
+            for limit in limits {
+                let (controller, file, value) = limit.unified
+                if let unified, available.contains(controller) {
+                    let parent = unified.removingLastComponent()
+                    for level in [parent.removingLastComponent(), parent] {
+                        try write(level.appending("cgroup.subtree_control"), "+\(controller)")
+                    }
+                    try write(unified.appending(file), value)
+                    continue
+                }
+                let (hierarchyName, files) = limit.legacy
+                let hierarchy = FilePath("/sys/fs/cgroup").appending(hierarchyName)
+                guard (try? FileStatus.of(hierarchy.appending("cgroup.procs"))) != nil else {
+                    throw LaunchError("cannot apply --property=\(limit.property.rawValue): this host's cgroups have no \(controller) controller, on cgroup v2 or v1")
+                }
+                let cgroup = hierarchy.appending(parentName).appending(name)
+                if !made.contains(cgroup) {
+                    try makeDirectory(hierarchy.appending(parentName))
+                    try makeDirectory(cgroup)
+                    made.append(cgroup)
+                }
+                for (file, value) in files {
+                    guard (try? FileStatus.of(cgroup.appending(file))) != nil else {
+                        throw LaunchError("cannot apply --property=\(limit.property.rawValue): the v1 \(hierarchyName) controller has no \(file) here"
+                            + (hierarchyName == "blkio" ? " (IOWeight on cgroup v1 needs the BFQ I/O scheduler)" : ""))
+                    }
+                    try write(cgroup.appending(file), value)
+                }
+            }
+            return made
+        } catch {
+            for cgroup in made { _ = cgroup.withPlatformString { rmdir($0) } }
+            throw error
+        }
+    }
+
+    /// The v1 hierarchies `--property=` limits may use, for the sweep of stale cgroups.
+    private static let limitHierarchies = ["memory", "cpu", "pids", "blkio"]
+
     /// Moves `pid` into the cgroups it was not made in.
     func place(_ pid: pid_t) throws {
-        if let devices { try Self.write(devices.appending("cgroup.procs"), "\(pid)") }
+        for cgroup in (devices.map { [$0] } ?? []) + limited { try Self.write(cgroup.appending("cgroup.procs"), "\(pid)") }
         if intoCgroup == nil, let unified { try Self.write(unified.appending("cgroup.procs"), "\(pid)") }
     }
 
@@ -87,7 +141,7 @@ struct ContainerCgroup {
     /// cgroup that still has processes, so nothing alive is touched.
     func remove() {
         if let unified { Self.removeTree(unified) }
-        if let devices { _ = devices.withPlatformString { rmdir($0) } }
+        for cgroup in (devices.map { [$0] } ?? []) + limited { _ = cgroup.withPlatformString { rmdir($0) } }
     }
 
     /// Where the unified hierarchy is mounted, or nil when the host has none.
@@ -113,9 +167,12 @@ struct ContainerCgroup {
                 removeTree(cgroup)
             }
         }
-        let devices = devicesHierarchy.appending(parentName)
-        for name in (try? Directory(opening: devices).entryNames()) ?? [] {
-            _ = devices.appending(name.components).withPlatformString { rmdir($0) }
+        // A v1 cgroup with a process in it cannot be removed: only the empty ones go.
+        for hierarchy in [devicesHierarchy] + limitHierarchies.map({ FilePath("/sys/fs/cgroup").appending($0) }) {
+            let parent = hierarchy.appending(parentName)
+            for name in (try? Directory(opening: parent).entryNames()) ?? [] {
+                _ = parent.appending(name.components).withPlatformString { rmdir($0) }
+            }
         }
     }
 

@@ -49,6 +49,9 @@ public struct LaunchSpec: Equatable, Sendable {
     /// A datagram socket on the host that the container's init tells it is up on, as nspawn's
     /// `NOTIFY_SOCKET` (`/run/host/notify` inside): for a machine started in the background.
     public var notifySocket: FilePath?
+    /// Resource limits on the container's cgroup (`--property=`), applied by the supervisor
+    /// before the container's first process runs.
+    public var limits: [CgroupLimit] = []
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []

@@ -115,8 +115,8 @@ public enum MachineShell {
         let socket = MessageSocket(descriptor: Descriptor(owning: 3))
         let bounding = try boundingSet(of: leader)
 
-        // Its cgroup first, by the host's path, while this is still the host's root.
-        if let cgroup = try leaderCgroup(leader) {
+        // Its cgroups first, by the host's paths, while this is still the host's root.
+        for cgroup in try leaderCgroups(leader) {
             try Descriptor.open(cgroup.appending("cgroup.procs"), O_WRONLY).writeAll("\(getpid())")
         }
         // The namespaces, the user namespace first: in it, the others may be entered.
@@ -161,12 +161,23 @@ public enum MachineShell {
         return Capabilities(rawValue: bits)
     }
 
-    /// PID 1's cgroup in the unified hierarchy, as the host sees it.
-    private static func leaderCgroup(_ leader: pid_t) throws -> FilePath? {
-        guard let hierarchy = ContainerCgroup.unifiedHierarchy() else { return nil }
+    /// PID 1's cgroups as the host sees them: in the unified hierarchy, and the machine's own in
+    /// the v1 hierarchies (the device policy's, the limits'), which hold what enters it too.
+    private static func leaderCgroups(_ leader: pid_t) throws -> [FilePath] {
         let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/cgroup"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
-        guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("0::") }) else { return nil }
-        return hierarchy.appending(FilePath(String(line.dropFirst(3))).components)
+        var cgroups: [FilePath] = []
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            let path = FilePath(String(fields[2]))
+            if fields[1].isEmpty {
+                if let hierarchy = ContainerCgroup.unifiedHierarchy() { cgroups.append(hierarchy.appending(path.components)) }
+            } else if fields[2].hasPrefix("/\(ContainerCgroup.parentName)/"),
+                      let controller = fields[1].split(separator: ",").first(where: { !$0.hasPrefix("name=") }) {
+                cgroups.append(FilePath("/sys/fs/cgroup").appending(String(controller)).appending(path.components))
+            }
+        }
+        return cgroups
     }
 
     /// In the machine's namespaces: becomes the user, gets the pty, execs.

@@ -59,6 +59,7 @@ public enum Supervisor {
             if let machineName { fields.append("machine=\(Hex.encode(Array(machineName.utf8)))") }
             if let unified = cgroup.unified { fields.append("cgroup=\(unified)") }
             if let devices = cgroup.devices { fields.append("devices-cgroup=\(devices)") }
+            if !cgroup.limited.isEmpty { fields.append("limits-cgroups=" + cgroup.limited.map(\.string).joined(separator: ",")) }
             if let console {
                 fields += ["console=\(console.master.rawValue)", "console-slave=\(console.slave.rawValue)",
                            "console-output=\(console.output)", "console-input=\(console.input ? 1 : 0)"]
@@ -128,7 +129,7 @@ public enum Supervisor {
         defer { argv.forEach { free($0) } }
         var setup: pid_t = 0
         var report: Int32 = -1
-        let cgroup = try ContainerCgroup.make(name: spec.uuid) { cgroup in
+        let cgroup = try ContainerCgroup.make(name: spec.uuid, limits: spec.limits) { cgroup in
             setup = cberth_spawn(Namespaces.mount.rawValue, executable.rawValue, nil, argv, envp, childSocket.descriptor.rawValue,
                                  cgroup.intoCgroup?.rawValue ?? -1, 0, &report)
             guard setup > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
@@ -318,7 +319,8 @@ extension Supervisor.Started {
         asPID2 = fields["as-pid2"] == "1"
         machineName = fields["machine"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
         cgroup = ContainerCgroup(unified: fields["cgroup"].map { FilePath(String($0)) }, intoCgroup: nil,
-                                 devices: fields["devices-cgroup"].map { FilePath(String($0)) })
+                                 devices: fields["devices-cgroup"].map { FilePath(String($0)) },
+                                 limited: fields["limits-cgroups"].map { $0.split(separator: ",").map { FilePath(String($0)) } } ?? [])
         let savedTerminal = fields["terminal"].flatMap { Hex.decode(String($0)) }
         let output = fields["console-output"].flatMap { Int32($0) } ?? -1, input = fields["console-input"] == "1"
         let slave = fields["console-slave"].flatMap { Int32($0) }

@@ -29,6 +29,8 @@ struct RunCommandLine {
     var privateUsersOwnership: String?
     var asPID2 = false
     var console: String?
+    /// `--property=NAME=VALUE` resource limits, in systemd's words.
+    var properties: [String] = []
     var quiet = false
     var help = false
     /// In the background (`start`, `-d`): berth returns once the machine is up.
@@ -165,6 +167,7 @@ struct RunCommandLine {
             _ = try privateUsers.map { try PrivateUsers(parsing: $0) }
             _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
             _ = try console.map { try ConsoleMode(parsing: $0) }
+            _ = try properties.map { try CgroupLimit(parsing: $0) }
         } catch let error as LaunchError {
             throw UsageError(error.message)
         }
@@ -225,6 +228,10 @@ struct RunCommandLine {
         },
         Option(short: "P", long: "pipe", help: "--console=pipe: the container takes berth's streams (never a terminal).") { line, _ in
             line.console = "pipe"
+        },
+        Option(long: "property", valueName: "NAME=VALUE",
+               help: "A limit on the machine's cgroup: MemoryMax=, MemoryHigh=, CPUQuota=, CPUWeight=, TasksMax=, IOWeight= (as systemd's).") {
+            $0.properties.append($1)
         },
         Option(short: "q", long: "quiet", help: "Print no status messages.") { line, _ in line.quiet = true },
         Option(short: "d", long: "detach", help: "Run in the background; berth returns once it is up ('berth start' is 'berth boot -d').") {

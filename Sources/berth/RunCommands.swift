@@ -64,6 +64,7 @@ extension RunCommandLine {
         spec.privateUsers = try privateUsers.map { try PrivateUsers(parsing: $0) } ?? .pick
         spec.consoleMode = try console.map { try ConsoleMode(parsing: $0) } ?? .automatic
         spec.quiet = quiet
+        spec.limits = try properties.map { try CgroupLimit(parsing: $0) }
         spec.displayRoot = target.displayPath
         if detach && boot { spec.notifySocket = try MachineRecord.notifyPath(name) }
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }

@@ -92,3 +92,44 @@ import Testing
         #expect(PreparedMounts.commonDirectory(of: paths.reversed()) == expected)
     }
 }
+
+/// `--property=NAME=VALUE` as systemd reads the six limits, and where berth writes each.
+@Suite struct CgroupLimitParsingTests {
+    @Test(arguments: [
+        ("MemoryMax=32M", "memory.max", "33554432", "memory.limit_in_bytes", "33554432"),
+        ("MemoryMax=1G", "memory.max", "1073741824", "memory.limit_in_bytes", "1073741824"),
+        ("MemoryMax=4096", "memory.max", "4096", "memory.limit_in_bytes", "4096"),
+        ("MemoryMax=infinity", "memory.max", "max", "memory.limit_in_bytes", "-1"),
+        ("MemoryHigh=2T", "memory.high", "2199023255552", "memory.soft_limit_in_bytes", "2199023255552"),
+        ("CPUQuota=50%", "cpu.max", "50000 100000", "cpu.cfs_quota_us", "50000"),
+        ("CPUQuota=250%", "cpu.max", "250000 100000", "cpu.cfs_quota_us", "250000"),
+        ("CPUWeight=200", "cpu.weight", "200", "cpu.shares", "2048"),
+        ("CPUWeight=1", "cpu.weight", "1", "cpu.shares", "10"),
+        ("TasksMax=16", "pids.max", "16", "pids.max", "16"),
+        ("TasksMax=infinity", "pids.max", "max", "pids.max", "max"),
+        ("IOWeight=100", "io.weight", "default 100", "blkio.bfq.weight", "100"),
+        ("IOWeight=10000", "io.weight", "default 10000", "blkio.bfq.weight", "1000"),
+        ("IOWeight=50", "io.weight", "default 50", "blkio.bfq.weight", "50"),
+    ])
+    func limitsGoWhereSystemdWritesThem(_ text: String, _ file: String, _ value: String, _ legacyFile: String, _ legacyValue: String) throws {
+        let limit = try CgroupLimit(parsing: text)
+        #expect(limit.unified.file == file && limit.unified.value == value)
+        #expect(limit.legacy.files.last?.file == legacyFile && limit.legacy.files.last?.value == legacyValue)
+    }
+
+    @Test func percentagesAreOfTheHostsMemoryAndPids() throws {
+        let half = try CgroupLimit(parsing: "MemoryMax=50%")
+        #expect(half.value == CgroupLimit.physicalMemory / 2)
+        #expect(try CgroupLimit(parsing: "TasksMax=10%").value == CgroupLimit.pidLimit / 10)
+    }
+
+    @Test(arguments: [
+        "MemoryMax", "MemoryMax=", "MemoryMax=lots", "MemoryMax=0", "MemoryMax=-1", "MemoryMax=16E", "MemoryMax=99999999999999T",
+        "CPUQuota=50", "CPUQuota=0%", "CPUQuota=x%", "CPUWeight=0", "CPUWeight=10001", "IOWeight=", "TasksMax=0", "TasksMax=-5",
+        "MemoryLimit=1G", "memorymax=1G", "=1",
+    ])
+    func badLimitsAreRefused(_ text: String) {
+        let error = #expect(throws: LaunchError.self) { try CgroupLimit(parsing: text) }
+        #expect(error?.message.hasPrefix("--property") == true, "\(error?.message ?? "")")
+    }
+}
