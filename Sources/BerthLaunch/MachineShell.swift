@@ -36,6 +36,13 @@ public enum MachineShell {
         let argv = (["berth-stage", subcommand] + fields).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = [nil]
         defer { argv.forEach { free($0) } }
+        if terminals.isEmpty {
+            // Nothing to relay: the joining process takes berth's place, streams and all, and
+            // passes signals on to the command itself.
+            _ = cberth_close_from(3)
+            execve(Supervisor.stageExecutable, argv, envp)
+            throw LaunchError("cannot enter the machine: \(SystemError.last("execve \(Supervisor.stageExecutable)"))")
+        }
 
         var relay: ConsoleRelay?
         var signals: Int32 = -1
@@ -135,9 +142,16 @@ public enum MachineShell {
             _ = try retryingInterrupts("setns(\(name))") { cberth_setns(descriptor.rawValue, type) }
         }
         namespaces.removeAll()
+        // The signals berth would pass on (this process may have taken its place) go to the
+        // command, which is in a session of its own; blocked from before it exists.
+        var forwarded = sigset_t(), previous = sigset_t()
+        sigemptyset(&forwarded)
+        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT] { sigaddset(&forwarded, sig) }
+        pthread_sigmask(SIG_BLOCK, &forwarded, &previous)
         // The PID namespace holds only the children made from here on.
         let pid = try retryingInterrupts("fork") { cberth_clone_process(0) }
         if pid == 0 {
+            pthread_sigmask(SIG_SETMASK, &previous, nil)
             do {
                 try runCommand(command, as: user, term: term, bounding: bounding, ptyStreams: ptyStreams, socket: socket)
             } catch {
@@ -147,7 +161,15 @@ public enum MachineShell {
             }
         }
         var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        while true {
+            var info = siginfo_t()
+            let sig = sigwaitinfo(&forwarded, &info)
+            if sig == SIGCHLD {
+                if waitpid(pid, &status, WNOHANG) == pid { break }
+            } else if sig > 0 {
+                kill(pid, sig)
+            }
+        }
         _exit(ExitStatus(waitStatus: status).code)
     }
 

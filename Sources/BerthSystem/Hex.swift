@@ -5,6 +5,10 @@ public enum Hex {
         String(decoding: (0..<digits).map { _ in alphabet[Int.random(in: alphabet.indices)] }, as: UTF8.self)
     }
 
+    /// `bytes` as two digits each. (An array, the common case, need not go through the generic
+    /// one: unspecialized across modules, it costs a lookup of conformances at its first use.)
+    public static func encode(_ bytes: [UInt8]) -> String { encode(bytes[...]) }
+
     /// `bytes` as two digits each.
     public static func encode<Bytes: Sequence>(_ bytes: Bytes) -> String where Bytes.Element == UInt8 {
         var out: [UInt8] = []

@@ -38,6 +38,9 @@ struct Berth: ParsableCommand {
         }
         do {
             let arguments = Array(CommandLine.arguments.dropFirst())
+            // Its status by exit, not by a thrown ExitCode: the cast that catches one scans the
+            // binary's every protocol conformance, a millisecond of the command's few.
+            if let shell = ShellCommand.fastPath(arguments) { Glibc.exit(try shell.enter()) }
             if let line = try RunCommandLine.parse(arguments) {
                 if line.help {
                     writeOut(1, RunCommandLine.helpText)
@@ -45,6 +48,8 @@ struct Berth: ParsableCommand {
                 }
                 Glibc.exit(try line.launch())  // the container's own status
             }
+            // Its status by exit, not by a thrown ExitCode: the cast that catches one scans the
+            // binary's every protocol conformance, a millisecond of the command's few.
             var command = try parseAsRoot(StoreOptions.hoisted(arguments))
             try command.run()
         } catch let code as ExitCode {
