@@ -94,10 +94,10 @@ let package = Package(
             dependencies: ["BerthStore", "BerthTestSupport", "BerthArchive", "BerthSystem", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: testLanguageMode
         ),
-        // Unit tests of the launch and of recipes: they need neither root nor a store.
+        // Unit tests of the launch and of recipes: they need no store (the network's need root).
         .testTarget(
             name: "BerthLaunchTests",
-            dependencies: ["BerthLaunch", "BerthSystem", "CSeccomp", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["BerthLaunch", "BerthSystem", "BerthTestSupport", "CSeccomp", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: testLanguageMode
         ),
         .testTarget(
