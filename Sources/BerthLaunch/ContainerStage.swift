@@ -191,7 +191,8 @@ public enum ContainerStage {
             }
         }
         try SetupReport.send(pid: pid, on: socket)
-        return Handshake(pid: pid, spec: spec, proc: proc, toInner: toInner.writer, fromInner: toOuter.reader, pinned: pinned.map(\.name))
+        return Handshake(pid: pid, spec: spec, proc: proc, toInner: toInner.writer, fromInner: toOuter.reader, pinned: pinned.map(\.name),
+                         supervisor: socket)
     }
 
     /// What the outer process does once PID 1 runs: its id maps, then the pins taken away once
@@ -204,6 +205,10 @@ public enum ContainerStage {
         let toInner: Descriptor
         let fromInner: Descriptor
         let pinned: [FilePath]
+        let supervisor: MessageSocket
+
+        /// The supervisor's word that the machine's network is made, which PID 1 waits for.
+        static let networkReady = Array("network-ready".utf8)
 
         func finish() throws {
             try spec.userRange?.writeMaps(of: pid, proc: proc)
@@ -216,6 +221,8 @@ public enum ContainerStage {
                 try Mount.unmount(path, detach: true)
                 _ = try path.withPlatformString { p in try retryingInterrupts("rmdir", path: path.string) { rmdir(p) } }
             }
+            // The supervisor's failure to make it ends the container before its payload runs.
+            if spec.awaitsNetwork, try supervisor.receive(limit: 64).bytes != Self.networkReady { _exit(1) }
             try toInner.writeAll("g")
         }
     }
@@ -317,6 +324,12 @@ public enum ContainerStage {
 
         // The host's resolver settings, read-only, where the image keeps a plain file (nspawn's
         // default copies it in; a bind leaves the image as it was).
+        // On a network berth made, the machine needs it to name servers at all: an image without
+        // the file gets one to mount on, where it can be written.
+        if spec.awaitsNetwork, let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
+           try etc.status("resolv.conf") == nil {
+            _ = try? etc.createFile("resolv.conf", mode: 0o644)
+        }
         if spec.descriptorRoles.contains("resolv"),
            let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
            try etc.status("resolv.conf")?.kind == .regular {

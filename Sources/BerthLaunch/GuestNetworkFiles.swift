@@ -44,4 +44,25 @@ enum GuestNetworkFiles {
         lines += ["LinkLocalAddressing=ipv6", "KeepConfiguration=yes"]
         return lines.joined(separator: "\n") + "\n"
     }
+
+    /// Where a guest's networkd finds host0's configuration before systemd's own for containers.
+    static let networkdPath: FilePath = "run/systemd/network/10-berth-host0.network"
+
+    /// Writes `config` into the machine's /run (a tmpfs of its own, which nothing in the machine
+    /// has run in yet), its directories and file owned by the machine's root, host id `owner`,
+    /// so systemd inside goes on to use /run/systemd as its own.
+    static func place(networkd config: String, leader: pid_t, owner: UInt32) throws {
+        var directory = try Directory(opening: FilePath("/proc/\(leader)/root/run"))
+        for name in ["systemd", "network"] as [FilePath] {
+            do {
+                try directory.makeDirectory(name, mode: 0o755)
+                try directory.setOwner(name, uid: owner, gid: owner)
+            } catch let error as SystemError where error.errno == .fileExists {}
+            directory = try directory.openDirectory(beneath: name)
+        }
+        let name: FilePath = "10-berth-host0.network"
+        let file = try directory.createFile(name, mode: 0o644)
+        try file.writeAll(config)
+        try directory.setOwner(name, uid: owner, gid: owner)
+    }
 }

@@ -38,6 +38,14 @@ public struct LaunchSpec: Equatable, Sendable {
     /// Changes go to a tmpfs layer over the tree, gone with the container.
     public var ephemeral = false
     public var privateNetwork = false
+    /// A network berth makes for the machine (`--network-veth`, `-bridge`, `-zone`, `--port`):
+    /// the supervisor sets it up once PID 1 exists, and PID 1 waits for it (`awaitsNetwork`).
+    public var network: NetworkRequest?
+    /// The setup process holds PID 1 until the supervisor says the network is made.
+    var awaitsNetwork = false
+    /// The file bound at the machine's /etc/resolv.conf: the host's, or for a network berth makes
+    /// one naming the host's upstream servers.
+    public var resolvConf: FilePath = "/etc/resolv.conf"
     /// The user namespace (the default picks a range for the machine).
     public var privateUsers = PrivateUsers.pick
     /// How the container's console reaches berth's streams (`--console=`, `-P`).
@@ -95,7 +103,7 @@ public struct LaunchSpec: Equatable, Sendable {
         add("root", tree.root)
         for (key, value) in [("machine", machineName), ("hostname", hostname), ("uuid", uuid), ("term", term)] { add(key, value) }
         for (key, flag) in [("boot", boot), ("as-pid2", asPID2), ("read-only", readOnly), ("ephemeral", ephemeral),
-                            ("private-network", privateNetwork)] { add(key, flag ? "1" : "0") }
+                            ("private-network", privateNetwork), ("awaits-network", awaitsNetwork)] { add(key, flag ? "1" : "0") }
         arguments.forEach { add("arg", $0) }
         environment.forEach { add("env", $0) }
         tree.lowerLayers.forEach { add("lower", $0) }
@@ -167,6 +175,7 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.readOnly = text("read-only") == "1"
         spec.ephemeral = text("ephemeral") == "1"
         spec.privateNetwork = text("private-network") == "1"
+        spec.awaitsNetwork = text("awaits-network") == "1"
         spec.workingDirectory = single["chdir"].map { FilePath(bytes: $0) }
         spec.user = text("user")
         if let base = text("userns-base") {

@@ -131,6 +131,14 @@ public enum MachineNetwork {
         withExtendedLifetime(lock) { tidyLocked(settings) }
     }
 
+    /// The addresses of machine `name`, whose leader is `leader`, on a network berth made for
+    /// it; none for the host's network or loopback alone.
+    public static func addresses(ofMachine name: String, leader: pid_t) -> [IPPrefix] {
+        guard let settings = try? NetworkSettings.host(),
+              (try? FileStatus.of(MachineNetworkState.path(name, in: settings))) != nil else { return [] }
+        return addresses(leader: leader)
+    }
+
     /// The addresses inside a running machine (link-local ones included), for ps and status.
     public static func addresses(leader: pid_t) -> [IPPrefix] {
         guard let inside = try? RouteNetlink(namespaceOf: leader), let links = try? inside.links(),

@@ -45,9 +45,9 @@ struct PreparedMounts {
             add("console-mount", try DetachedMount.copy(of: slave, recursive: false).descriptor)
             add("console", slave)
         }
-        if try FileStatus.of("/etc/resolv.conf") != nil {
-            let resolv = try DetachedMount.copy(of: "/etc/resolv.conf", recursive: false)
-            try Self.map(resolv, mapping, what: "/etc/resolv.conf")
+        if try FileStatus.of(spec.resolvConf) != nil {
+            let resolv = try DetachedMount.copy(of: spec.resolvConf, recursive: false)
+            try Self.map(resolv, mapping, what: spec.resolvConf.string)
             try resolv.set(.readOnly, recursive: false)
             add("resolv", resolv.descriptor)
         }

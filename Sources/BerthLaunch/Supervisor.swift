@@ -42,6 +42,8 @@ public enum Supervisor {
         var remount: TreeRemount? = nil
         /// The machine whose record (`MachineRecord`) goes when the container ends.
         public var machineRecord: String? = nil
+        /// The machine whose network (`MachineNetwork`) berth made, torn down when it ends.
+        var network: String? = nil
         /// Lets `berth login` attach to the console through the socket listening on `listener`
         /// (a machine in the background).
         public func acceptLogins(on listener: Descriptor) {
@@ -67,7 +69,7 @@ public enum Supervisor {
                 if let logins = console.logins { fields.append("console-logins=\(logins.listener.rawValue)") }
             }
             return fields + (remount?.arguments ?? []) + (machineRecord.map { ["record=\(Hex.encode(Array($0.utf8)))"] } ?? [])
-                + (restartsOnReboot ? ["restart=1"] : [])
+                + (restartsOnReboot ? ["restart=1"] : []) + (network.map { ["network=\(Hex.encode(Array($0.utf8)))"] } ?? [])
         }
 
         /// The descriptors the supervisor keeps across its exec.
@@ -121,6 +123,18 @@ public enum Supervisor {
         }
         // What the mounts are mapped through: the container's own namespace does not exist yet.
         let userNamespace = try users.map { try $0.range.makeUserNamespace() }
+        let networkSettings = try spec.network.map { _ in try NetworkSettings.host() }
+        var resolvConf: FilePath?
+        defer { _ = resolvConf?.withPlatformString { unlink($0) } }  // its mount holds it from there
+        if let request = spec.network, let settings = networkSettings {
+            try request.validate(machine: spec.machineName)
+            spec.privateNetwork = true
+            spec.awaitsNetwork = true
+            let path = settings.runtimeDirectory.appending("resolv-\(spec.uuid).conf")
+            try Descriptor.open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(GuestNetworkFiles.resolvConf())
+            resolvConf = path
+            spec.resolvConf = path
+        }
 
         let (socket, childSocket) = try MessageSocket.pair()
         let executable = try Descriptor.open(FilePath(stageExecutable), CBERTH_O_PATH)
@@ -146,6 +160,7 @@ public enum Supervisor {
         }
         withExtendedLifetime(childSocket) {}
         var pid: pid_t = 0
+        var networked = false
         do {
             if let users { try cgroup.delegate(to: users.range.base) }
             let mounts = try PreparedMounts(for: spec, setup: setup, userNamespace: userNamespace, range: users?.range, console: console)
@@ -159,16 +174,29 @@ public enum Supervisor {
             }
             try sent.get()
             pid = try ContainerStage.SetupReport.receive(on: socket)
+            if let request = spec.network, let settings = networkSettings {
+                // PID 1 is in its network namespace, and waits for this before its payload runs.
+                let made = try MachineNetwork.setUp(machine: spec.machineName, leader: pid, request: request, settings: settings)
+                networked = true
+                if spec.boot, let config = made.networkdConfig {
+                    try GuestNetworkFiles.place(networkd: config, leader: pid, owner: users?.range.base ?? 0)
+                }
+                if let notice = made.notice, !spec.quiet { _ = "berth: \(notice)\n".withCString { write(2, $0, strlen($0)) } }
+                try socket.send(ContainerStage.Handshake.networkReady, descriptors: [])
+            }
             started = true
-            return Started(pid: pid, setup: setup, boot: spec.boot, asPID2: spec.asPID2,
-                           machineName: spec.quiet ? nil : spec.machineName, cgroup: cgroup, console: console,
-                           userRangeLocks: users?.locks ?? [], remount: remount)
+            var result = Started(pid: pid, setup: setup, boot: spec.boot, asPID2: spec.asPID2,
+                                 machineName: spec.quiet ? nil : spec.machineName, cgroup: cgroup, console: console,
+                                 userRangeLocks: users?.locks ?? [], remount: remount)
+            result.network = networked ? spec.machineName : nil
+            return result
         } catch {
             if report >= 0 { close(report) }
             for child in [pid, setup] where child > 0 {
                 kill(child, SIGKILL)
                 waitpid(child, nil, 0)
             }
+            if networked, let settings = networkSettings { try? MachineNetwork.tearDown(machine: spec.machineName, settings: settings) }
             cgroup.remove()
             throw error
         }
@@ -260,6 +288,14 @@ public enum Supervisor {
                 if waitpid(pid, &status, WNOHANG) == pid {
                     // The setup process ends before PID 1 goes on, or as soon as PID 1 is gone.
                     if setup > 0 { waitpid(setup, nil, 0) }
+                    if let name = started.network {
+                        do {
+                            try MachineNetwork.tearDown(machine: name, settings: try NetworkSettings.host())
+                        } catch {
+                            let line = "berth: warning: cannot remove the network of machine \(name) (\(error)); the next berth command does\n"
+                            _ = line.withCString { write(2, $0, strlen($0)) }
+                        }
+                    }
                     if let name = started.machineRecord { MachineRecord.remove(name) }
                     if let remount = started.remount {
                         do {
@@ -333,6 +369,7 @@ extension Supervisor.Started {
         remount = fields["remount-at"] == nil ? nil : TreeRemount(fields: ordered)
         machineRecord = fields["record"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
         restartsOnReboot = fields["restart"] == "1"
+        network = fields["network"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
         if fields["remount-at"] != nil && remount == nil { return nil }
     }
 }

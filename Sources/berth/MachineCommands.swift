@@ -14,6 +14,13 @@ struct StartCommand: ParsableCommand {
         commandName: "start", abstract: "Boot an image in the background; returns once it is up (berth boot -d NAME).")
 }
 
+extension MachineRecord {
+    /// Its addresses on the network berth made for it, global ones first, as machinectl lists them.
+    var addresses: [IPPrefix] {
+        MachineNetwork.addresses(ofMachine: name, leader: leader).sorted { !$0.address.isLinkLocal && $1.address.isLinkLocal }
+    }
+}
+
 /// A running machine by name, or the error that says there is none.
 private func runningMachine(_ name: String) throws -> MachineRecord {
     guard let record = try MachineRecord.running(name) else {
@@ -52,6 +59,7 @@ private struct MachineJSON: Encodable {
         leader = record.leader
         since = formatDate(record.since)
         boot = record.boot
+        addresses = record.addresses.map(\.address.description)
     }
 }
 
@@ -124,7 +132,10 @@ struct PsCommand: ParsableCommand {
         }
         let rows = machines.map { record in
             let os = record.operatingSystem
-            return [record.name, "container", "berth", os.id, os.version, "-", record.image ?? "-", "\(record.leader)", formatDate(record.since)]
+            // machinectl's column: the first address, and an ellipsis for more.
+            let addresses = record.addresses
+            let shown = addresses.first.map { $0.address.description + (addresses.count > 1 ? "…" : "") } ?? "-"
+            return [record.name, "container", "berth", os.id, os.version, shown, record.image ?? "-", "\(record.leader)", formatDate(record.since)]
         }
         printTable(header: ["MACHINE", "CLASS", "SERVICE", "OS", "VERSION", "ADDRESSES", "IMAGE", "LEADER", "SINCE"], rows: rows,
                    legend: !noLegend)
@@ -155,6 +166,10 @@ struct StatusCommand: ParsableCommand {
                      OS: \(os.id) \(os.version)
 
             """
+        let addresses = record.addresses
+        if !addresses.isEmpty {
+            text += "    Address: " + addresses.map(\.address.description).joined(separator: "\n             ") + "\n"
+        }
         let processes = record.processes
         text += "  Processes (\(processes.count)):\n"
         for pid in processes.sorted() {

@@ -25,6 +25,10 @@ struct RunCommandLine {
     var user: String?
     var hostname: String?
     var privateNetwork = false
+    /// `-n/--network-veth`, `--network-bridge=BR`, `--network-zone=Z`: the last one given.
+    var network: NetworkRequest.Mode?
+    /// `-p/--port`s.
+    var ports: [String] = []
     var privateUsers: String?
     var privateUsersOwnership: String?
     var asPID2 = false
@@ -168,9 +172,20 @@ struct RunCommandLine {
             _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
             _ = try console.map { try ConsoleMode(parsing: $0) }
             _ = try properties.map { try CgroupLimit(parsing: $0) }
+            _ = try networkRequest()
         } catch let error as LaunchError {
             throw UsageError(error.message)
         }
+    }
+
+    /// The network the line asks berth to make, nil for the host's or `--private-network`.
+    func networkRequest() throws -> NetworkRequest? {
+        let forwards = try ports.map { try PortForward(parsing: $0) }
+        guard let network else {
+            if !forwards.isEmpty { throw LaunchError("--port needs a network of the machine's own: add -n (--network-veth) or --network-zone=ZONE") }
+            return nil
+        }
+        return NetworkRequest(mode: network, ports: forwards)
     }
 
     private static func usageError(_ message: String) -> UsageError {
@@ -208,6 +223,19 @@ struct RunCommandLine {
             $0.hostname = $1
         },
         Option(long: "private-network", help: "Only a loopback interface.") { line, _ in line.privateNetwork = true },
+        Option(short: "n", long: "network-veth", help: "A veth link: ve-NAME on the host, host0 inside, addressed and routed by berth, with NAT.") {
+            line, _ in line.network = .veth
+        },
+        Option(long: "network-bridge", valueName: "BR", help: "A veth link whose host end joins the existing bridge BR.") {
+            $0.network = .bridge($1)
+        },
+        Option(long: "network-zone", valueName: "ZONE", help: "A veth link on the bridge vz-ZONE, which berth makes (with a subnet) and removes when empty.") {
+            $0.network = .zone($1)
+        },
+        Option(short: "p", long: "port", valueName: "[tcp|udp:]HOST[:CONTAINER]",
+               help: "Forward the host's port (on its addresses, 127.0.0.1 and ::1) to the machine's; needs -n or --network-zone.") {
+            $0.ports.append($1)
+        },
         Option(short: "U", long: nil, help: "A user namespace with a range of ids picked for the machine (the default).") { line, _ in
             line.privateUsers = "pick"
         },

@@ -61,6 +61,7 @@ extension RunCommandLine {
         spec.ephemeral = ephemeral
         spec.asPID2 = asPID2
         spec.privateNetwork = privateNetwork
+        spec.network = try networkRequest()
         spec.privateUsers = try privateUsers.map { try PrivateUsers(parsing: $0) } ?? .pick
         spec.consoleMode = try console.map { try ConsoleMode(parsing: $0) } ?? .automatic
         spec.quiet = quiet

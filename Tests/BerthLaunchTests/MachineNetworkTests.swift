@@ -83,6 +83,8 @@ import Testing
     }
 
     @Test func vethPortsOnLoopbackAndNATThroughTheHostThenNothingLeft() throws {
+        let serialized = NetworkTestLock()
+        defer { withExtendedLifetime(serialized) {} }
         let lab = try Lab()
         let machine = "nt\(getpid() % 100_000)"
         let hostLink = InterfaceName.hostEnd(machine: machine, bridged: false)
@@ -140,6 +142,8 @@ import Testing
     }
 
     @Test func aKilledSupervisorsNetworkIsTidiedByTheNextCommand() throws {
+        let serialized = NetworkTestLock()
+        defer { withExtendedLifetime(serialized) {} }
         let lab = try Lab()
         let machine = "nk\(getpid() % 100_000)"
         let hostLink = InterfaceName.hostEnd(machine: machine, bridged: false)
@@ -160,6 +164,8 @@ import Testing
     }
 
     @Test func aZoneIsMadeForItsFirstMachineAndRemovedAfterItsLast() throws {
+        let serialized = NetworkTestLock()
+        defer { withExtendedLifetime(serialized) {} }
         let lab = try Lab()
         let tag = getpid() % 100_000
         let zone = "z\(tag)", bridge = "vz-z\(tag)"
@@ -193,6 +199,8 @@ import Testing
     }
 
     @Test func badRequestsAreRefusedAndChangeNothing() throws {
+        let serialized = NetworkTestLock()
+        defer { withExtendedLifetime(serialized) {} }
         let lab = try Lab()
         let machine = "nb\(getpid() % 100_000)"
         let hostLink = InterfaceName.hostEnd(machine: machine, bridged: false)

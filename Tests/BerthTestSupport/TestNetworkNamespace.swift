@@ -66,3 +66,16 @@ public func endProcess(_ process: Process) {
     if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     process.waitUntilExit()
 }
+
+/// Held by every test that changes the host's network state (berth's nftables tables, IPv4
+/// forwarding), across the test targets, which run side by side: one such test at a time.
+public final class NetworkTestLock {
+    private let fd: Int32
+
+    public init() {
+        fd = open("/run/berth-tests-network.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        if fd >= 0 { flock(fd, LOCK_EX) }
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+}
