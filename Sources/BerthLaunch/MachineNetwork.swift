@@ -53,18 +53,21 @@ public enum MachineNetwork {
 
         var state = MachineNetworkState(machine: machine, mode: request.mode, hostLink: hostLink, ports: request.ports)
         let pool = NetworkAddressPool(settings: settings)
-        let routed = try host.routes().compactMap(\.destination).filter { $0.length > 0 }
+        let routes = try host.routes().filter { ($0.destination?.length ?? 0) > 0 }
+        let routed = routes.compactMap(\.destination)
         switch request.mode {
         case .veth:
             let slot = try pool.slot(for: "veth \(machine)", avoiding: routed)
             (state.host4, state.machine4) = (pool.ipv4(slot: slot, host: 1), pool.ipv4(slot: slot, host: 2))
             (state.host6, state.machine6) = (pool.ipv6(slot: slot, host: 1), pool.ipv6(slot: slot, host: 2))
         case .zone(let zone):
-            let bridgeAddress = try host.link(named: "vz-" + zone).flatMap { bridge in
-                try host.addresses().first { $0.index == bridge.index && $0.prefix.address.isIPv4 }?.prefix
-            }
-            // A zone that is up keeps its subnet: its routes are its own, not another network's.
-            let slot = try pool.slot(for: "zone \(zone)", avoiding: routed.filter { $0 != bridgeAddress?.network })
+            // A zone that is up keeps its subnet: the routes on its bridge are its own, not another
+            // network's. All of them: besides the subnet's route, the local table holds the
+            // bridge's address and the subnet's broadcast address as /32s, and when only the
+            // subnet's route was let through those two moved every later machine of the zone to
+            // a slot of its own, where it could reach neither the bridge nor the zone's others.
+            let bridge = try host.link(named: "vz-" + zone)?.index
+            let slot = try pool.slot(for: "zone \(zone)", avoiding: routes.filter { $0.outputIndex != bridge }.compactMap(\.destination))
             let n = try pool.member(machine, ofZone: zone)
             (state.host4, state.machine4) = (pool.ipv4(slot: slot, host: 1), pool.ipv4(slot: slot, host: n))
             (state.host6, state.machine6) = (pool.ipv6(slot: slot, host: 1), pool.ipv6(slot: slot, host: n))

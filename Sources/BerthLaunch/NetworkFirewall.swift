@@ -10,7 +10,8 @@ import SystemPackage
 /// is left for later: nft is one exec per machine start and end.
 ///
 /// Port forwards answer on the host's addresses (prerouting, for other hosts) and on its own,
-/// 127.0.0.1 and ::1 included (output, for the host's processes). A packet from 127.0.0.1
+/// 127.0.0.1 included (output, for the host's processes); ::1 is left to the supervisor's
+/// LoopbackRelay. A packet from 127.0.0.1
 /// rerouted out of a veth is a martian unless the link has `route_localnet` (set by
 /// MachineNetwork on berth's own links only), and its source is masqueraded to the host's end so
 /// the machine can answer it: the trap systemd-nspawn's `--port` falls in (systemd issue 6106).
@@ -44,12 +45,13 @@ struct NetworkFirewall {
             for port in state.ports {
                 ports.append("meta nfproto ipv4 \(port.protocolName) dport \(port.host) dnat ip to \(machine4.address):\(port.container)")
                 if let machine6 = state.machine6 {
-                    ports.append("meta nfproto ipv6 \(port.protocolName) dport \(port.host) dnat ip6 to [\(machine6.address)]:\(port.container)")
+                    // Not ::1: its answers could not come back (LoopbackRelay says why), and the
+                    // supervisor's relay listens there instead.
+                    ports.append("meta nfproto ipv6 ip6 daddr != ::1 \(port.protocolName) dport \(port.host) dnat ip6 to [\(machine6.address)]:\(port.container)")
                 }
             }
             if !state.ports.isEmpty {
                 postrouting.append("oifname \(link) ip saddr 127.0.0.0/8 masquerade")
-                postrouting.append("oifname \(link) ip6 saddr ::1 masquerade")
             }
         }
         func block(_ lines: [String]) -> String { lines.map { "    \($0)\n" }.joined() }

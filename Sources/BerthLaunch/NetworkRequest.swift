@@ -98,6 +98,10 @@ public struct PortForward: Equatable, Sendable, CustomStringConvertible {
             let fd = socket(family, Int32(udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { continue }  // no IPv6 on this host
             defer { close(fd) }
+            // A TCP port is taken by a listener, not by a connection of it in TIME_WAIT (the
+            // LoopbackRelay of a machine that just ended leaves those on [::1]:HOST for a minute).
+            var reuse: Int32 = udp ? 0 : 1
+            setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &reuse, socklen_t(MemoryLayout<Int32>.size))
             var result: Int32
             if family == AF_INET {
                 var address = sockaddr_in()

@@ -82,6 +82,29 @@ import Testing
         try run("/usr/bin/curl", ["-sS", "--max-time", "10", url])
     }
 
+    /// curl's answer from `url`, `relay` served until curl is done, as a supervisor serves it.
+    private func fetch(_ url: String, through relay: LoopbackRelay) throws -> String {
+        let curl = Process()
+        curl.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+        curl.arguments = ["-sS", "-g", "--max-time", "10", url]
+        let output = Foundation.Pipe()
+        curl.standardOutput = output
+        try curl.run()
+        while curl.isRunning {
+            var fds = relay.pollDescriptors
+            _ = poll(&fds, nfds_t(fds.count), 50)
+            relay.handle(ready: fds)
+        }
+        curl.waitUntilExit()
+        // Both ends of the finished connection are seen closed on the next rounds.
+        for _ in 0..<20 where relay.connectionCount > 0 {
+            var fds = relay.pollDescriptors
+            _ = poll(&fds, nfds_t(fds.count), 50)
+            relay.handle(ready: fds)
+        }
+        return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    }
+
     @Test func vethPortsOnLoopbackAndNATThroughTheHostThenNothingLeft() throws {
         let serialized = NetworkTestLock()
         defer { withExtendedLifetime(serialized) {} }
@@ -111,8 +134,20 @@ import Testing
         defer { endProcess(server) }
         let v4 = try fetch("http://127.0.0.1:\(port)/")
         #expect(v4.stdout == "machine's page", "\(v4)")
-        // ::1 is not forwarded yet: IPv6 has no route_localnet, and the kernel drops the DNATed
-        // packet whose source is ::1 before the masquerade can change it (see the report).
+        // ::1 goes through the relay the supervisor runs (NAT can't: see LoopbackRelay), driven
+        // here as the supervisor's loop drives it; twice, so a finished connection is let go.
+        do {
+            let relay = try #require(try LoopbackRelay.forMachine(machine, settings: lab.settings))
+            #expect(relay.listeningPorts == [port])
+            for _ in 0..<2 {
+                let v6 = try fetch("http://[::1]:\(port)/", through: relay)
+                #expect(v6 == "machine's page", "\(v6)")
+            }
+            #expect(relay.connectionCount == 0)
+            #expect(PortForward(host: port, container: 80).isTakenOnHost())
+        }
+        // The relay gone, so is its listener.
+        #expect(!PortForward(host: port, container: 80).isTakenOnHost())
 
         // The outside world: a namespace behind a link of the test's, with no route to the pool,
         // so only NAT on the host lets the machine's requests back in.
@@ -185,12 +220,17 @@ import Testing
         #expect(made.kind == "bridge")
         #expect(try links.allSatisfy { try host.link(named: $0)?.master == made.index })
         #expect(Set(addresses).count == 2)
-        // The two machines should reach each other across the zone; they do not yet, though the
-        // same links made with ip do (an open defect of the zone's setup, recorded, not hidden).
-        withKnownIssue("machines of one zone do not reach each other yet") {
-            let ping = try namespaces[0].run("/usr/bin/busybox ping -c 1 -W 3 \(addresses[1].address)")
+        // One subnet, the bridge's: the second machine once got a slot of its own (the zone's
+        // own local routes counted as another network's), and the two could not reach each other.
+        #expect(Set(addresses.map(\.network)).count == 1, "\(addresses)")
+        let bridgeAddresses = try host.addresses().filter { $0.index == made.index }.map(\.prefix)
+        #expect(bridgeAddresses.filter { $0.address.isIPv4 }.map(\.network) == [addresses[0].network], "\(bridgeAddresses)")
+        for (from, to) in [(0, 1), (1, 0)] {
+            let ping = try namespaces[from].run("/usr/bin/busybox ping -c 1 -W 3 \(addresses[to].address)")
             #expect(ping.status == 0, "\(ping)")
         }
+        let gateway = try namespaces[1].run("/usr/bin/busybox ping -c 1 -W 3 \(try #require(bridgeAddresses.first { $0.address.isIPv4 }).address)")
+        #expect(gateway.status == 0, "\(gateway)")
 
         try MachineNetwork.tearDown(machine: names[0], settings: lab.settings)
         #expect(try host.link(named: bridge) != nil)
