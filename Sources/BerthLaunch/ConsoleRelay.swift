@@ -114,7 +114,8 @@ final class ConsoleRelay {
 
     /// Relays until `signals` (a signalfd) delivers a signal; returns its number.
     /// `onEscape` is called when the user types ^]^]^] within a second.
-    func relay(signals: Int32, onEscape: () -> Void) -> Int32 {
+    /// `loopback` relays the machine's forwarded ports on ::1 meanwhile.
+    func relay(signals: Int32, loopback: LoopbackRelay? = nil, onEscape: () -> Void) -> Int32 {
         var escape = ConsoleEscape()
         var buffer = [UInt8](repeating: 0, count: 1 << 14)
         var inputOpen = input, outputOpen = true
@@ -123,8 +124,9 @@ final class ConsoleRelay {
             var fds = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: outputOpen ? master.rawValue : -1, events: Int16(POLLIN), revents: 0),
                        pollfd(fd: inputOpen ? 0 : -1, events: Int16(POLLIN), revents: 0)]
-                + logins.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+                + logins.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) } + (loopback?.pollDescriptors ?? [])
             if poll(&fds, nfds_t(fds.count), -1) < 0 { continue }
+            loopback?.handle(ready: Array(fds[5...]))
             if fds[1].revents != 0 {
                 let n = buffer.withUnsafeMutableBytes { read(master.rawValue, $0.baseAddress, $0.count) }
                 if n > 0 {

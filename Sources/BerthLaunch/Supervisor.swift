@@ -275,7 +275,17 @@ public enum Supervisor {
         let pid = started.pid
         var setup = started.setup
         defer { started.cgroup.remove() }
-        let signals = started.console == nil ? -1 : cberth_signalfd(&handledSignals)
+        // The machine's ports on ::1, which NAT cannot carry (LoopbackRelay), served from here.
+        var loopback: LoopbackRelay?
+        if let name = started.network {
+            do {
+                loopback = try LoopbackRelay.forMachine(name, settings: try NetworkSettings.host())
+            } catch {
+                let line = "berth: warning: the machine's ports are not forwarded on ::1: \(error)\n"
+                _ = line.withCString { write(2, $0, strlen($0)) }
+            }
+        }
+        let signals = started.console == nil && loopback == nil ? -1 : cberth_signalfd(&handledSignals)
         defer { if signals >= 0 { close(signals) } }
 
         var interrupts = 0
@@ -289,6 +299,7 @@ public enum Supervisor {
                     // The setup process ends before PID 1 goes on, or as soon as PID 1 is gone.
                     if setup > 0 { waitpid(setup, nil, 0) }
                     if let name = started.network {
+                        loopback = nil  // its listeners close before the network goes
                         do {
                             try MachineNetwork.tearDown(machine: name, settings: try NetworkSettings.host())
                         } catch {
@@ -326,9 +337,19 @@ public enum Supervisor {
                 kill(pid, interrupts == 1 ? gentle : SIGKILL)
             }
             if let console = started.console, signals >= 0 {
-                sig = console.relay(signals: signals) {
+                sig = console.relay(signals: signals, loopback: loopback) {
                     escaped = true
                     kill(pid, SIGKILL)
+                }
+            } else if let relay = loopback, signals >= 0 {
+                var fds = [pollfd(fd: signals, events: Int16(POLLIN), revents: 0)] + relay.pollDescriptors
+                sig = 0
+                if poll(&fds, nfds_t(fds.count), -1) > 0 {
+                    relay.handle(ready: Array(fds.dropFirst()))
+                    var info = [UInt8](repeating: 0, count: 128)  // struct signalfd_siginfo
+                    if fds[0].revents != 0, info.withUnsafeMutableBytes({ read(signals, $0.baseAddress, $0.count) }) == 128 {
+                        sig = Int32(info.withUnsafeBytes { $0.load(as: UInt32.self) })
+                    }
                 }
             } else {
                 var info = siginfo_t()

@@ -30,7 +30,7 @@ import Testing
         return port
     }
 
-    func fetch(_ url: String) throws -> CommandResult { try run("/usr/bin/curl", ["-sS", "--noproxy", "*", "--max-time", "10", url]) }
+    func fetch(_ url: String) throws -> CommandResult { try run("/usr/bin/curl", ["-gsS", "--noproxy", "*", "--max-time", "10", url]) }
 
     func machine(_ name: String, store: TemporaryDirectory) throws -> [String: Any]? {
         let ps = try berth(["ps", "--json"], store: store)
@@ -64,6 +64,8 @@ import Testing
             var page = CommandResult(status: -1, stdout: "", stderr: "")
             #expect(try waitUntil(timeout: 10) { page = try fetch("http://127.0.0.1:\(port)/"); return page.status == 0 }, "\(page)")
             #expect(page.stdout == "page of \(name)\n", "\(page)")
+            let six = try fetch("http://[::1]:\(port)/")
+            #expect(six.stdout == "page of \(name)\n", "on ::1 too: \(six)")
             let addresses = try #require(try machine(name, store: tmp)?["addresses"] as? [String])
             #expect(addresses.first?.hasPrefix("10.200.") == true && addresses.contains { $0.hasPrefix("fe80::") }, "\(addresses)")
             let status = try berth(["status", name], store: tmp)
@@ -79,6 +81,7 @@ import Testing
         try expectNoNetwork(of: one, ports: [ports[0]])
         try expectNoNetwork(of: two, ports: [ports[1]])
         #expect(try fetch("http://127.0.0.1:\(ports[0])/").status != 0, "the forward went with its machine")
+        #expect(try fetch("http://[::1]:\(ports[1])/").status != 0, "and its relay on ::1")
     }
 
     /// The machine reaches a namespace that stands for the outside world, routed through the host
