@@ -61,6 +61,8 @@ public enum ContainerStage {
             _exit(1)
         }
         do {
+            // The last change of ids (the file system's, back from the container's root) cleared it.
+            _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
             try handshake.finish()
         } catch {
             // PID 1 waits for the word that never comes and ends: the supervisor then reports its
@@ -180,7 +182,24 @@ public enum ContainerStage {
         if spec.privateNetwork { namespaces.insert(.network) }
         if spec.userRange != nil { namespaces.insert(.user) }
         let toInner = try Pipe(), toOuter = try Pipe()
-        let pid = try retryingInterrupts("clone") { cberth_clone_process(namespaces.rawValue | UInt(CBERTH_CLONE_PARENT)) }
+        // The container's user namespace is owned by the machine's own root on the host (its
+        // range's first id), not by the host's root: the kernel counts what a namespace's
+        // processes hold (inotify instances, above all, 128 by default) against the owner of
+        // each namespace up the chain, so with root as every machine's owner a hundred booted
+        // machines would share root's 128 and most of their systemds fail to start. This
+        // process makes it with that effective id (its real and saved ids stay root, to come
+        // back to), and the host's root writes its maps, as it may in any namespace below its own.
+        if let range = spec.userRange {
+            _ = try retryingInterrupts("seteuid") { seteuid(range.base) }
+        }
+        let cloned = Result { try retryingInterrupts("clone") { cberth_clone_process(namespaces.rawValue | UInt(CBERTH_CLONE_PARENT)) } }
+        if let range = spec.userRange, (try? cloned.get()) != 0 {
+            _ = try retryingInterrupts("seteuid") { seteuid(0) }
+            _ = cberth_use_file_system_ids(range.base, range.base)  // what asRoot set, which the change of ids undid
+            // A change of ids clears the parent-death signal.
+            _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
+        }
+        let pid = try cloned.get()
         if pid == 0 {
             do {
                 try startPID1(spec, mounts: mounts, from: toInner.reader, to: toOuter.writer)
