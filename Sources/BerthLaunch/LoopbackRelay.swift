@@ -52,7 +52,8 @@ public final class LoopbackRelay {
             var on: Int32 = 1
             setsockopt(fd, Int32(IPPROTO_IPV6), IPV6_V6ONLY, &on, socklen_t(MemoryLayout<Int32>.size))
             setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, socklen_t(MemoryLayout<Int32>.size))
-            var address = Self.socketAddress(IPAddress(bytes: [UInt8](repeating: 0, count: 15) + [1])!, port: port.host)
+            guard let loopback = IPAddress("::1") else { throw LaunchError("cannot relay [::1]:\(port.host): ::1 does not parse") }
+            var address = Self.socketAddress(loopback, port: port.host)
             let bound = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
             }
