@@ -87,6 +87,8 @@ public enum MachineNetwork {
 
     private static func make(_ state: MachineNetworkState, leader: pid_t, host: RouteNetlink, firewall: NetworkFirewall,
                              others: [MachineNetworkState]) throws -> String? {
+        // The rules name the link by its name, so they may be committed while it is made.
+        let rules = try firewall.start(others + [state])
         if let zone = state.zone, try host.link(named: "vz-" + zone) == nil {
             try host.createBridge(name: "vz-" + zone)
             let bridge = try host.link(named: "vz-" + zone)?.index ?? 0
@@ -116,7 +118,7 @@ public enum MachineNetwork {
             // 127.0.0.1's packets rerouted to the machine are martians without it; only on berth's own link.
             try Descriptor.open(FilePath("/proc/sys/net/ipv4/conf/\(state.outerLink)/route_localnet"), O_WRONLY).writeAll("1\n")
         }
-        return try firewall.apply(others + [state])
+        return try rules.finish()
     }
 
     /// Removes what `machine`'s state says berth made for it (the supervisor, as its machine ends).
@@ -160,16 +162,19 @@ public enum MachineNetwork {
 
     /// Best effort, each step on its own: what is already gone is skipped.
     private static func undo(_ state: MachineNetworkState, settings: NetworkSettings) {
+        let remaining = MachineNetworkState.all(in: settings).map(\.state).filter { $0.machine != state.machine }
+        // The rules go while the link is deleted: each waits out a grace period of the kernel's.
+        let rules = try? NetworkFirewall(settings: settings).start(remaining)
         let host = try? RouteNetlink()
         _ = try? host?.deleteLink(state.hostLink)
+        // The state goes once what it names has gone, so a crash between leaves it to be tidied.
         let path = MachineNetworkState.path(state.machine, in: settings)
         _ = path.withPlatformString { unlink($0) }
-        let remaining = MachineNetworkState.all(in: settings).map(\.state)
         if let zone = state.zone, !remaining.contains(where: { $0.zone == zone }), let host,
            let bridge = try? host.link(named: "vz-" + zone), (try? host.links().contains { $0.master == bridge.index }) == false {
             _ = try? host.deleteLink("vz-" + zone)
         }
-        _ = try? NetworkFirewall(settings: settings).apply(remaining)
+        _ = try? rules?.finish()
     }
 
     private static func isGone(_ machine: String, _ settings: NetworkSettings) -> Bool {

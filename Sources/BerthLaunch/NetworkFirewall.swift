@@ -23,15 +23,39 @@ struct NetworkFirewall {
     static let forwarding: FilePath = "/proc/sys/net/ipv4/ip_forward"
 
     /// Makes the table say what `states` need; returns a notice when IPv4 forwarding was switched on.
-    func apply(_ states: [MachineNetworkState]) throws -> String? {
-        let routed = states.filter { $0.machine4 != nil }
-        guard !routed.isEmpty else {
-            try nft("table inet \(settings.table) {}\ndelete table inet \(settings.table)\n")
-            restoreForwarding()
+    func apply(_ states: [MachineNetworkState]) throws -> String? { try start(states).finish() }
+
+    /// An nft transaction under way. The kernel takes about 17 ms to commit one that makes or
+    /// removes the table (its hooks' grace period), so the links are made or deleted meanwhile.
+    final class Pending {
+        let firewall: NetworkFirewall
+        let routed: Bool
+        private var running: (pid: pid_t, errors: Descriptor)?
+
+        init(firewall: NetworkFirewall, routed: Bool, running: (pid: pid_t, errors: Descriptor)) {
+            self.firewall = firewall
+            self.routed = routed
+            self.running = running
+        }
+
+        /// Waits for nft; then forwarding is switched on (the notice) or put back.
+        func finish() throws -> String? {
+            guard let (pid, errors) = running else { return nil }
+            running = nil
+            try firewall.wait(pid, errors: errors)
+            if routed { return try firewall.switchForwardingOn() }
+            firewall.restoreForwarding()
             return nil
         }
-        try nft(ruleset(routed))
-        return try switchForwardingOn()
+
+        deinit { _ = try? finish() }
+    }
+
+    /// Starts the transaction that makes the table say what `states` need.
+    func start(_ states: [MachineNetworkState]) throws -> Pending {
+        let routed = states.filter { $0.machine4 != nil }
+        let ruleset = routed.isEmpty ? "table inet \(settings.table) {}\ndelete table inet \(settings.table)\n" : self.ruleset(routed)
+        return Pending(firewall: self, routed: !routed.isEmpty, running: try spawn(ruleset))
     }
 
     func ruleset(_ states: [MachineNetworkState]) -> String {
@@ -82,7 +106,7 @@ struct NetworkFirewall {
     // MARK: IPv4 forwarding
 
     /// Switches forwarding on when it is off, keeping what it was; the notice says so once.
-    private func switchForwardingOn() throws -> String? {
+    fileprivate func switchForwardingOn() throws -> String? {
         let now = Self.read(Self.forwarding)
         guard now != "1" else { return nil }
         let saved = try Descriptor.open(savedForwarding, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
@@ -92,7 +116,7 @@ struct NetworkFirewall {
     }
 
     /// Puts back the value berth recorded, if berth switched forwarding on.
-    private func restoreForwarding() {
+    fileprivate func restoreForwarding() {
         guard let before = Self.read(savedForwarding) else { return }
         try? Descriptor.open(Self.forwarding, O_WRONLY).writeAll(before + "\n")
         _ = savedForwarding.withPlatformString { unlink($0) }
@@ -111,8 +135,8 @@ struct NetworkFirewall {
         throw LaunchError("networks need nft for their NAT and port forwards: install nftables (apt-get install nftables)")
     }
 
-    /// Runs `nft -f -` with `ruleset` on its standard input; its complaint is the error.
-    func nft(_ ruleset: String) throws {
+    /// Starts `nft -f -` with `ruleset` on its standard input; `wait` reads its complaint.
+    private func spawn(_ ruleset: String) throws -> (pid: pid_t, errors: Descriptor) {
         let executable = try Self.nftExecutable()
         func ends() throws -> (Descriptor?, Descriptor?) {
             let pipe = try Pipe()
@@ -135,8 +159,13 @@ struct NetworkFirewall {
         errorWriter = nil
         try? writer?.writeAll(ruleset)
         writer = nil
-        let complaint = (try? errorReader?.readAll(limit: 1 << 16)) ?? []
-        errorReader = nil
+        guard let errorReader else { throw LaunchError("cannot run nft: its error stream went") }
+        return (pid, errorReader)
+    }
+
+    /// Waits for the nft started as `pid`; what it wrote on `errors` is the error when it fails.
+    fileprivate func wait(_ pid: pid_t, errors: Descriptor) throws {
+        let complaint = (try? errors.readAll(limit: 1 << 16)) ?? []
         var status: Int32 = 0
         while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
         let code = ExitStatus(waitStatus: status).code
