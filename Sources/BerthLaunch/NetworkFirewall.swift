@@ -58,6 +58,10 @@ struct NetworkFirewall {
         return Pending(firewall: self, routed: !routed.isEmpty, running: try spawn(ruleset))
     }
 
+    /// The table. Its `loopback` chain keeps `route_localnet` (set on berth's links for the
+    /// forwards from 127.0.0.1) from opening the host's loopback to the machines: a packet for
+    /// 127.0.0.0/8 that arrives on any other link is dropped unless it belongs to a connection
+    /// berth's DNAT made (the answers to those forwards), as kube-proxy does since CVE-2020-8558.
     func ruleset(_ states: [MachineNetworkState]) -> String {
         var ports: [String] = [], postrouting: [String] = []
         for state in states.sorted(by: { $0.machine < $1.machine }) {
@@ -96,6 +100,10 @@ struct NetworkFirewall {
               chain postrouting {
                 type nat hook postrouting priority srcnat; policy accept;
             \(block(postrouting))  }
+              chain loopback {
+                type filter hook input priority filter; policy accept;
+                iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop
+              }
             }
 
             """

@@ -157,6 +157,46 @@ import Testing
         try expectNoNetwork(of: name)
     }
 
+    /// A machine with a forward (so `route_localnet` is on for its link) cannot reach what the
+    /// host serves on 127.0.0.1 only (CVE-2020-8558's hole): from the machine's network, 127.0.0.1
+    /// is routed through host0 and a datagram sent to the host's loopback-only listener, which
+    /// must never see it; the host's own forward to the machine still answers.
+    @Test func aMachineCannotReachTheHostsLoopback() throws {
+        let name = Self.unique("lo")
+        let tmp = try store("net-loopback", busybox: [name])
+        let (secretPort, forwardPort) = (freePort(4), freePort(5))
+        let received = try TemporaryDirectory("net-secret")
+        let output = try FileHandle(forWritingTo: { () -> URL in
+            let url = URL(fileURLWithPath: received.appending("got").string)
+            FileManager.default.createFile(atPath: url.path, contents: nil)
+            return url
+        }())
+        let listener = Process()
+        listener.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+        listener.arguments = ["-u", "-c", "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('127.0.0.1', \(secretPort)))\nwhile True: print(s.recv(4096).decode(), flush=True)"]
+        listener.standardOutput = output
+        try listener.run()
+        defer { kill(listener.processIdentifier, SIGKILL); listener.waitUntilExit() }
+        #expect(waitUntil { (try? run("/bin/sh", ["-c", "ss -Hlun | grep -q '127.0.0.1:\(secretPort) '"]))?.status == 0 })
+        let started = try berth(["run", "-d", "-q", "-n", "-p", "\(forwardPort):80", "-M", name, "httpd", "-f", "-p", "80", "-h", "/www"], store: tmp)
+        #expect(started.status == 0, "\(started)")
+        defer { _ = try? berth(["terminate", name], store: tmp) }
+        let leader = try #require(try machine(name, store: tmp)?["leader"] as? Int)
+        #expect(String(decoding: try readFile(FilePath("/proc/sys/net/ipv4/conf/ve-\(name)/route_localnet")), as: UTF8.self) == "1\n")
+        let host = try #require(try run("/sbin/ip", ["-4", "-o", "addr", "show", "ve-\(name)"]).stdout.split(separator: " ").first { $0.contains("/28") }
+            .map { String($0.split(separator: "/")[0]) })
+        let attack = try run("/usr/bin/nsenter", ["-t", "\(leader)", "-n", "/bin/sh", "-c", """
+            ip route del local 127.0.0.0/8 dev lo table local && ip route add 127.0.0.1/32 via \(host) dev host0 onlink || exit 90
+            python3 -c "import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'probe-from-the-machine', ('127.0.0.1', \(secretPort))) for i in range(3)]"
+            """])
+        #expect(attack.status != 90, "the attack could not be set up: \(attack)")
+        usleep(300_000)
+        let got = String(decoding: try readFile(received.appending("got")), as: UTF8.self)
+        #expect(!got.contains("probe-from-the-machine"), "the machine reached the host's loopback")
+        // The forward from the host's 127.0.0.1 still works: its answers are let through.
+        #expect(try fetch("http://127.0.0.1:\(forwardPort)/").stdout == "page of \(name)\n")
+    }
+
     /// Bad input is one line and a non-zero exit, and leaves no link, state or rule.
     @Test func badNetworkInputChangesNothing() throws {
         let serialized = NetworkTestLock()
