@@ -138,7 +138,8 @@ public enum ConsoleSocket {
         let raw = onTerminal && saved.withUnsafeMutableBytes { cberth_make_raw(0, $0.baseAddress, $0.count) } == 0
         defer { if raw { _ = saved.withUnsafeBytes { cberth_restore_terminal(0, $0.baseAddress) } } }
         let end = raw ? "\r\n" : "\n"
-        let greeting = "Connected to machine \(Printable.escaping(machine)). Press ^] three times within 1s to exit session.\(end)"
+        let greeting = "Connected to machine \(Printable.escaping(machine)). "
+            + (raw ? "Press ^] three times within 1s to exit session.\(end)" : "The end of standard input detaches.\(end)")
         _ = greeting.withCString { write(2, $0, strlen($0)) }
 
         var signals = sigset_t(), previous = sigset_t()

@@ -41,6 +41,9 @@ enum GuestNetworkFiles {
         var lines = ["# Written by berth: host0 as berth configured it (no DHCP server answers on berth's links).",
                      "[Match]", "Name=host0", "", "[Network]", "Address=\(machine4)", "Gateway=\(host4.address)"]
         if let machine6 = state.machine6, let host6 = state.host6 { lines += ["Address=\(machine6)", "Gateway=\(host6.address)"] }
+        // The host's upstream servers, for a guest whose resolv.conf is resolved's stub (nspawn's
+        // guests get them by DHCP from the host's networkd, which no one runs here).
+        lines += resolvConf().split(separator: "\n").filter { $0.hasPrefix("nameserver ") }.map { "DNS=" + $0.dropFirst("nameserver ".count) }
         lines += ["LinkLocalAddressing=ipv6", "KeepConfiguration=yes"]
         return lines.joined(separator: "\n") + "\n"
     }

@@ -152,6 +152,9 @@ import Testing
         #expect(inside.stdout.contains(address) && inside.stdout.contains("default via 10.200."), "\(inside)")
         #expect(!inside.stdout.contains("127.0.0.53") && inside.stdout.contains("nameserver"), "\(inside)")
         #expect(inside.stdout.contains("Name=host0") && inside.stdout.contains("Address=\(address)/"), "\(inside)")
+        // The same servers as resolv.conf names, for a guest whose resolved reads them there.
+        let servers = inside.stdout.split(separator: "\n").filter { $0.hasPrefix("nameserver ") }.map { $0.dropFirst("nameserver ".count) }
+        #expect(!servers.isEmpty && servers.allSatisfy { inside.stdout.contains("DNS=\($0)") }, "\(inside)")
         #expect(inside.stdout.contains("running") || inside.stdout.contains("degraded"), "\(inside)")
         #expect(try berth(["poweroff", name], store: tmp).status == 0)
         try expectNoNetwork(of: name)
