@@ -24,6 +24,9 @@ struct ContainerCgroup {
     /// (`--property=`), where the unified hierarchy lacks the controller.
     var limited: [FilePath] = []
 
+    /// Every v1 cgroup of the container's: the device policy's and the limits'.
+    private var legacy: [FilePath] { (devices.map { [$0] } ?? []) + limited }
+
     static let parentName = "berth"
 
     /// `BERTH_LEGACY_DEVICES=1` makes berth use the v1 devices controller even where BPF device
@@ -122,7 +125,7 @@ struct ContainerCgroup {
 
     /// Moves `pid` into the cgroups it was not made in.
     func place(_ pid: pid_t) throws {
-        for cgroup in (devices.map { [$0] } ?? []) + limited { try Self.write(cgroup.appending("cgroup.procs"), "\(pid)") }
+        for cgroup in legacy { try Self.write(cgroup.appending("cgroup.procs"), "\(pid)") }
         if intoCgroup == nil, let unified { try Self.write(unified.appending("cgroup.procs"), "\(pid)") }
     }
 
@@ -141,7 +144,7 @@ struct ContainerCgroup {
     /// cgroup that still has processes, so nothing alive is touched.
     func remove() {
         if let unified { Self.removeTree(unified) }
-        for cgroup in (devices.map { [$0] } ?? []) + limited { _ = cgroup.withPlatformString { rmdir($0) } }
+        for cgroup in legacy { _ = cgroup.withPlatformString { rmdir($0) } }
     }
 
     /// Where the unified hierarchy is mounted, or nil when the host has none.

@@ -26,11 +26,6 @@ public enum MachineShell {
     /// `leader`, and returns its exit status (128 plus a signal's number).
     public static func run(leader: pid_t, user: String, command: [String], term: String) throws -> Int32 {
         let terminals = ConsoleRelay.terminalStreams()
-        let (socket, childSocket) = try MessageSocket.pair()
-        let executable = try Descriptor.open(FilePath(Supervisor.stageExecutable), CBERTH_O_PATH)
-        let null = try Descriptor.open("/dev/null", O_RDWR)
-        // The caller's terminal stays outside: a stream that is one is /dev/null there, and the pty inside.
-        let streams: [Int32] = (0..<3).map { terminals.contains($0) ? null.rawValue : $0 }
         let fields = ["leader=\(leader)", "user=\(Hex.encode(Array(user.utf8)))", "term=\(Hex.encode(Array(term.utf8)))",
                       "pty=" + terminals.map(String.init).joined(separator: ",")] + command.map { "arg=\(Hex.encode(Array($0.utf8)))" }
         let argv = (["berth-stage", subcommand] + fields).map { strdup($0) } + [nil]
@@ -43,6 +38,11 @@ public enum MachineShell {
             execve(Supervisor.stageExecutable, argv, envp)
             throw LaunchError("cannot enter the machine: \(SystemError.last("execve \(Supervisor.stageExecutable)"))")
         }
+        let (socket, childSocket) = try MessageSocket.pair()
+        let executable = try Descriptor.open(FilePath(Supervisor.stageExecutable), CBERTH_O_PATH)
+        let null = try Descriptor.open("/dev/null", O_RDWR)
+        // The caller's terminal stays outside: a stream that is one is /dev/null there, and the pty inside.
+        let streams: [Int32] = (0..<3).map { terminals.contains($0) ? null.rawValue : $0 }
 
         var relay: ConsoleRelay?
         var signals: Int32 = -1
@@ -119,7 +119,9 @@ public enum MachineShell {
             }
         }
         guard leader > 0 else { throw LaunchError("no machine's leader was named") }
-        let socket = MessageSocket(descriptor: Descriptor(owning: 3))
+        // The socket to berth, descriptor 3, is there only for a pty's master (berth relays it);
+        // without one berth has closed it, and 3 is free for what is opened here.
+        let socket = ptyStreams.isEmpty ? nil : MessageSocket(descriptor: Descriptor(owning: 3))
         let bounding = try boundingSet(of: leader)
 
         // Its cgroups first, by the host's paths, while this is still the host's root.
@@ -204,12 +206,12 @@ public enum MachineShell {
 
     /// In the machine's namespaces: becomes the user, gets the pty, execs.
     private static func runCommand(_ command: [String], as name: String, term: String, bounding: Capabilities, ptyStreams: [Int32],
-                                   socket: MessageSocket) throws -> Never {
+                                   socket: MessageSocket?) throws -> Never {
         // Root of the machine's user namespace (its ids are the namespace's now), with no group
         // of the host's; the user comes below.
         _ = try retryingInterrupts("become the user namespace's root") { cberth_become_namespace_root() }
         _ = try retryingInterrupts("setsid") { setsid() }
-        if !ptyStreams.isEmpty {
+        if !ptyStreams.isEmpty, let socket {
             var slave: Int32 = -1
             let master = Descriptor(owning: try retryingInterrupts("open a pty in the machine") { cberth_open_pty_pair(&slave) })
             let slaveDescriptor = Descriptor(owning: slave)

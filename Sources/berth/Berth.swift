@@ -50,8 +50,6 @@ struct Berth: ParsableCommand {
                 }
                 Glibc.exit(try line.launch())  // the container's own status
             }
-            // Its status by exit, not by a thrown ExitCode: the cast that catches one scans the
-            // binary's every protocol conformance, a millisecond of the command's few.
             var command = try parseAsRoot(StoreOptions.hoisted(arguments))
             try command.run()
         } catch let code as ExitCode {
