@@ -132,7 +132,10 @@ public enum MachineNetwork {
     /// Tears down the network of every machine that is gone (its lock is free): what a killed
     /// supervisor left behind. Any berth command may call it.
     public static func tidy(settings: NetworkSettings) {
-        guard let lock = try? takeLock(settings) else { return }
+        // Most commands find nothing to tidy: they look before they wait for the lock that a
+        // network's setup holds (and tidyLocked looks again, under it).
+        guard MachineNetworkState.all(in: settings).contains(where: { isGone($0.state.machine, settings) }),
+              let lock = try? takeLock(settings) else { return }
         withExtendedLifetime(lock) { tidyLocked(settings) }
     }
 

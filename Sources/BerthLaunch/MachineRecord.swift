@@ -59,6 +59,9 @@ public struct MachineRecord: Equatable, Sendable {
     /// Where `berth login` attaches to the console of a machine booted in the background.
     public static func consolePath(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".console") }
 
+    /// The system call filter's program `berth shell` made for the machine, kept for the next.
+    public static func filterPath(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".filter") }
+
     /// Takes `name`'s lock for a machine about to start; nil when a running machine holds it.
     public static func lockName(_ name: String) throws -> Descriptor? {
         let lock = try Descriptor.open(try directory().appending(entry(name) + ".lock"), O_RDWR | O_CREAT, mode: 0o600)
@@ -106,16 +109,23 @@ public struct MachineRecord: Equatable, Sendable {
 
     static func read(_ path: FilePath) throws -> MachineRecord? {
         guard let file = try? Descriptor.open(path, O_RDONLY) else { return nil }
-        var fields: [String: String] = [:]
-        for line in String(decoding: try file.readAll(limit: 1 << 16), as: UTF8.self).split(separator: "\n") {
-            guard let equals = line.firstIndex(of: "=") else { continue }
-            fields[String(line[..<equals])] = String(line[line.index(after: equals)...])
+        // A list, not a dictionary: a few fields, and `berth shell` reads one record before it
+        // enters the machine, where a dictionary's first use in this large binary costs a tenth
+        // of a millisecond (its generic type is made at run time, by a search of the binary's
+        // protocol conformances).
+        let lines = String(decoding: try file.readAll(limit: 1 << 16), as: UTF8.self).split(separator: "\n")
+        func field(_ key: String) -> String? {
+            for line in lines {
+                guard let equals = line.firstIndex(of: "="), line[..<equals] == key else { continue }
+                return String(line[line.index(after: equals)...])
+            }
+            return nil
         }
-        func text(_ key: String) -> String? { fields[key].flatMap { Hex.decode($0) }.map { String(decoding: $0, as: UTF8.self) } }
-        guard let name = text("name"), let leader = fields["leader"].flatMap({ pid_t($0) }), leader > 0,
-              let start = fields["leader-start"].flatMap({ UInt64($0) }), let supervisor = fields["supervisor"].flatMap({ pid_t($0) }),
-              let root = text("root"), let since = fields["since"].flatMap({ Int64($0) }) else { return nil }
-        return MachineRecord(name: name, leader: leader, leaderStart: start, supervisor: supervisor, boot: fields["boot"] == "1",
+        func text(_ key: String) -> String? { field(key).flatMap { Hex.decode($0) }.map { String(decoding: $0, as: UTF8.self) } }
+        guard let name = text("name"), let leader = field("leader").flatMap({ pid_t($0) }), leader > 0,
+              let start = field("leader-start").flatMap({ UInt64($0) }), let supervisor = field("supervisor").flatMap({ pid_t($0) }),
+              let root = text("root"), let since = field("since").flatMap({ Int64($0) }) else { return nil }
+        return MachineRecord(name: name, leader: leader, leaderStart: start, supervisor: supervisor, boot: field("boot") == "1",
                              image: text("image"), root: root, since: since, cgroup: text("cgroup"))
     }
 
@@ -134,7 +144,7 @@ public struct MachineRecord: Equatable, Sendable {
 
     /// Removes `name`'s record and its console's socket (the supervisor, when its machine ends).
     public static func remove(_ name: String) {
-        for path in [try? path(name), try? consolePath(name)] {
+        for path in [try? path(name), try? consolePath(name), try? filterPath(name)] {
             _ = path?.withPlatformString { unlink($0) }
         }
     }

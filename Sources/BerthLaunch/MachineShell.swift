@@ -1,15 +1,17 @@
 import BerthSystem
 import CBerth
+import CSeccomp
 import Glibc
 import SystemPackage
 
 /// `berth shell [USER@]NAME [COMMAND...]`: a command, or the user's login shell, run inside a
 /// running machine, with its exit status. Built on what runc exec, lxc-attach and nsenter
 /// learned, and their CVEs:
-/// - The joining process is a fresh exec of `berth-stage` (single-threaded, as setns into a user
-///   or mount namespace needs), non-dumpable from its start, so nothing in the machine can trace
-///   it or open its /proc files, its executable among them, while it is there (CVE-2016-9962,
-///   CVE-2019-5736); the command replaces it by exec.
+/// - The joining process is single-threaded, as setns into a user or mount namespace needs:
+///   berth itself without a terminal, a fresh exec of `berth-stage` beside the pty's relay. It
+///   is non-dumpable before it enters anything, so nothing in the machine can trace it or open
+///   its /proc files, its executable among them (CVE-2016-9962, CVE-2019-5736); only its child,
+///   which the command replaces by exec, is in the machine's PID namespace and cgroup.
 /// - Every descriptor but the streams closes before the exec, and the working directory is
 ///   the user's home inside, opened there (CVE-2024-21626).
 /// - Users come from the machine's own /etc/passwd and /etc/group, read after entering its
@@ -22,22 +24,29 @@ public enum MachineShell {
     /// berth-stage's hidden subcommand for the joining process.
     public static let subcommand = "__join"
 
-    /// Runs `command` (empty: the login shell) as `user` in the machine whose leader is
-    /// `leader`, and returns its exit status (128 plus a signal's number).
-    public static func run(leader: pid_t, user: String, command: [String], term: String) throws -> Int32 {
+    /// Runs `command` (empty: the login shell) as `user` in `machine`, and returns its exit
+    /// status (128 plus a signal's number).
+    public static func run(_ machine: MachineRecord, user: String, command: [String], term: String) throws -> Int32 {
         let terminals = ConsoleRelay.terminalStreams()
-        let fields = ["leader=\(leader)", "user=\(Hex.encode(Array(user.utf8)))", "term=\(Hex.encode(Array(term.utf8)))",
+        let leader = machine.leader
+        let filter = try MachineRecord.filterPath(machine.name)
+        if terminals.isEmpty {
+            // Nothing to relay: this process enters the machine itself, streams and all, and
+            // passes signals on to the command. It is as fresh as an exec of berth-stage would
+            // make it: one thread, nothing of the machine's seen yet, no descriptor the command
+            // gets; and its executable no more reachable from inside (undumpable before it joins).
+            do {
+                try join(leader: leader, leaderStart: machine.leaderStart, filter: filter, user: user, term: term, ptyStreams: [],
+                         command: command, socket: nil)
+            } catch {
+                throw LaunchError("cannot enter the machine: \(error)")
+            }
+        }
+        let fields = ["leader=\(leader)", "leader-start=\(machine.leaderStart)", "filter=\(Hex.encode(Array(filter.string.utf8)))", "user=\(Hex.encode(Array(user.utf8)))", "term=\(Hex.encode(Array(term.utf8)))",
                       "pty=" + terminals.map(String.init).joined(separator: ",")] + command.map { "arg=\(Hex.encode(Array($0.utf8)))" }
         let argv = (["berth-stage", subcommand] + fields).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = [nil]
         defer { argv.forEach { free($0) } }
-        if terminals.isEmpty {
-            // Nothing to relay: the joining process takes berth's place, streams and all, and
-            // passes signals on to the command itself.
-            _ = cberth_close_from(3)
-            execve(Supervisor.stageExecutable, argv, envp)
-            throw LaunchError("cannot enter the machine: \(SystemError.last("execve \(Supervisor.stageExecutable)"))")
-        }
         let (socket, childSocket) = try MessageSocket.pair()
         let executable = try Descriptor.open(FilePath(Supervisor.stageExecutable), CBERTH_O_PATH)
         let null = try Descriptor.open("/dev/null", O_RDWR)
@@ -103,14 +112,15 @@ public enum MachineShell {
     }
 
     private static func join(_ arguments: some Sequence<String>) throws -> Never {
-        _ = try retryingInterrupts("prctl(PR_SET_DUMPABLE)") { cberth_make_undumpable() }
-        var leader: pid_t = 0, user = "root", term = "dumb", ptyStreams: [Int32] = [], command: [String] = []
+        var leader: pid_t = 0, leaderStart: UInt64 = 0, filter: FilePath?, user = "root", term = "dumb", ptyStreams: [Int32] = [], command: [String] = []
         for argument in arguments {
             guard let equals = argument.firstIndex(of: "=") else { continue }
             let key = argument[..<equals], value = String(argument[argument.index(after: equals)...])
             func text() -> String { Hex.decode(value).map { String(decoding: $0, as: UTF8.self) } ?? "" }
             switch key {
             case "leader": leader = pid_t(value) ?? 0
+            case "leader-start": leaderStart = UInt64(value) ?? 0
+            case "filter": filter = FilePath(text())
             case "user": user = text()
             case "term": term = text()
             case "pty": ptyStreams = value.split(separator: ",").compactMap { Int32($0) }
@@ -118,14 +128,29 @@ public enum MachineShell {
             default: continue
             }
         }
-        guard leader > 0 else { throw LaunchError("no machine's leader was named") }
-        // The socket to berth, descriptor 3, is there only for a pty's master (berth relays it);
-        // without one berth has closed it, and 3 is free for what is opened here.
+        guard leader > 0, leaderStart > 0, let filter else { throw LaunchError("no machine's leader was named") }
+        // The socket to berth, descriptor 3, is there only for a pty's master (berth relays it).
         let socket = ptyStreams.isEmpty ? nil : MessageSocket(descriptor: Descriptor(owning: 3))
-        let bounding = try boundingSet(of: leader)
+        try join(leader: leader, leaderStart: leaderStart, filter: filter, user: user, term: term, ptyStreams: ptyStreams,
+                 command: command, socket: socket)
+    }
 
-        // Its cgroups first, by the host's paths, while this is still the host's root.
-        for cgroup in try leaderCgroups(leader) {
+    /// Enters the machine, runs the command there in a child, and exits with its status. Only
+    /// for a single-threaded process (setns into a user or mount namespace needs one).
+    /// `filter` is where the machine's system call filter is kept (`SyscallFilter.Saved`).
+    private static func join(leader: pid_t, leaderStart: UInt64, filter: FilePath, user: String, term: String, ptyStreams: [Int32],
+                             command: [String], socket: MessageSocket?) throws -> Never {
+        _ = try retryingInterrupts("prctl(PR_SET_DUMPABLE)") { cberth_make_undumpable() }
+        let bounding = try boundingSet(of: leader)
+        let program = SyscallFilter.Saved(path: filter, leader: leader, leaderStart: leaderStart, capabilities: bounding)
+            .program(capabilities: bounding)
+
+        // Its cgroups first, by the host's paths, while this is still the host's root. The
+        // command is made in the unified one (clone3 below); a v1 hierarchy's is joined here, by
+        // a migration, which the command inherits.
+        let cgroups = try leaderCgroups(leader)
+        let unified = try cgroups.unified.map { try Descriptor.open($0, O_RDONLY | O_DIRECTORY) }
+        for cgroup in cgroups.legacy {
             try Descriptor.open(cgroup.appending("cgroup.procs"), O_WRONLY).writeAll("\(getpid())")
         }
         // The namespaces, the user namespace first: in it, the others may be entered.
@@ -140,7 +165,10 @@ public enum MachineShell {
             // The same namespace (the host's network, no user namespace) is not entered again.
             if try theirs.status().inode != ours.status().inode { namespaces.append((theirs, type, name)) }
         }
-        for (descriptor, type, name) in namespaces {
+        // The cgroup namespace last, by the command itself: clone3 into a cgroup checks it, and
+        // where namespaces delegate, this process's cgroup is not below the machine's.
+        let cgroupNamespace = namespaces.last { $0.2 == "cgroup" }?.0
+        for (descriptor, type, name) in namespaces where name != "cgroup" {
             _ = try retryingInterrupts("setns(\(name))") { cberth_setns(descriptor.rawValue, type) }
         }
         namespaces.removeAll()
@@ -150,16 +178,25 @@ public enum MachineShell {
         sigemptyset(&forwarded)
         for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT] { sigaddset(&forwarded, sig) }
         pthread_sigmask(SIG_BLOCK, &forwarded, &previous)
-        // The PID namespace holds only the children made from here on.
-        let pid = try retryingInterrupts("fork") { cberth_clone_process(0) }
-        if pid == 0 {
+        // The PID namespace holds only the children made from here on. The child shares this
+        // process's memory until its exec (cberth_clone_process_into), so it only reads what is
+        // here, and ends by exec or _exit.
+        let child = ChildBody {
             pthread_sigmask(SIG_SETMASK, &previous, nil)
             do {
-                try runCommand(command, as: user, term: term, bounding: bounding, ptyStreams: ptyStreams, socket: socket)
+                if let cgroupNamespace {
+                    _ = try retryingInterrupts("setns(cgroup)") { cberth_setns(cgroupNamespace.rawValue, Int32(CBERTH_CLONE_NEWCGROUP)) }
+                }
+                try runCommand(command, as: user, term: term, bounding: bounding, filter: program, ptyStreams: ptyStreams, socket: socket)
             } catch {
                 let text = "berth: error: cannot run the command in the machine: \(error)\n"
                 _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
                 _exit(127)
+            }
+        }
+        let pid = try withExtendedLifetime(child) {
+            try retryingInterrupts("clone3") {
+                cberth_clone_process_into(unified?.rawValue ?? -1, { ChildBody.run($0) }, Unmanaged.passUnretained(child).toOpaque())
             }
         }
         var status: Int32 = 0
@@ -175,6 +212,17 @@ public enum MachineShell {
         _exit(ExitStatus(waitStatus: status).code)
     }
 
+    /// What the joining process's child runs, passed to C as a pointer.
+    private final class ChildBody {
+        let body: () -> Never
+        init(_ body: @escaping () -> Never) { self.body = body }
+
+        static func run(_ pointer: UnsafeMutableRawPointer?) -> Int32 {
+            guard let pointer else { _exit(127) }
+            Unmanaged<ChildBody>.fromOpaque(pointer).takeUnretainedValue().body()
+        }
+    }
+
     /// PID 1's capability bounding set (CapBnd in /proc/PID/status).
     private static func boundingSet(of leader: pid_t) throws -> Capabilities {
         let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/status"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
@@ -187,26 +235,26 @@ public enum MachineShell {
 
     /// PID 1's cgroups as the host sees them: in the unified hierarchy, and the machine's own in
     /// the v1 hierarchies (the device policy's, the limits'), which hold what enters it too.
-    private static func leaderCgroups(_ leader: pid_t) throws -> [FilePath] {
+    private static func leaderCgroups(_ leader: pid_t) throws -> (unified: FilePath?, legacy: [FilePath]) {
         let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/cgroup"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
-        var cgroups: [FilePath] = []
+        var cgroups: (unified: FilePath?, legacy: [FilePath]) = (nil, [])
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
             guard fields.count == 3 else { continue }
             let path = FilePath(String(fields[2]))
             if fields[1].isEmpty {
-                if let hierarchy = ContainerCgroup.unifiedHierarchy() { cgroups.append(hierarchy.appending(path.components)) }
+                cgroups.unified = ContainerCgroup.unifiedHierarchy()?.appending(path.components)
             } else if fields[2].hasPrefix("/\(ContainerCgroup.parentName)/"),
                       let controller = fields[1].split(separator: ",").first(where: { !$0.hasPrefix("name=") }) {
-                cgroups.append(FilePath("/sys/fs/cgroup").appending(String(controller)).appending(path.components))
+                cgroups.legacy.append(FilePath("/sys/fs/cgroup").appending(String(controller)).appending(path.components))
             }
         }
         return cgroups
     }
 
     /// In the machine's namespaces: becomes the user, gets the pty, execs.
-    private static func runCommand(_ command: [String], as name: String, term: String, bounding: Capabilities, ptyStreams: [Int32],
-                                   socket: MessageSocket?) throws -> Never {
+    private static func runCommand(_ command: [String], as name: String, term: String, bounding: Capabilities, filter: [sock_filter],
+                                   ptyStreams: [Int32], socket: MessageSocket?) throws -> Never {
         // Root of the machine's user namespace (its ids are the namespace's now), with no group
         // of the host's; the user comes below.
         _ = try retryingInterrupts("become the user namespace's root") { cberth_become_namespace_root() }
@@ -231,7 +279,7 @@ public enum MachineShell {
         let home = command.isEmpty && access(user.home, X_OK) == 0 ? user.home : "/"
         if chdir(home) != 0 { throw LaunchError("cannot change to \(home) in the machine: \(SystemError.last("chdir").errno)") }
         try Capabilities.limitBoundingSet(to: bounding)
-        try SyscallFilter.install(capabilities: bounding)
+        try SyscallFilter.install(filter)
         if user.uid != 0 { try user.become() }
         let environment = user.environment(term: term)
         _ = cberth_close_from(3)

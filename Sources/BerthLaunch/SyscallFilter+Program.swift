@@ -13,12 +13,22 @@ extension SyscallFilter {
     /// whole rule database at each rule), ten times a container's start; this takes 0.5 ms,
     /// the kernel's load of the 841 instructions included.
     static func install(capabilities: Capabilities) throws {
+        try install(program(capabilities: capabilities))
+    }
+
+    /// The filter's program for a container that keeps `capabilities`.
+    static func program(capabilities: Capabilities) -> [sock_filter] {
         var program = Program()
         program.build(verdicts(capabilities: capabilities))
-        guard program.code.count <= Int(BPF_MAXINSNS) else {
-            throw LaunchError("cannot install the system call filter: \(program.code.count) instructions is too many")
+        return program.code
+    }
+
+    /// Loads `code`, a program `program(capabilities:)` made.
+    static func install(_ code: [sock_filter]) throws {
+        guard !code.isEmpty, code.count <= Int(BPF_MAXINSNS) else {
+            throw LaunchError("cannot install the system call filter: \(code.count) instructions is not a program")
         }
-        let rc = program.code.withUnsafeBufferPointer { cseccomp_load_program($0.baseAddress, UInt16($0.count)) }
+        let rc = code.withUnsafeBufferPointer { cseccomp_load_program($0.baseAddress, UInt16($0.count)) }
         if rc != 0 { throw LaunchError("cannot install the system call filter: \(Errno(rawValue: errno))") }
     }
 

@@ -94,7 +94,7 @@ struct ShellCommand: ParsableCommand {
         let (user, name) = parts.count == 2 ? (parts[0].isEmpty ? "root" : parts[0], parts[1]) : ("root", parts[0])
         let record = try runningMachine(name)
         let term = Terminal.isTerminal(0) || Terminal.isTerminal(1) ? environment("TERM") ?? "vt220" : "dumb"
-        return try MachineShell.run(leader: record.leader, user: user, command: command, term: term)
+        return try MachineShell.run(record, user: user, command: command, term: term)
     }
 }
 

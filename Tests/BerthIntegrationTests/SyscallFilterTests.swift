@@ -87,6 +87,34 @@ import Testing
         #expect(mine == Self.results(theirs.stdout), "berth:\n\(ours.stdout)\nnspawn:\n\(theirs.stdout)")
     }
 
+    /// `berth shell` gives its command the machine's filter: the probe meets what it meets in a
+    /// run. The program is made once and kept beside the machine's record; one kept for another
+    /// leader (a killed supervisor's, here a planted one that allows every call) is not used.
+    @Test func shellGetsTheMachinesFilterAndNoProgramKeptForAnother() throws {
+        let name = "filter-\(Hex.random(6))"
+        #expect(try berth(["clone", "bb", name], store: Self.shared).status == 0)
+        defer { _ = try? berth(["remove", name], store: Self.shared) }
+        // What a run meets on this image (a clone: its handles are an overlay's), before the machine holds it.
+        let expected = Self.results(try inBerth(name).stdout)
+        #expect(expected.count == Self.expected.count && expected["keyctl"] == "EPERM", "\(expected)")
+        let started = try berth(["run", "-d", "-q", "-M", name, "--bind-ro", "\(probe):/probe", "/bin/sleep", "100000"], store: Self.shared)
+        #expect(started.status == 0, "\(started)")
+        defer { _ = try? berth(["terminate", name], store: Self.shared) }
+        let kept = FilePath("/run/berth/machines/\(name).filter")
+        // BPF_RET|BPF_K of SECCOMP_RET_ALLOW, under a header naming some other machine's leader.
+        var planted = Array("berth-filter leader=1 start=1 capabilities=0\n".utf8)
+        planted += [0x06, 0, 0, 0, 0x00, 0x00, 0xff, 0x7f]
+        try writeFile(kept, planted, mode: 0o600)
+        for attempt in ["made", "kept"] {
+            let shell = try berth(["shell", name, "/probe"], store: Self.shared)
+            #expect(shell.status == 0 && Self.results(shell.stdout) == expected, "\(attempt): \(shell)")
+            let header = String(decoding: try readFile(kept).prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self)
+            #expect(header.hasPrefix("berth-filter leader=") && !header.hasPrefix("berth-filter leader=1 "), "\(attempt): \(header)")
+        }
+        #expect(try berth(["terminate", name], store: Self.shared).status == 0)
+        #expect((try? FileStatus.of(kept)) == nil, "the kept program goes with the machine")
+    }
+
     /// The filter is loaded before the change of user (a user without CAP_SYS_ADMIN could load
     /// it only with NO_NEW_PRIVS, which would break setuid programs), and binds the user too.
     @Test func aContainerUserIsFilteredAsUnderNspawn() throws {

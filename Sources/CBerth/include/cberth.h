@@ -130,6 +130,14 @@ long cberth_file_system_type(int fd);
 /// clone(2) with `flags` and SIGCHLD, as fork(2) does it (no fork handlers run): 0 in the child,
 /// its pid in the parent, -1 with errno. Only for a single-threaded caller.
 pid_t cberth_clone_process(unsigned long flags);
+/// A child that runs fn(arg) and exits with its result, which should exec or _exit first.
+/// With `cgroup_fd` (a directory of the unified hierarchy; -1 for none) it is made in that cgroup
+/// by clone3's CLONE_INTO_CGROUP: no migration, so no wait for the RCU grace period a write to
+/// cgroup.procs takes. On x86-64 the child shares the caller's memory, on a stack of its own,
+/// and the caller waits until it has exec'd or ended (CLONE_VM | CLONE_VFORK, as posix_spawn):
+/// fn must balance what it retains, and change nothing the caller relies on. Returns the child's
+/// pid, or -1 with errno. Only for a single-threaded caller.
+pid_t cberth_clone_process_into(int cgroup_fd, int (*fn)(void *), void *arg);
 /// Becomes root of the caller's user namespace, with no supplementary groups: setgroups,
 /// setresgid and setresuid to 0. Only for a single-threaded caller.
 int cberth_become_namespace_root(void);
