@@ -1,4 +1,5 @@
 import BerthSystem
+import CBerth
 import Glibc
 import SystemPackage
 
@@ -32,7 +33,6 @@ public enum MachineNetwork {
         let lock = try takeLock(settings)
         defer { withExtendedLifetime(lock) {} }
         let firewall = NetworkFirewall(settings: settings)
-        _ = try NetworkFirewall.nftExecutable()
         tidyLocked(settings)
 
         let others = MachineNetworkState.all(in: settings).map(\.state).filter { $0.machine != machine }
@@ -75,7 +75,7 @@ public enum MachineNetwork {
         }
         try state.write(in: settings)
         do {
-            let notice = try make(state, leader: leader, host: host, firewall: firewall, others: others)
+            let notice = try make(state, leader: leader, host: host, firewall: firewall)
             return MachineNetworkSetup(hostLink: hostLink, machineAddresses: [state.machine4, state.machine6].compactMap { $0 },
                                        resolvConf: GuestNetworkFiles.resolvConf(), networkdConfig: GuestNetworkFiles.networkd(state),
                                        notice: notice)
@@ -85,10 +85,7 @@ public enum MachineNetwork {
         }
     }
 
-    private static func make(_ state: MachineNetworkState, leader: pid_t, host: RouteNetlink, firewall: NetworkFirewall,
-                             others: [MachineNetworkState]) throws -> String? {
-        // The rules name the link by its name, so they may be committed while it is made.
-        let rules = try firewall.start(others + [state])
+    private static func make(_ state: MachineNetworkState, leader: pid_t, host: RouteNetlink, firewall: NetworkFirewall) throws -> String? {
         if let zone = state.zone, try host.link(named: "vz-" + zone) == nil {
             try host.createBridge(name: "vz-" + zone)
             let bridge = try host.link(named: "vz-" + zone)?.index ?? 0
@@ -118,13 +115,52 @@ public enum MachineNetwork {
             // 127.0.0.1's packets rerouted to the machine are martians without it; only on berth's own link.
             try Descriptor.open(FilePath("/proc/sys/net/ipv4/conf/\(state.outerLink)/route_localnet"), O_WRONLY).writeAll("1\n")
         }
-        return try rules.finish()
+        // The rules last: they name the link, and a failure before leaves none to take out.
+        return try firewall.add(state)
     }
 
     /// Removes what `machine`'s state says berth made for it (the supervisor, as its machine ends).
     public static func tearDown(machine: String, settings: NetworkSettings) throws {
         let lock = try takeLock(settings)
-        defer { withExtendedLifetime(lock) {} }
+        withExtendedLifetime(lock) { tearDownLocked(machine: machine, settings: settings) }
+    }
+
+    /// berth-stage's hidden subcommand that tears a network down for a supervisor that has ended.
+    public static let tearDownSubcommand = "__network-down"
+
+    /// The supervisor's last step: `tearDown` in a process of its own, which holds the network
+    /// lock until it is done, so the supervisor ends (and `berth run` returns) at once. Deleting
+    /// the link and the rules waits out two RCU grace periods of the kernel's, about 30 ms, for
+    /// which a user's prompt need not wait; whatever could see the network waits for the lock:
+    /// a new machine's setup, `tidy` (every berth command), `poweroff` and `terminate`, which
+    /// return once it is gone. (nspawn leaves its veth to the kernel, which deletes it with the
+    /// machine's namespace some time after.) Without a process, it is done here.
+    public static func tearDownInBackground(machine: String, settings: NetworkSettings) throws {
+        let lock = try takeLock(settings)
+        guard let executable = try? Descriptor.open(FilePath(Supervisor.stageExecutable), CBERTH_O_PATH),
+              let null = try? Descriptor.open("/dev/null", O_RDWR) else {
+            return withExtendedLifetime(lock) { tearDownLocked(machine: machine, settings: settings) }
+        }
+        let argv = (["berth-stage", tearDownSubcommand, "machine=\(Hex.encode(Array(machine.utf8)))"] as [String]).map { strdup($0) } + [nil]
+        defer { argv.forEach { free($0) } }
+        let envp: [UnsafeMutablePointer<CChar>?] = [nil]
+        let streams = [null.rawValue, null.rawValue, null.rawValue]
+        let spawned = streams.withUnsafeBufferPointer { cberth_spawn_detached(executable.rawValue, argv, envp, $0.baseAddress, lock.rawValue) }
+        if spawned == 0 { lock.handOverLock() } else { withExtendedLifetime(lock) { tearDownLocked(machine: machine, settings: settings) } }
+    }
+
+    /// `berth-stage __network-down machine=HEX`, the network lock on descriptor 3.
+    public static func tearDownMain(arguments: some Sequence<String>) -> Never {
+        let lock = Descriptor(owning: 3)
+        let field = arguments.first { $0.hasPrefix("machine=") }?.dropFirst("machine=".count)
+        if let name = field.flatMap({ Hex.decode(String($0)) }).map({ String(decoding: $0, as: UTF8.self) }),
+           let settings = try? NetworkSettings.host() {
+            withExtendedLifetime(lock) { tearDownLocked(machine: name, settings: settings) }
+        }
+        _exit(0)
+    }
+
+    private static func tearDownLocked(machine: String, settings: NetworkSettings) {
         guard let state = MachineNetworkState.read(MachineNetworkState.path(machine, in: settings)) else { return }
         undo(state, settings: settings)
     }
@@ -166,18 +202,18 @@ public enum MachineNetwork {
     /// Best effort, each step on its own: what is already gone is skipped.
     private static func undo(_ state: MachineNetworkState, settings: NetworkSettings) {
         let remaining = MachineNetworkState.all(in: settings).map(\.state).filter { $0.machine != state.machine }
-        // The rules go while the link is deleted: each waits out a grace period of the kernel's.
-        let rules = try? NetworkFirewall(settings: settings).start(remaining)
+        // The rules first, the link while their deletion's grace period runs out.
+        let rules = try? NetworkFirewall(settings: settings).remove(machine: state.machine, remaining: remaining)
         let host = try? RouteNetlink()
         _ = try? host?.deleteLink(state.hostLink)
-        // The state goes once what it names has gone, so a crash between leaves it to be tidied.
-        let path = MachineNetworkState.path(state.machine, in: settings)
-        _ = path.withPlatformString { unlink($0) }
         if let zone = state.zone, !remaining.contains(where: { $0.zone == zone }), let host,
            let bridge = try? host.link(named: "vz-" + zone), (try? host.links().contains { $0.master == bridge.index }) == false {
             _ = try? host.deleteLink("vz-" + zone)
         }
-        _ = try? rules?.finish()
+        withExtendedLifetime(rules) {}
+        // The state goes once what it names has gone, so a crash between leaves it to be tidied.
+        let path = MachineNetworkState.path(state.machine, in: settings)
+        _ = path.withPlatformString { unlink($0) }
     }
 
     private static func isGone(_ machine: String, _ settings: NetworkSettings) -> Bool {

@@ -301,7 +301,7 @@ public enum Supervisor {
                     if let name = started.network {
                         loopback = nil  // its listeners close before the network goes
                         do {
-                            try MachineNetwork.tearDown(machine: name, settings: try NetworkSettings.host())
+                            try MachineNetwork.tearDownInBackground(machine: name, settings: try NetworkSettings.host())
                         } catch {
                             let line = "berth: warning: cannot remove the network of machine \(name) (\(error)); the next berth command does\n"
                             _ = line.withCString { write(2, $0, strlen($0)) }

@@ -159,6 +159,10 @@ public final class Descriptor {
         return true
     }
 
+    /// Leaves the lock to a process this descriptor was passed to: it is not released here,
+    /// and stays held for as long as that process keeps its copy open.
+    public func handOverLock() { locked = false }
+
     /// Releases a lock taken with `lock`.
     public func unlock() {
         _ = cberth_flock(rawValue, LOCK_UN)

@@ -324,6 +324,31 @@ pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp
     return pid;
 }
 
+int cberth_spawn_detached(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = (pid_t)syscall(SYS_clone, SIGCHLD, NULL, NULL, NULL, NULL);
+    if (pid == 0) {
+        // The go-between: it ends at once, and its child, reparented, is no one's to wait for.
+        _exit(cberth_spawn_with_streams(exe_fd, argv, envp, streams, extra_fd, 1) > 0 ? 0 : 127);
+    }
+    int saved = errno, status = 0;
+    if (pid > 0) {
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid < 0) {
+        errno = saved;
+        return -1;
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        errno = ECHILD;
+        return -1;
+    }
+    return 0;
+}
+
 int cberth_setns(int fd, int type) { return setns(fd, type); }
 
 int cberth_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }

@@ -8,6 +8,7 @@
 //                                  the payload (the description on descriptor 3)
 //   (berth-init) --as-pid2-init    --as-pid2's init, run from a sealed in-memory copy of this file
 //   berth-stage __join FIELDS      `berth shell`'s process that enters a running machine
+//   berth-stage __network-down ... a machine's network torn down after its supervisor ended
 //
 // berth supervises and stages by itself when this file is not beside it.
 import BerthLaunch
@@ -18,6 +19,9 @@ if arguments.count >= 2, arguments[1] == Supervisor.supervisorFlag {
 }
 if arguments.count >= 2, arguments[1] == MachineShell.subcommand {
     MachineShell.main(arguments: arguments.dropFirst(2))
+}
+if arguments.count >= 2, arguments[1] == MachineNetwork.tearDownSubcommand {
+    MachineNetwork.tearDownMain(arguments: arguments.dropFirst(2))
 }
 if arguments.count >= 2, arguments[1] == ContainerStage.initFlag {
     ContainerStage.runInit(arguments)

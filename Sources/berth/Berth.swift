@@ -33,6 +33,9 @@ struct Berth: ParsableCommand {
         if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == MachineShell.subcommand {
             MachineShell.main(arguments: CommandLine.arguments.dropFirst(2))
         }
+        if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == MachineNetwork.tearDownSubcommand {
+            MachineNetwork.tearDownMain(arguments: CommandLine.arguments.dropFirst(2))
+        }
         if CommandLine.arguments.count >= 2 && CommandLine.arguments[1] == ContainerStage.initFlag {
             ContainerStage.runInit(CommandLine.arguments)
         }

@@ -243,6 +243,8 @@ private enum Stopping {
             usleep(10_000)
             settled += 0.01
         }
+        // And its network, which a process of the supervisor's takes down after it.
+        if let settings = try? NetworkSettings.host() { MachineNetwork.tidy(settings: settings) }
         return true
     }
 

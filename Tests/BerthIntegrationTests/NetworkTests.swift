@@ -200,6 +200,22 @@ import Testing
         #expect(try fetch("http://127.0.0.1:\(forwardPort)/").stdout == "page of \(name)\n")
     }
 
+    /// A run returns once its command has; its network goes after it, in a process of the
+    /// supervisor's, and what comes next waits for that: the same machine run again at once,
+    /// and any berth command, after which nothing of it is left.
+    @Test func aRunsNetworkGoesAfterItAndTheNextCommandWaitsForIt() throws {
+        let serialized = NetworkTestLock()
+        defer { withExtendedLifetime(serialized) {} }
+        let name = Self.unique("fg")
+        let tmp = try store("net-foreground", busybox: [name])
+        for round in 1...3 {
+            let result = try berth(["run", "-q", "-n", "-p", "\(freePort(6)):80", "-M", name, "/bin/sh", "-c", "ip -o -4 addr show host0"], store: tmp)
+            #expect(result.status == 0 && result.stdout.contains("inet 10.200."), "round \(round): \(result)")
+        }
+        #expect(try berth(["ps"], store: tmp).status == 0)
+        try expectNoNetwork(of: name, ports: [freePort(6)])
+    }
+
     /// Bad input is one line and a non-zero exit, and leaves no link, state or rule.
     @Test func badNetworkInputChangesNothing() throws {
         let serialized = NetworkTestLock()

@@ -105,6 +105,95 @@ import Testing
         return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     }
 
+    /// The table berth writes over netlink is the one nft compiles from its text: the same
+    /// expressions, rule for rule (`nft --debug=netlink` lists both), for a machine with ports
+    /// on its own veth and one in a zone. A machine's end takes its rules and no other's; the
+    /// last one's takes the table.
+    @Test func theTableIsWhatNftCompilesFromItsTextAndGoesRuleByRule() throws {
+        let lab = try Lab()
+        let reference = lab.settings.table + "ref"
+        defer {
+            _ = try? run("/usr/sbin/nft", ["delete", "table", "inet", lab.settings.table])
+            _ = try? run("/usr/sbin/nft", ["delete", "table", "inet", reference])
+            _ = try? Descriptor.open(NetworkFirewall.forwarding, O_WRONLY).writeAll(lab.forwardingBefore + "\n")
+        }
+        let web = MachineNetworkState(machine: "web", mode: .veth, hostLink: "ve-web", host4: IPPrefix("10.251.3.17/28"),
+                                      machine4: IPPrefix("10.251.3.18/28"), host6: IPPrefix("fd42:6274:7374:3::1/64"),
+                                      machine6: IPPrefix("fd42:6274:7374:3::2/64"),
+                                      ports: [PortForward(host: 8080, container: 80), PortForward(udp: true, host: 5353, container: 53)])
+        let zoned = MachineNetworkState(machine: "db", mode: .zone("lab"), hostLink: "vb-db", host4: IPPrefix("10.251.0.1/28"),
+                                        machine4: IPPrefix("10.251.0.3/28"), host6: nil, machine6: nil,
+                                        ports: [PortForward(host: 5432, container: 5432)])
+        let firewall = NetworkFirewall(settings: lab.settings)
+        _ = try firewall.add(web)
+        _ = try firewall.add(zoned)
+        let text = """
+            table inet \(reference) {
+              chain ports {
+                meta nfproto ipv4 tcp dport 8080 dnat ip to 10.251.3.18:80 comment "berth machine web"
+                meta nfproto ipv6 ip6 daddr != ::1 tcp dport 8080 dnat ip6 to [fd42:6274:7374:3::2]:80 comment "berth machine web"
+                meta nfproto ipv4 udp dport 5353 dnat ip to 10.251.3.18:53 comment "berth machine web"
+                meta nfproto ipv6 ip6 daddr != ::1 udp dport 5353 dnat ip6 to [fd42:6274:7374:3::2]:53 comment "berth machine web"
+                meta nfproto ipv4 tcp dport 5432 dnat ip to 10.251.0.3:5432 comment "berth machine db"
+              }
+              chain prerouting {
+                type nat hook prerouting priority dstnat; policy accept;
+                fib daddr type local jump ports
+              }
+              chain output {
+                type nat hook output priority -100; policy accept;
+                fib daddr type local jump ports
+              }
+              chain postrouting {
+                type nat hook postrouting priority srcnat; policy accept;
+                ip saddr 10.251.3.16/28 ip daddr != 10.251.3.16/28 masquerade comment "berth machine web"
+                oifname "ve-web" ip saddr 127.0.0.0/8 masquerade comment "berth machine web"
+                ip saddr 10.251.0.0/28 ip daddr != 10.251.0.0/28 masquerade comment "berth machine db"
+                oifname "vz-lab" ip saddr 127.0.0.0/8 masquerade comment "berth machine db"
+              }
+              chain loopback {
+                type filter hook input priority filter; policy accept;
+                iifname != "lo" ip daddr 127.0.0.0/8 ct status & dnat == 0 drop
+              }
+            }
+
+            """
+        let input = try TemporaryDirectory("nft-reference")
+        try writeFile(input.appending("table.nft"), text)
+        let loaded = try run("/usr/sbin/nft", ["-f", input.appending("table.nft").string])
+        #expect(loaded.status == 0, "\(loaded)")
+        /// The table's rules as the kernel holds them, chain by chain, without names or handles.
+        func bytecode(_ table: String) throws -> [String] {
+            let listed = try run("/usr/sbin/nft", ["--debug=netlink", "list", "table", "inet", table])
+            #expect(listed.status == 0, "\(listed)")
+            var rules: [String] = [], current = ""
+            for line in listed.stdout.split(separator: "\n").map(String.init) {
+                if line.hasPrefix("inet \(table) ") {
+                    if !current.isEmpty { rules.append(current) }
+                    current = String(line.dropFirst("inet \(table) ".count).prefix { $0 != " " }) + "\n"
+                } else if line.hasPrefix("  [") || line.hasPrefix("  userdata") {
+                    current += line + "\n"
+                }
+            }
+            if !current.isEmpty { rules.append(current) }
+            return rules.sorted()
+        }
+        let ours = try bytecode(lab.settings.table), nfts = try bytecode(reference)
+        #expect(ours.count == 12 && ours == nfts, "berth:\n\(ours.joined())\nnft:\n\(nfts.joined())")
+        #expect(try run("/usr/sbin/nft", ["list", "table", "inet", lab.settings.table]).stdout
+                    .replacingOccurrences(of: lab.settings.table, with: reference)
+                == run("/usr/sbin/nft", ["list", "table", "inet", reference]).stdout)
+
+        // web's end: db's rules stay, web's go.
+        try firewall.remove(machine: "web", remaining: [zoned])
+        let left = try run("/usr/sbin/nft", ["list", "table", "inet", lab.settings.table]).stdout
+        #expect(!left.contains("machine web") && left.components(separatedBy: "machine db").count == 4, "\(left)")
+        #expect(left.contains("iifname != \"lo\""), "\(left)")
+        try firewall.remove(machine: "db", remaining: [])
+        #expect(!lab.tableExists)
+        #expect(NetworkFirewall.read(NetworkFirewall.forwarding) == lab.forwardingBefore)
+    }
+
     @Test func vethPortsOnLoopbackAndNATThroughTheHostThenNothingLeft() throws {
         let serialized = NetworkTestLock()
         defer { withExtendedLifetime(serialized) {} }

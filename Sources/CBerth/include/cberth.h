@@ -118,6 +118,9 @@ int cberth_get_window_size(int fd, unsigned short *rows, unsigned short *columns
 /// in a session of its own (a machine's supervisor in the background). Returns its pid, or -1
 /// with errno; an exec that fails ends the child with 127.
 pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd, int new_session);
+/// cberth_spawn_with_streams in a session of its own, through a go-between that ends before
+/// this returns: the process runs on, no child of the caller's. 0, or -1 with errno.
+int cberth_spawn_detached(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd);
 /// setns(2).
 int cberth_setns(int fd, int type);
 /// prctl(PR_SET_DUMPABLE, 0): no ptrace of this process, no open of its /proc files by others.
