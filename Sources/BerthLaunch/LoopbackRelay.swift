@@ -2,7 +2,7 @@ import BerthSystem
 import Glibc
 import SystemPackage
 
-/// The [::1] half of a machine's TCP port forwards, relayed in user space by its supervisor.
+/// The [::1] half of a machine's port forwards, relayed in user space by its supervisor.
 ///
 /// NAT cannot do it: a packet from ::1 DNATed to the machine leaves (masqueraded to the host's
 /// end) and is answered, but the answer, turned back to ::1 -> ::1, arrives on the veth, and
@@ -12,7 +12,11 @@ import SystemPackage
 /// spliced to the machine's address. NetworkFirewall leaves ::1 out of its DNAT so they reach it.
 ///
 /// One thread, no blocking: the owner polls `pollDescriptors` (with its own) and passes what
-/// poll returned to `handle(ready:)`. UDP forwards are not relayed on ::1 (no sessions to keep).
+/// poll returned to `handle(ready:)`. UDP on ::1 goes through a session per client (its address
+/// and port): a socket of the relay's connected to the machine, whose answers go back to the
+/// client from [::1]:HOST; a session unused for two minutes (conntrack's time for a UDP stream
+/// that was answered) ends at the next datagram, and at most 256 are kept, the oldest going
+/// first.
 public final class LoopbackRelay {
     private struct Listener {
         let socket: Descriptor
@@ -34,9 +38,25 @@ public final class LoopbackRelay {
         init(client: Descriptor, server: Descriptor) { (self.client, self.server) = (client, server) }
     }
 
+    /// A UDP client of [::1]:HOST and the socket its datagrams go to the machine through.
+    private final class Session {
+        let listener: Int
+        let client: sockaddr_in6
+        let upstream: Descriptor
+        var lastUsed: Double
+        init(listener: Int, client: sockaddr_in6, upstream: Descriptor, now: Double) {
+            (self.listener, self.client, self.upstream, lastUsed) = (listener, client, upstream, now)
+        }
+    }
+
     private var listeners: [Listener] = []
     private var pairs: [Pair] = []
+    private var datagramListeners: [Listener] = []
+    private var sessions: [Session] = []
     private let target: IPAddress
+    private var datagram = [UInt8](repeating: 0, count: 1 << 16)
+
+    static let sessionLimit = 256, sessionIdleSeconds = 120.0
 
     /// Connections at once; more are accepted and closed at once rather than left to queue.
     static let connectionLimit = 256
@@ -45,8 +65,9 @@ public final class LoopbackRelay {
     /// (and binds nothing) when a port is taken on ::1 or the host has no IPv6 loopback.
     public init(ports: [PortForward], target: IPAddress) throws {
         self.target = target
-        for port in ports where !port.udp {
-            let fd = socket(AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        for port in ports {
+            let kind = port.udp ? SOCK_DGRAM.rawValue : SOCK_STREAM.rawValue
+            let fd = socket(AF_INET6, Int32(kind) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard fd >= 0 else { throw LaunchError("cannot relay [::1]:\(port.host) to the machine: \(SystemError.last("socket(AF_INET6)"))") }
             let socket = Descriptor(owning: fd)
             var on: Int32 = 1
@@ -57,26 +78,29 @@ public final class LoopbackRelay {
             let bound = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
             }
-            guard bound == 0, listen(fd, 64) == 0 else {
+            guard bound == 0, port.udp || listen(fd, 64) == 0 else {
                 throw LaunchError("cannot relay [::1]:\(port.host) to the machine: \(SystemError.last("bind"))")
             }
-            listeners.append(Listener(socket: socket, container: port.container))
+            if port.udp {
+                datagramListeners.append(Listener(socket: socket, container: port.container))
+            } else {
+                listeners.append(Listener(socket: socket, container: port.container))
+            }
         }
     }
 
-    /// The relay of machine `name`'s TCP ports, from the state its network setup wrote; nil when
-    /// it has no network of berth's, no TCP port or no address to relay to. Its IPv6 address is
+    /// The relay of machine `name`'s ports, from the state its network setup wrote; nil when it
+    /// has no network of berth's, no port or no address to relay to. Its IPv6 address is
     /// preferred (a ::1 client speaks IPv6), else its IPv4 one.
     public static func forMachine(_ name: String, settings: NetworkSettings) throws -> LoopbackRelay? {
-        guard let state = MachineNetworkState.read(MachineNetworkState.path(name, in: settings)),
-              state.ports.contains(where: { !$0.udp }),
+        guard let state = MachineNetworkState.read(MachineNetworkState.path(name, in: settings)), !state.ports.isEmpty,
               let target = (state.machine6 ?? state.machine4)?.address else { return nil }
         return try LoopbackRelay(ports: state.ports, target: target)
     }
 
-    /// The [::1] ports listened on.
+    /// The [::1] ports listened on, TCP's then UDP's.
     public var listeningPorts: [UInt16] {
-        listeners.compactMap { listener in
+        (listeners + datagramListeners).compactMap { listener in
             var address = sockaddr_in6()
             var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
             let got = withUnsafeMutablePointer(to: &address) {
@@ -88,6 +112,9 @@ public final class LoopbackRelay {
 
     /// Open connections.
     public var connectionCount: Int { pairs.count }
+
+    /// UDP clients with a session.
+    public var sessionCount: Int { sessions.count }
 
     /// What to poll: the listeners, and each connection's ends for what they wait on.
     public var pollDescriptors: [pollfd] {
@@ -103,6 +130,8 @@ public final class LoopbackRelay {
             fds.append(pollfd(fd: pair.client.rawValue, events: events(reading: pair.up, writing: pair.down), revents: 0))
             fds.append(pollfd(fd: pair.server.rawValue, events: events(reading: pair.down, writing: pair.up), revents: 0))
         }
+        fds += datagramListeners.map { pollfd(fd: $0.socket.rawValue, events: Int16(POLLIN), revents: 0) }
+        fds += sessions.map { pollfd(fd: $0.upstream.rawValue, events: Int16(POLLIN), revents: 0) }
         return fds
     }
 
@@ -113,6 +142,7 @@ public final class LoopbackRelay {
         for entry in ready where entry.revents != 0 { revents[entry.fd, default: 0] |= entry.revents }
         guard !revents.isEmpty else { return }
         for listener in listeners where revents[listener.socket.rawValue] != nil { accept(on: listener) }
+        if !datagramListeners.isEmpty { relayDatagrams(revents) }
         pairs.removeAll { pair in
             let events = (revents[pair.client.rawValue] ?? 0) | (revents[pair.server.rawValue] ?? 0)
             guard events != 0 else { return false }
@@ -137,21 +167,7 @@ public final class LoopbackRelay {
             let serverFD = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             guard serverFD >= 0 else { continue }
             let server = Descriptor(owning: serverFD)
-            let started: Int32
-            if target.isIPv4 {
-                var address = sockaddr_in()
-                address.sin_family = sa_family_t(AF_INET)
-                address.sin_port = listener.container.bigEndian
-                withUnsafeMutableBytes(of: &address.sin_addr) { $0.copyBytes(from: target.bytes) }
-                started = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(serverFD, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-                }
-            } else {
-                var address = Self.socketAddress(target, port: listener.container)
-                started = withUnsafePointer(to: &address) {
-                    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(serverFD, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
-                }
-            }
+            let started = connectTo(serverFD, port: listener.container)
             guard started == 0 || errno == EINPROGRESS else { continue }  // the client sees its connection closed
             let pair = Pair(client: client, server: server)
             pair.connecting = started != 0
@@ -195,6 +211,90 @@ public final class LoopbackRelay {
             (flow.start, flow.end) = (0, n)
             if n == 0 { flow.sourceOpen = false }
         }
+    }
+
+    // MARK: Datagrams
+
+    private func relayDatagrams(_ revents: [Int32: Int16]) {
+        let now = Self.monotonicSeconds()
+        sessions.removeAll { now - $0.lastUsed > Self.sessionIdleSeconds }
+        for (index, listener) in datagramListeners.enumerated() where revents[listener.socket.rawValue] != nil {
+            while true {
+                var client = sockaddr_in6()
+                var length = socklen_t(MemoryLayout<sockaddr_in6>.size)
+                let n = datagram.withUnsafeMutableBytes { buffer in
+                    withUnsafeMutablePointer(to: &client) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(listener.socket.rawValue, buffer.baseAddress, buffer.count, 0, $0, &length) }
+                    }
+                }
+                if n < 0 { break }  // EAGAIN: nothing more waiting
+                guard let session = session(for: client, listener: index, now: now) else { continue }
+                session.lastUsed = now
+                _ = datagram.withUnsafeBytes { send(session.upstream.rawValue, $0.baseAddress, n, 0) }
+            }
+        }
+        for session in sessions where revents[session.upstream.rawValue] != nil {
+            var client = session.client
+            while true {
+                let n = datagram.withUnsafeMutableBytes { recv(session.upstream.rawValue, $0.baseAddress, $0.count, 0) }
+                // A refusal (ICMP port unreachable) comes back as an error on the connected socket:
+                // the client's own datagram got no answer, nothing to pass on.
+                if n < 0 { break }
+                session.lastUsed = now
+                _ = datagram.withUnsafeBytes { buffer in
+                    withUnsafePointer(to: &client) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                            sendto(datagramListeners[session.listener].socket.rawValue, buffer.baseAddress, n, 0, $0, socklen_t(MemoryLayout<sockaddr_in6>.size))
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The session of `client` on listener `index`, made (the oldest let go when there are too
+    /// many) when it has none; nil when no socket could be made.
+    private func session(for client: sockaddr_in6, listener index: Int, now: Double) -> Session? {
+        if let found = sessions.first(where: { $0.listener == index && Self.same($0.client, client) }) { return found }
+        if sessions.count >= Self.sessionLimit, let oldest = sessions.indices.min(by: { sessions[$0].lastUsed < sessions[$1].lastUsed }) {
+            sessions.remove(at: oldest)
+        }
+        let family = target.isIPv4 ? AF_INET : AF_INET6
+        let fd = socket(family, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        let upstream = Descriptor(owning: fd)
+        let port = datagramListeners[index].container
+        guard connectTo(fd, port: port) == 0 else { return nil }
+        let session = Session(listener: index, client: client, upstream: upstream, now: now)
+        sessions.append(session)
+        return session
+    }
+
+    /// connect(2) of `fd` to the target's `port`.
+    private func connectTo(_ fd: Int32, port: UInt16) -> Int32 {
+        if target.isIPv4 {
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_port = port.bigEndian
+            withUnsafeMutableBytes(of: &address.sin_addr) { $0.copyBytes(from: target.bytes) }
+            return withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            }
+        }
+        var address = Self.socketAddress(target, port: port)
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in6>.size)) }
+        }
+    }
+
+    private static func same(_ a: sockaddr_in6, _ b: sockaddr_in6) -> Bool {
+        a.sin6_port == b.sin6_port && withUnsafeBytes(of: a.sin6_addr) { x in withUnsafeBytes(of: b.sin6_addr) { y in x.elementsEqual(y) } }
+    }
+
+    private static func monotonicSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
     }
 
     private static func socketAddress(_ address: IPAddress, port: UInt16) -> sockaddr_in6 {

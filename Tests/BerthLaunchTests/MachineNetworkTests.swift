@@ -265,6 +265,61 @@ import Testing
         try lab.expectNothingLeft(links: [hostLink])
     }
 
+    /// A UDP forward answers on 127.0.0.1 (NAT) and on ::1, through the relay's session for the
+    /// client: an echo server in the machine gets each datagram, and its answers come back to
+    /// the client from [::1]:HOST.
+    @Test func udpForwardsAnswerOnBothLoopbacks() throws {
+        let serialized = NetworkTestLock()
+        defer { withExtendedLifetime(serialized) {} }
+        let lab = try Lab()
+        let machine = "nu\(getpid() % 100_000)"
+        let hostLink = InterfaceName.hostEnd(machine: machine, bridged: false)
+        defer { lab.cleanUp(links: [hostLink]) }
+        let namespace = try TestNetworkNamespace()
+        defer { namespace.end() }
+        try lab.hold(machine)
+        var port = freePort(7)
+        while PortForward(udp: true, host: port, container: 5353).isTakenOnHost() { port += 1 }
+        _ = try MachineNetwork.setUp(machine: machine, leader: namespace.pid,
+                                     request: NetworkRequest(mode: .veth, ports: [PortForward(udp: true, host: port, container: 5353)]),
+                                     settings: lab.settings)
+        let server = "import socket\ns = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\ns.bind(('::', 5353))\nwhile True:\n  d, a = s.recvfrom(2048)\n  s.sendto(b'echo ' + d, a)\n"
+        let script = lab.directory.appending("echo.py")
+        try writeFile(script, server)
+        let echo = try namespace.start("/usr/bin/python3 \(script.string)")
+        defer { endProcess(echo) }
+        #expect(waitUntil(timeout: 10) { (try? namespace.run("/usr/bin/busybox netstat -lun | grep -q ':5353 '"))?.status == 0 })
+        /// What a client on the host gets back for two datagrams to `address`, the relay served meanwhile.
+        func exchange(_ address: String, through relay: LoopbackRelay?) throws -> String {
+            let family = address.contains(":") ? "AF_INET6" : "AF_INET"
+            let client = Process()
+            client.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            client.arguments = ["-c", "import socket\ns = socket.socket(socket.\(family), socket.SOCK_DGRAM)\ns.settimeout(5)\n"
+                                + "for word in (b'one', b'two'):\n  s.sendto(word, ('\(address)', \(port)))\n  print(s.recv(100).decode())\n"]
+            let output = Foundation.Pipe()
+            client.standardOutput = output
+            try client.run()
+            while client.isRunning {
+                guard let relay else { usleep(20_000); continue }
+                var fds = relay.pollDescriptors
+                _ = poll(&fds, nfds_t(fds.count), 20)
+                relay.handle(ready: fds)
+            }
+            client.waitUntilExit()
+            return String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        }
+        #expect(try exchange("127.0.0.1", through: nil) == "echo one\necho two\n")
+        do {
+            let relay = try #require(try LoopbackRelay.forMachine(machine, settings: lab.settings))
+            #expect(relay.listeningPorts == [port])
+            #expect(try exchange("::1", through: relay) == "echo one\necho two\n")
+            #expect(relay.sessionCount == 1)
+        }
+        try MachineNetwork.tearDown(machine: machine, settings: lab.settings)
+        lab.release(machine)
+        try lab.expectNothingLeft(links: [hostLink])
+    }
+
     @Test func aKilledSupervisorsNetworkIsTidiedByTheNextCommand() throws {
         let serialized = NetworkTestLock()
         defer { withExtendedLifetime(serialized) {} }
