@@ -307,7 +307,12 @@ public enum Supervisor {
                             _ = line.withCString { write(2, $0, strlen($0)) }
                         }
                     }
-                    if let name = started.machineRecord { MachineRecord.remove(name) }
+                    if let name = started.machineRecord {
+                        MachineRecord.remove(name)
+                        // Its notify socket too, which only a start holding the name (as this
+                        // process does until it ends) may bind: no other reader removes it.
+                        _ = (try? MachineRecord.notifyPath(name))?.withPlatformString { unlink($0) }
+                    }
                     if let remount = started.remount {
                         do {
                             try remount.mount()
