@@ -173,6 +173,9 @@ public enum ContainerStage {
             }
             try Mount.makeShared(runDirectory.descriptor.procPath)
         }
+        // Limits, OOM score and CPUs, which PID 1 inherits: set while this is the host's root
+        // and /proc the host's.
+        try spec.processLimits.apply()
         // The host's /proc, for PID 1's id maps: nothing of the host shows once the root is pivoted.
         let proc = Directory(try Descriptor.open("/proc", O_RDONLY | O_DIRECTORY), displayPath: "/proc")
         _ = try retryingInterrupts("fchdir") { fchdir(root.descriptor.rawValue) }

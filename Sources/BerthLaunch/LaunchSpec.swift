@@ -60,6 +60,9 @@ public struct LaunchSpec: Equatable, Sendable {
     /// Resource limits on the container's cgroup (`--property=`), applied by the supervisor
     /// before the container's first process runs.
     public var limits: [CgroupLimit] = []
+    /// Resource limits, OOM score and CPUs for the container's processes (`--rlimit=`,
+    /// `--oom-score-adjust=`, `--cpu-affinity=`), nspawn's defaults for the rest.
+    public var processLimits = ProcessLimits()
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []
@@ -116,6 +119,7 @@ public struct LaunchSpec: Equatable, Sendable {
             add("bind-destination", bind.destination)
             add("bind-ro", bind.readOnly ? "1" : "0")
         }
+        processLimits.fields.forEach { add($0.0, $0.1) }
         if let workingDirectory { add("chdir", workingDirectory) }
         if let user { add("user", user) }
         consoleStreams.forEach { add("console-stream", String($0)) }
@@ -148,6 +152,8 @@ public struct LaunchSpec: Equatable, Sendable {
                 guard let fd = Int32(text) else { return nil }
                 spec.consoleStreams.append(fd)
             case "fd": spec.descriptorRoles.append(text)
+            case "rlimit", "oom-score-adjust", "cpus":
+                guard spec.processLimits.take(key, text) else { return nil }
             case "bind-source": bind.source = FilePath(bytes: value)
             case "bind-destination": bind.destination = FilePath(bytes: value)
             case "bind-ro":

@@ -165,6 +165,15 @@ public enum MachineNetwork {
         undo(state, settings: settings)
     }
 
+    /// `tidy` of the host's networks, for every berth command: no more than a directory's
+    /// listing while no machine has a network of berth's (the settings are read only when a
+    /// machine's state is there to look at).
+    public static func tidyHost() {
+        let entries = (try? Directory(opening: RuntimeDirectory.root.appending("network")).entryNames()) ?? []
+        guard entries.contains(where: { !$0.string.hasPrefix(".") }), let settings = try? NetworkSettings.host() else { return }
+        tidy(settings: settings)
+    }
+
     /// Tears down the network of every machine that is gone (its lock is free): what a killed
     /// supervisor left behind. Any berth command may call it.
     public static func tidy(settings: NetworkSettings) {

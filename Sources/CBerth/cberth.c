@@ -24,6 +24,7 @@
 #include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/vfs.h>
@@ -350,6 +351,43 @@ int cberth_spawn_detached(int exe_fd, char *const argv[], char *const envp[], co
 }
 
 int cberth_setns(int fd, int type) { return setns(fd, type); }
+
+int cberth_set_limit(int resource, unsigned long long soft, unsigned long long hard) {
+    struct rlimit limit = { .rlim_cur = (rlim_t)soft, .rlim_max = (rlim_t)hard }, highest;
+    if (setrlimit(resource, &limit) == 0) return 0;
+    // As systemd's setrlimit_closest: without CAP_SYS_RESOURCE a hard limit cannot go up, so
+    // both go as near as the present hard limit lets them.
+    if (errno != EPERM || getrlimit(resource, &highest) < 0) return -1;
+    if (highest.rlim_max == RLIM_INFINITY) {
+        errno = EPERM;
+        return -1;
+    }
+    struct rlimit fixed = { .rlim_cur = limit.rlim_cur < highest.rlim_max ? limit.rlim_cur : highest.rlim_max,
+                            .rlim_max = limit.rlim_max < highest.rlim_max ? limit.rlim_max : highest.rlim_max };
+    if (fixed.rlim_cur == highest.rlim_cur && fixed.rlim_max == highest.rlim_max) return 0;
+    return setrlimit(resource, &fixed);
+}
+
+int cberth_get_limit(pid_t pid, int resource, unsigned long long *soft, unsigned long long *hard) {
+    struct rlimit limit;
+    if (prlimit(pid, resource, NULL, &limit) < 0) return -1;
+    *soft = (unsigned long long)limit.rlim_cur;
+    *hard = (unsigned long long)limit.rlim_max;
+    return 0;
+}
+
+int cberth_set_cpus(const int *cpus, int count) {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (int i = 0; i < count; i++) {
+        if (cpus[i] < 0 || cpus[i] >= CPU_SETSIZE) {
+            errno = EINVAL;
+            return -1;
+        }
+        CPU_SET(cpus[i], &set);
+    }
+    return sched_setaffinity(0, sizeof set, &set);
+}
 
 int cberth_make_undumpable(void) { return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0); }
 

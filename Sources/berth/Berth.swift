@@ -42,7 +42,7 @@ struct Berth: ParsableCommand {
         do {
             let arguments = Array(CommandLine.arguments.dropFirst())
             // What a killed supervisor left of its machine's network goes with the next command.
-            if let settings = try? NetworkSettings.host() { MachineNetwork.tidy(settings: settings) }
+            MachineNetwork.tidyHost()
             // Its status by exit, not by a thrown ExitCode: the cast that catches one scans the
             // binary's every protocol conformance, a millisecond of the command's few.
             if let shell = ShellCommand.fastPath(arguments) { Glibc.exit(try shell.enter()) }

@@ -244,7 +244,7 @@ private enum Stopping {
             settled += 0.01
         }
         // And its network, which a process of the supervisor's takes down after it.
-        if let settings = try? NetworkSettings.host() { MachineNetwork.tidy(settings: settings) }
+        MachineNetwork.tidyHost()
         return true
     }
 

@@ -35,6 +35,10 @@ struct RunCommandLine {
     var console: String?
     /// `--property=NAME=VALUE` resource limits, in systemd's words.
     var properties: [String] = []
+    /// `--rlimit=`, `--oom-score-adjust=`, `--cpu-affinity=`.
+    var processLimits = ProcessLimits()
+    /// `--uuid=`: the machine's id, as `container_uuid` gives it (8-4-4-4-12, lower case).
+    var uuid: String?
     var quiet = false
     var help = false
     /// In the background (`start`, `-d`): berth returns once the machine is up.
@@ -188,6 +192,11 @@ struct RunCommandLine {
         return NetworkRequest(mode: network, ports: forwards)
     }
 
+    /// What `body` throws as a LaunchError (a value's parser's), as the usage error it is here.
+    private static func asUsage(_ body: () throws -> Void) throws {
+        do { try body() } catch let error as LaunchError { throw UsageError(error.message) }
+    }
+
     private static func usageError(_ message: String) -> UsageError {
         UsageError("\(message) (see 'berth run --help')")
     }
@@ -247,7 +256,7 @@ struct RunCommandLine {
                help: "How the image's owners reach the namespace: idmapped mounts, the image unchanged on disk.") {
             $0.privateUsersOwnership = $1
         },
-        Option(long: "as-pid2", help: "Run the command as PID 2 under a minimal init that reaps orphans and passes signals on.") {
+        Option(short: "a", long: "as-pid2", help: "Run the command as PID 2 under a minimal init that reaps orphans and passes signals on.") {
             line, _ in line.asPID2 = true
         },
         Option(long: "console", valueName: "interactive|read-only|passive|pipe",
@@ -260,6 +269,37 @@ struct RunCommandLine {
         Option(long: "property", valueName: "NAME=VALUE",
                help: "A limit on the machine's cgroup: MemoryMax=, MemoryHigh=, CPUQuota=, CPUWeight=, TasksMax=, IOWeight= (as systemd's).") {
             $0.properties.append($1)
+        },
+        Option(long: "rlimit", valueName: "NAME=SOFT[:HARD]",
+               help: "A resource limit, as nspawn's (NOFILE=4096, RLIMIT_NPROC=512:1024, AS=2G, CPU=infinity); the rest are nspawn's defaults.") {
+            line, value in try Self.asUsage { try line.processLimits.addLimit(parsing: value) }
+        },
+        Option(long: "oom-score-adjust", valueName: "N", help: "The container's OOM score adjustment, -1000 to 1000.") {
+            line, value in try Self.asUsage { try line.processLimits.setOOMScoreAdjust(parsing: value) }
+        },
+        Option(long: "cpu-affinity", valueName: "CPUS", help: "The CPUs the container runs on (0-3,6).") {
+            line, value in try Self.asUsage { try line.processLimits.setCPUs(parsing: value) }
+        },
+        Option(long: "uuid", valueName: "UUID", help: "The machine's id (container_uuid; a booted systemd's machine id when the image has none).") {
+            line, value in
+            guard let uuid = RunValueChecks.uuid(value) else {
+                throw UsageError("--uuid '\(value)' is not a machine id: 32 hexadecimal digits, not all zero, dashes allowed as 8-4-4-4-12")
+            }
+            line.uuid = uuid
+        },
+        Option(long: "register", valueName: "BOOL", help: "Accepted as no: berth registers machines with no machined ('berth ps' lists them).") {
+            _, value in
+            switch value.lowercased() {
+            case "no", "false", "0", "off", "n", "f": break
+            case "yes", "true", "1", "on", "y", "t":
+                throw UsageError("--register=yes would register the machine with systemd-machined, which berth does without ('berth ps' lists its machines); leave it out or say --register=no")
+            default: throw UsageError("--register takes yes or no, not '\(value)'")
+            }
+        },
+        Option(long: "keep-unit", help: "Accepted, and nothing to do: berth makes no systemd scope to leave.") { _, _ in },
+        Option(short: "i", long: "image", valueName: "FILE", help: "Not supported yet: disk images (berth runs directory trees and its store's images).") {
+            _, value in
+            throw UsageError("-i/--image runs a disk image ('\(value)'), which berth does not support yet: mount it and give its tree with -D, or import the tree into the store")
         },
         Option(short: "q", long: "quiet", help: "Print no status messages.") { line, _ in line.quiet = true },
         Option(short: "d", long: "detach", help: "Run in the background; berth returns once it is up ('berth start' is 'berth boot -d').") {

@@ -24,21 +24,25 @@ extension RunCommandLine {
         let access: ImageAccess = ephemeral ? .ephemeral : readOnly ? .readOnly : .writable
         let target: RunTarget
         switch (directory, machine) {
-        case (let path?, nil): target = try RunTarget.directory(path, access)
+        case (let path?, _): target = try RunTarget.directory(path, access)  // with -M, nspawn's: it names the machine
         case (nil, let name?):
             // Without a user namespace, a writable run shares the tree's mount at STORE/NAME.
             let ownOverlay = try privateUsers.map { try PrivateUsers(parsing: $0) } != .off
             target = try StoreOptions.open(store, create: false).runTarget(ImageName(name), access, ownOverlay: ownOverlay)
         case (nil, nil):
             throw UsageError("give the tree to run: -D DIR, or -M NAME for an image in the store (see 'berth run --help')")
-        default:
-            throw UsageError("give -D or -M, not both (see 'berth run --help')")
+        }
+        // -D DIR -M NAME: the directory, run as machine NAME (nspawn's --machine).
+        let image = directory == nil ? machine : nil
+        if directory != nil, let machine, let problem = RunValueChecks.hostnameProblem(machine) {
+            throw UsageError("-M '\(machine)' is not a valid machine name: \(problem)")
         }
         let onTerminal = Terminal.isTerminal(0)
         // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's
         // (a background start picked it already).
         let given = environment(BackgroundStart.nameVariable)
-        let base = given ?? (ephemeral ? "\(target.name.prefix(47))-\(Hex.random(16))" : target.name)
+        let named = directory == nil ? target.name : machine ?? target.name
+        let base = given ?? (ephemeral ? "\(named.prefix(47))-\(Hex.random(16))" : named)
         // A machine's name is its own among running machines. A machine started in the background
         // is found by its name, so it must have it; a run in the foreground whose name is taken (a
         // read-only run beside the running machine, an image of the same name in another store)
@@ -52,7 +56,7 @@ extension RunCommandLine {
         guard let nameLock else {
             throw StoreError(.inUse, "machine '\(base)' is already running; 'berth ps' lists it, 'berth poweroff \(base)' stops it")
         }
-        var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: LaunchSpec.randomUUID(),
+        var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: uuid ?? LaunchSpec.randomUUID(),
                               term: onTerminal ? environment("TERM") ?? "vt220" : "dumb")
         spec.hostname = hostname ?? base
         spec.arguments = (boot ? Self.ownIdentity(target, spec) : []) + arguments
@@ -66,6 +70,7 @@ extension RunCommandLine {
         spec.consoleMode = try console.map { try ConsoleMode(parsing: $0) } ?? .automatic
         spec.quiet = quiet
         spec.limits = try properties.map { try CgroupLimit(parsing: $0) }
+        spec.processLimits = processLimits
         spec.displayRoot = target.displayPath
         if detach && boot { spec.notifySocket = try MachineRecord.notifyPath(name) }
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
@@ -86,7 +91,7 @@ extension RunCommandLine {
             throw error
         }
         // What `berth ps` and the other machine commands find it by.
-        let record = try? MachineRecord(name: name, leader: started.pid, supervisor: getpid(), boot: boot, image: machine,
+        let record = try? MachineRecord(name: name, leader: started.pid, supervisor: getpid(), boot: boot, image: image,
                                         root: target.displayPath, cgroup: started.cgroupPath)
         if (try? record?.write()) != nil { started.machineRecord = name }
         // A machine booted in the background has its console where `berth login` attaches; it is

@@ -45,6 +45,26 @@ enum RunValueChecks {
         return nil
     }
 
+    /// sd_id128_from_string(): 32 hexadecimal digits, or a UUID's 8-4-4-4-12; the id as
+    /// `container_uuid` gives it (the UUID form, lower case), nil for none or all zeros
+    /// (nspawn refuses those).
+    static func uuid(_ text: String) -> String? {
+        let bytes = Array(text.utf8)
+        let dashed = bytes.count == 36 && [8, 13, 18, 23].allSatisfy { bytes[$0] == UInt8(ascii: "-") }
+        let digits = dashed ? bytes.enumerated().filter { ![8, 13, 18, 23].contains($0.offset) }.map(\.element) : bytes
+        guard digits.count == 32, digits.allSatisfy(isHexDigit), digits.contains(where: { $0 != UInt8(ascii: "0") }) else {
+            return nil
+        }
+        var lower = digits.map { (UInt8(ascii: "A")...UInt8(ascii: "F")).contains($0) ? $0 + 32 : $0 }
+        for dash in [20, 16, 12, 8] { lower.insert(UInt8(ascii: "-"), at: dash) }
+        return String(decoding: lower, as: UTF8.self)
+    }
+
+    private static func isHexDigit(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte) || (UInt8(ascii: "a")...UInt8(ascii: "f")).contains(byte)
+            || (UInt8(ascii: "A")...UInt8(ascii: "F")).contains(byte)
+    }
+
     private static func isLetterOrDigit(_ byte: UInt8) -> Bool {
         (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "A")...UInt8(ascii: "Z")).contains(byte)
             || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)

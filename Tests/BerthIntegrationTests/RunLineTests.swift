@@ -83,8 +83,9 @@ import Testing
         (["-bD", "TREE", "--as-pid2"], "exclude each other"),
         (["-qbD", "TREE", "--as-pid2"], "exclude each other"),
         (["--boot", "--as-pid2", "-D", "TREE"], "exclude each other"),
-        (["-D", "TREE", "-M", "bb"], "not both"),
-        (["-DTREE", "-Mbb"], "not both"),
+        // Beside -D, -M names the machine (nspawn's --machine), which must be a valid name.
+        (["-D", "TREE", "-M", "bb_1"], "not a valid machine name"),
+        (["-DTREE", "-M-bb"], "not a valid machine name"),
         (["-qD", "TREE", "--console=sideways"], "--console takes interactive, read-only, passive or pipe, not 'sideways'"),
         (["-qD", "TREE", "--private-users-ownership=chown"], "--private-users-ownership=chown is not supported"),
         (["-qD", "TREE", "--private-users", "sideways"], "--private-users takes no, pick, identity or BASE[:COUNT], not 'sideways'"),

@@ -160,6 +160,13 @@ int cberth_interface_up(const char *name);
 int cberth_close_from(unsigned int first);
 /// prctl(PR_SET_NAME): this thread's name, as /proc/PID/comm shows it.
 int cberth_set_name(const char *name);
+/// setrlimit(2) of `resource` (RLIMIT_*) to `soft` and `hard` (RLIM_INFINITY as all ones), or as
+/// near as the present hard limit lets them without CAP_SYS_RESOURCE (systemd's setrlimit_closest).
+int cberth_set_limit(int resource, unsigned long long soft, unsigned long long hard);
+/// prlimit(2): process `pid`'s limit of `resource`. -1 with errno.
+int cberth_get_limit(pid_t pid, int resource, unsigned long long *soft, unsigned long long *hard);
+/// sched_setaffinity(2) of the caller to the `count` CPUs in `cpus`. -1 with errno.
+int cberth_set_cpus(const int *cpus, int count);
 /// SIGRTMIN+n (glibc computes SIGRTMIN at run time).
 int cberth_sigrtmin_plus(int n);
 

@@ -1,0 +1,96 @@
+import BerthSystem
+import BerthTestSupport
+import Foundation
+import SystemPackage
+import Testing
+
+/// systemd-nspawn's options that berth takes as nspawn 252 does, each run side by side with
+/// nspawn (`--register=no --keep-unit`, as this host needs) on the same busybox tree: the same
+/// output from inside and the same status; and the values both refuse.
+@Suite(.serialized) struct NspawnOptionTests {
+    /// A store with the busybox tree as "bb", made once for the suite.
+    static let shared: TemporaryDirectory = {
+        let tmp = try! TemporaryDirectory.forProcess("nspawn-options")
+        let imported = try! berth(["import", "-q", Fixtures.busybox, "bb"], store: tmp)
+        precondition(imported.status == 0, "\(imported)")
+        return tmp
+    }()
+
+    var tree: String { Self.shared.appending("store/bb").string }
+
+    /// What a container shows of what these options set: its limits, OOM score, CPUs, whether
+    /// its command is PID 1, its hostname, and a container_uuid the test gave.
+    static let probe = """
+        cat /proc/self/limits; cat /proc/self/oom_score_adj; grep Cpus_allowed_list /proc/self/status; echo "pid $$"; hostname
+        case "$container_uuid" in 0123*) echo "uuid $container_uuid";; esac
+        """
+
+    func inBerth(_ options: [String], _ script: String = probe) throws -> CommandResult {
+        try berth(["run", "-q"] + options + ["-D", tree, "/bin/sh", "-c", script], store: Self.shared)
+    }
+
+    /// nspawn's output through its pty ends lines in CR LF, and its stderr holds its own notes
+    /// (it cannot clean up /run/systemd/nspawn without systemd here), so only stdout is compared.
+    func inNspawn(_ options: [String], _ script: String = probe) throws -> CommandResult {
+        var result = try run("/usr/bin/systemd-nspawn", ["--register=no", "--keep-unit", "-q"] + options + ["-D", tree, "/bin/sh", "-c", script])
+        result.stdout = result.stdout.replacingOccurrences(of: "\r\n", with: "\n")
+        return result
+    }
+
+    @Test(arguments: [
+        [],  // the defaults: nspawn's limits (the kernel's for PID 1), not the caller's
+        ["--rlimit=NOFILE=512:1024"], ["--rlimit=RLIMIT_AS=2G"], ["--rlimit=LimitCPU=10:20"], ["--rlimit=NICE=-5"],
+        ["--rlimit=RTTIME=2s:infinity"], ["--rlimit=NPROC=100", "--rlimit=CORE=infinity", "--rlimit=MEMLOCK=64K"],
+        ["--oom-score-adjust=500"], ["--cpu-affinity=0"],
+        ["-a"], ["--as-pid2"],
+        ["--uuid=0123456789ABCDEF0123456789abcdef"], ["--uuid=01234567-89ab-cdef-0123-456789abcdef"],
+        ["--register=no", "--keep-unit"], ["--register=false"],
+    ])
+    func anOptionGivesTheContainerNspawnGives(_ options: [String]) throws {
+        let ours = try inBerth(options), theirs = try inNspawn(options)
+        #expect(ours.status == 0 && theirs.status == 0, "berth: \(ours)\nnspawn: \(theirs)")
+        #expect(ours.stdout == theirs.stdout, "berth:\n\(ours.stdout)\nnspawn:\n\(theirs.stdout)")
+        #expect(!ours.stdout.isEmpty)
+    }
+
+    /// `-M NAME` beside `-D DIR` names the machine, as nspawn's --machine does: its hostname,
+    /// and what `berth ps` lists it as while it runs.
+    @Test func aMachineNameBesideADirectoryNamesTheMachine() throws {
+        let name = "nspawn-opt-\(Hex.random(4))"
+        let ours = try inBerth(["-M", name], "hostname"), theirs = try inNspawn(["-M", name], "hostname")
+        #expect(ours.status == 0 && ours.stdout == "\(name)\n" && ours.stdout == theirs.stdout, "berth: \(ours)\nnspawn: \(theirs)")
+        let background = try berth(["run", "-d", "-q", "-M", name, "-D", tree, "/bin/sleep", "30"], store: Self.shared)
+        #expect(background.status == 0, "\(background)")
+        defer { _ = try? berth(["terminate", name], store: Self.shared) }
+        let ps = try berth(["ps", "--json"], store: Self.shared)
+        let machines = (try JSONSerialization.jsonObject(with: Data(ps.stdout.utf8)) as? [[String: Any]]) ?? []
+        let entry = machines.first { $0["machine"] as? String == name }
+        #expect(entry != nil && entry?["image"] == nil, "\(ps.stdout)")
+        #expect((entry?["root"] as? String) == tree, "\(ps.stdout)")
+    }
+
+    /// Values nspawn refuses, berth refuses too: one line, a non-zero exit, nothing run.
+    @Test(arguments: [
+        ["--rlimit=NOFILE"], ["--rlimit=BOGUS=1"], ["--rlimit=NOFILE=10:5"], ["--rlimit=NOFILE=many"],
+        ["--oom-score-adjust=2000"], ["--cpu-affinity=x"], ["--uuid=xyz"], ["--uuid=00000000000000000000000000000000"],
+        ["--register=maybe"], ["-M", "bad_name"],
+    ])
+    func aValueNspawnRefusesIsRefused(_ options: [String]) throws {
+        let ours = try inBerth(options, "echo ran"), theirs = try inNspawn(options, "echo ran")
+        #expect(theirs.status != 0 && !theirs.stdout.contains("ran"), "nspawn took it: \(theirs)")
+        #expect(ours.status != 0 && !ours.stdout.contains("ran"), "\(ours)")
+        #expect(ours.stderr.hasPrefix("berth: error: ") && ours.stderr.split(separator: "\n").count == 1, "\(ours)")
+    }
+
+    /// What berth cannot honour it refuses, saying why: registering with machined (which it does
+    /// without) and disk images (not yet).
+    @Test func registeringAndDiskImagesAreRefusedWithTheReason() throws {
+        let register = try inBerth(["--register=yes"], "echo ran")
+        #expect(register.status == 64 && register.stderr.contains("systemd-machined") && register.stderr.contains("--register=no"), "\(register)")
+        let image = try inBerth(["-i", "/var/tmp/disk.raw"], "echo ran")
+        #expect(image.status == 64 && image.stderr.contains("disk image") && image.stderr.contains("not support"), "\(image)")
+        for result in [register, image] {
+            #expect(!result.stdout.contains("ran") && result.stderr.split(separator: "\n").count == 1, "\(result)")
+        }
+    }
+}
