@@ -149,10 +149,9 @@ struct ContainerCgroup {
 
     /// Where the unified hierarchy is mounted, or nil when the host has none.
     static func unifiedHierarchy() -> FilePath? {
-        for candidate in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] as [FilePath] {
-            if (try? FileStatus.of(candidate.appending("cgroup.procs"))) != nil,
-               (try? FileStatus.of(candidate.appending("cgroup.controllers"))) != nil {
-                return candidate
+        for candidate in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+            if access(candidate + "/cgroup.procs", F_OK) == 0, access(candidate + "/cgroup.controllers", F_OK) == 0 {
+                return FilePath(candidate)
             }
         }
         return nil

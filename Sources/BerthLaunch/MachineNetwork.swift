@@ -169,9 +169,13 @@ public enum MachineNetwork {
     /// listing while no machine has a network of berth's (the settings are read only when a
     /// machine's state is there to look at).
     public static func tidyHost() {
-        let entries = (try? Directory(opening: RuntimeDirectory.root.appending("network")).entryNames()) ?? []
-        guard entries.contains(where: { !$0.string.hasPrefix(".") }), let settings = try? NetworkSettings.host() else { return }
-        tidy(settings: settings)
+        guard let directory = opendir(RuntimeDirectory.root.string + "/network") else { return }
+        var states = false
+        while !states, let entry = readdir(directory) {
+            states = withUnsafeBytes(of: entry.pointee.d_name) { $0.first.map { $0 != UInt8(ascii: ".") } ?? false }
+        }
+        closedir(directory)
+        if states, let settings = try? NetworkSettings.host() { tidy(settings: settings) }
     }
 
     /// Tears down the network of every machine that is gone (its lock is free): what a killed

@@ -40,7 +40,16 @@ public struct MachineRecord: Equatable, Sendable {
 
     // MARK: Where records live
 
-    public static func directory() throws -> FilePath { try RuntimeDirectory.path("machines") }
+    public static func directory() throws -> FilePath { try madeDirectory.get() }
+
+    /// Made once a process: `berth shell` looks up two of its files before it enters a machine.
+    private static let madeDirectory = Result { try RuntimeDirectory.path("machines") }
+
+    /// `NAME.SUFFIX` in the directory, by string (FilePath's component appending is generic code
+    /// that costs `berth shell` more than the lookup).
+    private static func file(_ name: String, _ suffix: String) throws -> FilePath {
+        FilePath(try directory().string + "/" + entry(name) + suffix)
+    }
 
     /// Machine names are image names or directories' last components; a record's file is named
     /// by the name's hexadecimal bytes when the name is not a plain one.
@@ -50,21 +59,21 @@ public struct MachineRecord: Equatable, Sendable {
         return plain ? name : "x-" + Hex.encode(Array(name.utf8))
     }
 
-    public static func path(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".machine") }
+    public static func path(_ name: String) throws -> FilePath { try file(name, ".machine") }
     /// The console's output of a machine started in the background, kept until its next start.
-    public static func logPath(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".log") }
+    public static func logPath(_ name: String) throws -> FilePath { try file(name, ".log") }
     /// Where a machine started in the background tells it is up (`NOTIFY_SOCKET`).
-    public static func notifyPath(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".notify") }
+    public static func notifyPath(_ name: String) throws -> FilePath { try file(name, ".notify") }
 
     /// Where `berth login` attaches to the console of a machine booted in the background.
-    public static func consolePath(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".console") }
+    public static func consolePath(_ name: String) throws -> FilePath { try file(name, ".console") }
 
     /// The system call filter's program `berth shell` made for the machine, kept for the next.
-    public static func filterPath(_ name: String) throws -> FilePath { try directory().appending(entry(name) + ".filter") }
+    public static func filterPath(_ name: String) throws -> FilePath { try file(name, ".filter") }
 
     /// Takes `name`'s lock for a machine about to start; nil when a running machine holds it.
     public static func lockName(_ name: String) throws -> Descriptor? {
-        let lock = try Descriptor.open(try directory().appending(entry(name) + ".lock"), O_RDWR | O_CREAT, mode: 0o600)
+        let lock = try Descriptor.open(try file(name, ".lock"), O_RDWR | O_CREAT, mode: 0o600)
         return try lock.lock(.exclusive, wait: false) ? lock : nil
     }
 
@@ -161,13 +170,22 @@ public struct MachineRecord: Equatable, Sendable {
     /// or only its zombie (a machine's PID 1 killed with its supervisor, not yet reaped).
     static func startTime(of pid: pid_t) -> UInt64? {
         guard let bytes = try? Descriptor.open(FilePath("/proc/\(pid)/stat"), O_RDONLY).readAll(limit: 4096) else { return nil }
-        let text = String(decoding: bytes, as: UTF8.self)
-        // The command name, in parentheses, may hold spaces and parentheses: fields count after its last ')'.
-        guard let close = text.lastIndex(of: ")") else { return nil }
-        let fields = text[text.index(after: close)...].split(separator: " ")
-        // Field 3 (the state) is the first after the name: 22 is index 19.
-        guard fields.count > 19, fields[0] != "Z", fields[0] != "X" else { return nil }
-        return UInt64(fields[19])
+        // The command name, in parentheses, may hold spaces and parentheses: fields count after
+        // its last ')'. Field 3 (the state) is the first after the name: 22 is the 20th. Read as
+        // bytes, as `berth shell` reads it before it enters a machine.
+        guard let close = bytes.lastIndex(of: UInt8(ascii: ")")) else { return nil }
+        var fields = bytes[(close + 1)...].split(separator: UInt8(ascii: " "), maxSplits: 20).makeIterator()
+        guard let state = fields.next(), state.first != UInt8(ascii: "Z"), state.first != UInt8(ascii: "X") else { return nil }
+        for _ in 0..<18 { guard fields.next() != nil else { return nil } }
+        guard let start = fields.next(), !start.isEmpty else { return nil }
+        var value: UInt64 = 0
+        for digit in start {
+            guard (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(digit) else { return nil }
+            let (times, overflow) = value.multipliedReportingOverflow(by: 10)
+            guard !overflow else { return nil }
+            value = times + UInt64(digit - UInt8(ascii: "0"))
+        }
+        return value
     }
 
     /// The leader's command name (/proc/PID/comm).

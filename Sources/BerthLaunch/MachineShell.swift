@@ -241,12 +241,11 @@ public enum MachineShell {
         for line in text.split(separator: "\n") {
             let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
             guard fields.count == 3 else { continue }
-            let path = FilePath(String(fields[2]))
             if fields[1].isEmpty {
-                cgroups.unified = ContainerCgroup.unifiedHierarchy()?.appending(path.components)
+                cgroups.unified = ContainerCgroup.unifiedHierarchy().map { FilePath($0.string + String(fields[2])) }
             } else if fields[2].hasPrefix("/\(ContainerCgroup.parentName)/"),
                       let controller = fields[1].split(separator: ",").first(where: { !$0.hasPrefix("name=") }) {
-                cgroups.legacy.append(FilePath("/sys/fs/cgroup").appending(String(controller)).appending(path.components))
+                cgroups.legacy.append(FilePath("/sys/fs/cgroup/\(controller)\(fields[2])"))
             }
         }
         return cgroups
