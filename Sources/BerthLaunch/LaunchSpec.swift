@@ -63,6 +63,9 @@ public struct LaunchSpec: Equatable, Sendable {
     /// Resource limits, OOM score and CPUs for the container's processes (`--rlimit=`,
     /// `--oom-score-adjust=`, `--cpu-affinity=`), nspawn's defaults for the rest.
     public var processLimits = ProcessLimits()
+    /// What the supervisor sends PID 1 when it is asked to stop the container (`--kill-signal=`):
+    /// nil for nspawn's default, SIGRTMIN+3 for a booted init, SIGKILL for a command.
+    public var killSignal: Int32?
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []

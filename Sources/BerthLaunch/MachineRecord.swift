@@ -24,8 +24,12 @@ public struct MachineRecord: Equatable, Sendable {
     public var since: Int64
     /// Its cgroup in the unified hierarchy, when it has one there.
     public var cgroup: String?
+    /// `--kill-signal=`: what `poweroff` sends a command (a booted init gets SIGRTMIN+4, as
+    /// machinectl sends it); nil for SIGKILL.
+    public var killSignal: Int32?
 
-    public init(name: String, leader: pid_t, supervisor: pid_t, boot: Bool, image: String?, root: String, cgroup: String?) throws {
+    public init(name: String, leader: pid_t, supervisor: pid_t, boot: Bool, image: String?, root: String, cgroup: String?,
+                killSignal: Int32? = nil) throws {
         guard let start = Self.startTime(of: leader) else { throw LaunchError("the machine's leader \(leader) is gone") }
         self.name = name
         self.leader = leader
@@ -36,6 +40,7 @@ public struct MachineRecord: Equatable, Sendable {
         self.root = root
         since = Int64(time(nil))
         self.cgroup = cgroup
+        self.killSignal = killSignal
     }
 
     // MARK: Where records live
@@ -85,6 +90,7 @@ public struct MachineRecord: Equatable, Sendable {
             ("name", Hex.encode(Array(name.utf8))), ("leader", "\(leader)"), ("leader-start", "\(leaderStart)"),
             ("supervisor", "\(supervisor)"), ("boot", boot ? "1" : "0"), ("root", Hex.encode(Array(root.utf8))), ("since", "\(since)"),
         ] + (image.map { [("image", Hex.encode(Array($0.utf8)))] } ?? []) + (cgroup.map { [("cgroup", Hex.encode(Array($0.utf8)))] } ?? [])
+            + (killSignal.map { [("kill-signal", "\($0)")] } ?? [])
         let text = fields.map { "\($0.0)=\($0.1)\n" }.joined()
         let final = try Self.path(name)
         let temporary = FilePath(final.string + ".new-\(getpid())")
@@ -134,8 +140,10 @@ public struct MachineRecord: Equatable, Sendable {
         guard let name = text("name"), let leader = field("leader").flatMap({ pid_t($0) }), leader > 0,
               let start = field("leader-start").flatMap({ UInt64($0) }), let supervisor = field("supervisor").flatMap({ pid_t($0) }),
               let root = text("root"), let since = field("since").flatMap({ Int64($0) }) else { return nil }
-        return MachineRecord(name: name, leader: leader, leaderStart: start, supervisor: supervisor, boot: field("boot") == "1",
-                             image: text("image"), root: root, since: since, cgroup: text("cgroup"))
+        var record = MachineRecord(name: name, leader: leader, leaderStart: start, supervisor: supervisor, boot: field("boot") == "1",
+                                   image: text("image"), root: root, since: since, cgroup: text("cgroup"))
+        record.killSignal = field("kill-signal").flatMap { Int32($0) }
+        return record
     }
 
     private init(name: String, leader: pid_t, leaderStart: UInt64, supervisor: pid_t, boot: Bool, image: String?, root: String,

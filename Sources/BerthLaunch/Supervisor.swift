@@ -31,6 +31,8 @@ public enum Supervisor {
         var setup: pid_t
         let boot: Bool
         let asPID2: Bool
+        /// `--kill-signal=`: what PID 1 gets first when the supervisor is asked to stop it.
+        var killSignal: Int32? = nil
         /// The machine's name, for the closing status line, unless `-q`.
         let machineName: String?
         /// The container's cgroups, removed when it ends.
@@ -58,6 +60,7 @@ public enum Supervisor {
 
         var arguments: [String] {
             var fields = ["pid=\(pid)", "setup=\(setup)", "boot=\(boot ? 1 : 0)", "as-pid2=\(asPID2 ? 1 : 0)"]
+            if let killSignal { fields.append("kill-signal=\(killSignal)") }
             if let machineName { fields.append("machine=\(Hex.encode(Array(machineName.utf8)))") }
             if let unified = cgroup.unified { fields.append("cgroup=\(unified)") }
             if let devices = cgroup.devices { fields.append("devices-cgroup=\(devices)") }
@@ -189,6 +192,7 @@ public enum Supervisor {
                                  machineName: spec.quiet ? nil : spec.machineName, cgroup: cgroup, console: console,
                                  userRangeLocks: users?.locks ?? [], remount: remount)
             result.network = networked ? spec.machineName : nil
+            result.killSignal = spec.killSignal
             return result
         } catch {
             if report >= 0 { close(report) }
@@ -338,7 +342,7 @@ public enum Supervisor {
                 // --as-pid2's init gets the signal itself; a command as PID 1 (which the kernel
                 // shields from signals it does not handle), or a second request, ends at once.
                 interrupts += 1
-                let gentle = started.boot ? cberth_sigrtmin_plus(3) : started.asPID2 ? sig : SIGKILL
+                let gentle = started.killSignal ?? (started.boot ? cberth_sigrtmin_plus(3) : started.asPID2 ? sig : SIGKILL)
                 kill(pid, interrupts == 1 ? gentle : SIGKILL)
             }
             if let console = started.console, signals >= 0 {
@@ -379,6 +383,7 @@ extension Supervisor.Started {
         setup = fields["setup"].flatMap { pid_t($0) }.map { max($0, 0) } ?? 0
         boot = fields["boot"] == "1"
         asPID2 = fields["as-pid2"] == "1"
+        killSignal = fields["kill-signal"].flatMap { Int32($0) }
         machineName = fields["machine"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
         cgroup = ContainerCgroup(unified: fields["cgroup"].map { FilePath(String($0)) }, intoCgroup: nil,
                                  devices: fields["devices-cgroup"].map { FilePath(String($0)) },

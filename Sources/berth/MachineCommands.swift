@@ -265,7 +265,7 @@ struct PoweroffCommand: ParsableCommand {
     func run() throws {
         guard !names.isEmpty else { throw UsageError("poweroff needs the name of a running machine (see 'berth ps')") }
         for record in try runningMachines(names) {
-            kill(record.leader, record.boot ? cberth_sigrtmin_plus(4) : SIGKILL)
+            kill(record.leader, record.boot ? cberth_sigrtmin_plus(4) : record.killSignal ?? SIGKILL)
             if !Stopping.wait(for: record, timeout: timeout) {
                 Stopping.terminate(record)
                 _ = Stopping.wait(for: record, timeout: 10)

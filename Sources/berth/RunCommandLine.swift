@@ -39,6 +39,8 @@ struct RunCommandLine {
     var processLimits = ProcessLimits()
     /// `--uuid=`: the machine's id, as `container_uuid` gives it (8-4-4-4-12, lower case).
     var uuid: String?
+    /// `--kill-signal=`: what PID 1 is sent when berth is asked to stop the container.
+    var killSignal: Int32?
     var quiet = false
     var help = false
     /// In the background (`start`, `-d`): berth returns once the machine is up.
@@ -286,6 +288,14 @@ struct RunCommandLine {
                 throw UsageError("--uuid '\(value)' is not a machine id: 32 hexadecimal digits, not all zero, dashes allowed as 8-4-4-4-12")
             }
             line.uuid = uuid
+        },
+        Option(long: "kill-signal", valueName: "SIGNAL",
+               help: "What PID 1 is sent when berth is asked to stop (SIGTERM, SIGINT; poweroff of a command too); default SIGRTMIN+3 with -b, else SIGKILL.") {
+            line, value in
+            guard let number = KillCommand.signalNumber(value) else {
+                throw UsageError("--kill-signal takes a signal's name (SIGTERM, RTMIN+3) or number, not '\(value)'")
+            }
+            line.killSignal = number
         },
         Option(long: "register", valueName: "BOOL", help: "Accepted as no: berth registers machines with no machined ('berth ps' lists them).") {
             _, value in

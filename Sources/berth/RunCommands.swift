@@ -71,6 +71,7 @@ extension RunCommandLine {
         spec.quiet = quiet
         spec.limits = try properties.map { try CgroupLimit(parsing: $0) }
         spec.processLimits = processLimits
+        spec.killSignal = killSignal
         spec.displayRoot = target.displayPath
         if detach && boot { spec.notifySocket = try MachineRecord.notifyPath(name) }
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
@@ -92,7 +93,7 @@ extension RunCommandLine {
         }
         // What `berth ps` and the other machine commands find it by.
         let record = try? MachineRecord(name: name, leader: started.pid, supervisor: getpid(), boot: boot, image: image,
-                                        root: target.displayPath, cgroup: started.cgroupPath)
+                                        root: target.displayPath, cgroup: started.cgroupPath, killSignal: killSignal)
         if (try? record?.write()) != nil { started.machineRecord = name }
         // A machine booted in the background has its console where `berth login` attaches; it is
         // listened on only once the record is written, so a login never finds a socket of a

@@ -94,3 +94,40 @@ import Testing
         }
     }
 }
+
+extension NspawnOptionTests {
+    /// `--kill-signal=`: a SIGTERM to berth (or nspawn) reaches the command as PID 1 as the
+    /// signal named, which it traps and exits on; `poweroff` of a command in the background
+    /// sends it too.
+    @Test func theKillSignalIsWhatATerminatedRunSends() throws {
+        let script = "trap 'echo got; exit 7' USR1; echo ready; while :; do sleep 0.1; done"
+        for (tool, arguments) in [
+            ("berth", [berthBinary, "--store", Self.shared.appending("store").string, "run", "-q", "--kill-signal=SIGUSR1", "-D", tree,
+                       "/bin/sh", "-c", script]),
+            ("nspawn", ["/usr/bin/systemd-nspawn", "--register=no", "--keep-unit", "-q", "--kill-signal=SIGUSR1", "-D", tree, "/bin/sh", "-c", script]),
+        ] {
+            let output = try TemporaryDirectory("kill-signal")
+            let file = output.appending("out")
+            FileManager.default.createFile(atPath: file.string, contents: nil)
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: arguments[0])
+            process.arguments = Array(arguments.dropFirst())
+            process.standardOutput = try FileHandle(forWritingTo: URL(fileURLWithPath: file.string))
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            let ready = waitUntil(timeout: 20) { String(decoding: (try? readFile(file)) ?? [], as: UTF8.self).contains("ready") }
+            #expect(ready, "\(tool) did not start the command")
+            kill(process.processIdentifier, SIGTERM)
+            process.waitUntilExit()
+            let text = String(decoding: try readFile(file), as: UTF8.self).replacingOccurrences(of: "\r", with: "")
+            #expect(process.terminationStatus == 7 && text == "ready\ngot\n", "\(tool): status \(process.terminationStatus), \(text)")
+        }
+        let name = "nspawn-kill-\(Hex.random(4))"
+        let background = try berth(["run", "-d", "-q", "--kill-signal=USR1", "-M", name, "-D", tree, "/bin/sh", "-c", script], store: Self.shared)
+        #expect(background.status == 0, "\(background)")
+        defer { _ = try? berth(["terminate", name], store: Self.shared) }
+        #expect(waitUntil(timeout: 10) { ((try? berth(["logs", name], store: Self.shared))?.stdout ?? "").contains("ready") })
+        #expect(try berth(["poweroff", "--timeout", "10", name], store: Self.shared).status == 0)
+        #expect(try berth(["logs", name], store: Self.shared).stdout.contains("got"))
+    }
+}
