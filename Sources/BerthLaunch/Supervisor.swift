@@ -311,11 +311,15 @@ public enum Supervisor {
                             _ = line.withCString { write(2, $0, strlen($0)) }
                         }
                     }
+                    let exit = ExitStatus(waitStatus: status, boot: started.boot)
                     if let name = started.machineRecord {
                         MachineRecord.remove(name)
                         // Its notify socket too, which only a start holding the name (as this
-                        // process does until it ends) may bind: no other reader removes it.
-                        _ = (try? MachineRecord.notifyPath(name))?.withPlatformString { unlink($0) }
+                        // process does until it ends) may bind, so no other reader removes it;
+                        // unless the machine comes back up, through it, after its reboot.
+                        if !(exit.code == ExitStatus.rebootCode && started.restartsOnReboot) {
+                            _ = (try? MachineRecord.notifyPath(name))?.withPlatformString { unlink($0) }
+                        }
                     }
                     if let remount = started.remount {
                         do {
@@ -327,7 +331,6 @@ public enum Supervisor {
                     }
                     started.console?.drain()
                     started.console?.restore()
-                    let exit = ExitStatus(waitStatus: status, boot: started.boot)
                     if let name = started.machineName {
                         // After a console shown on a terminal, on a line of its own, so that neither
                         // it nor the caller's prompt lands on the console's last line.

@@ -22,6 +22,11 @@ extension RunCommandLine {
     func launch() throws -> Int32 {
         if detach && environment(BackgroundStart.childVariable) == nil { return try BackgroundStart(self).run() }
         let access: ImageAccess = ephemeral ? .ephemeral : readOnly ? .readOnly : .writable
+        // -D DIR -M NAME: the directory, run as machine NAME (nspawn's --machine).
+        if directory != nil, let machine, let problem = RunValueChecks.hostnameProblem(machine) {
+            throw UsageError("-M '\(machine)' is not a valid machine name: \(problem)")
+        }
+        let image = directory == nil ? machine : nil
         let target: RunTarget
         switch (directory, machine) {
         case (let path?, _): target = try RunTarget.directory(path, access)  // with -M, nspawn's: it names the machine
@@ -31,11 +36,6 @@ extension RunCommandLine {
             target = try StoreOptions.open(store, create: false).runTarget(ImageName(name), access, ownOverlay: ownOverlay)
         case (nil, nil):
             throw UsageError("give the tree to run: -D DIR, or -M NAME for an image in the store (see 'berth run --help')")
-        }
-        // -D DIR -M NAME: the directory, run as machine NAME (nspawn's --machine).
-        let image = directory == nil ? machine : nil
-        if directory != nil, let machine, let problem = RunValueChecks.hostnameProblem(machine) {
-            throw UsageError("-M '\(machine)' is not a valid machine name: \(problem)")
         }
         let onTerminal = Terminal.isTerminal(0)
         // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's

@@ -30,7 +30,7 @@ import Testing
         (["run", "--bogus"], "unknown option '--bogus'"),
         (["run", "-D"], "-D needs a value"),
         (["boot"], "boot needs the name of an image"),
-        (["run", "-D", "/x", "-M", "y"], "not both"),
+        (["run", "-D", "/x", "-M", "not_a_name"], "not a valid machine name"),
         (["run", "-b", "--as-pid2", "-D", "/x"], "exclude each other"),
         (["run", "--private-users=sideways", "-D", "/x"], "sideways"),
         (["list", "--bogus"], "Unknown option '--bogus'"),

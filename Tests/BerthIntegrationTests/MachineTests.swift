@@ -62,6 +62,10 @@ import Testing
         #expect(poweroff.status == 0, "\(poweroff)")
         #expect(try listed(name) == nil)
         #expect(kill(pid_t(leader), 0) != 0)
+        // Its notify socket goes with it, and its record and console socket.
+        for suffix in ["notify", "filter", "machine", "console"] {
+            #expect((try? FileStatus.of(FilePath("/run/berth/machines/\(name).\(suffix)"))) == nil, "\(suffix) is left")
+        }
         // The console stays readable until the next start.
         let logs = try berth(["logs", name], store: tmp)
         #expect(logs.stdout.contains("Reached target multi-user.target") && logs.stdout.contains("Power"), "\(logs)")
