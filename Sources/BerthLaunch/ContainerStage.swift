@@ -421,7 +421,8 @@ public enum ContainerStage {
 
     private static func exec(_ spec: LaunchSpec, initCopy: Descriptor?) throws -> Never {
         let user = try ImageUser.lookup(spec.user ?? "root")
-        var environment = user.environment(term: spec.term) + ["container_uuid=\(spec.uuid)"]
+        // nspawn 252's: LANG=C.UTF-8 whatever the caller's, and no SHELL.
+        var environment = user.environment(term: spec.term, shell: false) + ["LANG=C.UTF-8", "container_uuid=\(spec.uuid)"]
             + (spec.descriptorRoles.contains("notify") ? ["NOTIFY_SOCKET=/run/host/notify"] : [])
         for setting in spec.environment {
             let key = setting.prefix { $0 != "=" }

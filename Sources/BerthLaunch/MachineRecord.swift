@@ -204,22 +204,8 @@ public struct MachineRecord: Equatable, Sendable {
 
     /// ID and VERSION_ID of the machine's os-release, read through its leader's root.
     public var operatingSystem: (id: String, version: String) {
-        for file in ["etc/os-release", "usr/lib/os-release"] {
-            guard let bytes = try? Descriptor.open(FilePath("/proc/\(leader)/root/\(file)"), O_RDONLY).readAll(limit: 16384) else { continue }
-            var id = "-", version = "-"
-            for line in String(decoding: bytes, as: UTF8.self).split(separator: "\n") {
-                func value(_ key: String) -> String? {
-                    guard line.hasPrefix(key + "=") else { return nil }
-                    var v = line.dropFirst(key.count + 1)
-                    if v.count >= 2, let q = v.first, q == "\"" || q == "'", v.last == q { v = v.dropFirst().dropLast() }
-                    return String(v)
-                }
-                if let v = value("ID") { id = v }
-                if let v = value("VERSION_ID") { version = v }
-            }
-            return (id, version)
-        }
-        return ("-", "-")
+        guard let fields = OSRelease.read(under: "/proc/\(leader)/root") else { return ("-", "-") }
+        return (fields.last { $0.key == "ID" }?.value ?? "-", fields.last { $0.key == "VERSION_ID" }?.value ?? "-")
     }
 
     /// The pids in the machine's cgroup and every cgroup below it.

@@ -30,9 +30,11 @@ struct ImageUser {
     var loginShellName: String { "-" + (shell.split(separator: "/").last.map(String.init) ?? "sh") }
 
     /// The environment every program berth runs in a container starts from.
-    func environment(term: String) -> [String] {
-        ["PATH=\(ContainerStage.defaultPath)", "container=berth", "TERM=\(term)", "HOME=\(home)", "USER=\(name)",
-         "LOGNAME=\(name)", "SHELL=\(shell)"]
+    /// The variables a process of this user starts with: TERM when there is one, SHELL for a
+    /// login (`berth shell`; nspawn gives a run none).
+    func environment(term: String, shell withShell: Bool = true) -> [String] {
+        ["PATH=\(ContainerStage.defaultPath)", "container=berth"] + (term.isEmpty ? [] : ["TERM=\(term)"])
+            + ["HOME=\(home)", "USER=\(name)", "LOGNAME=\(name)"] + (withShell ? ["SHELL=\(shell)"] : [])
     }
 
     /// Takes this user's groups and ids (the caller is the namespace's root).

@@ -56,8 +56,10 @@ extension RunCommandLine {
         guard let nameLock else {
             throw StoreError(.inUse, "machine '\(base)' is already running; 'berth ps' lists it, 'berth poweroff \(base)' stops it")
         }
+        // TERM is the caller's, as nspawn passes it, terminal or not; a machine in the background
+        // writes its console to a log, which is no terminal of anyone's.
         var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: uuid ?? LaunchSpec.randomUUID(),
-                              term: onTerminal ? environment("TERM") ?? "vt220" : "dumb")
+                              term: detach ? "dumb" : environment("TERM") ?? (onTerminal ? "vt220" : ""))
         spec.hostname = hostname ?? base
         spec.arguments = (boot ? Self.ownIdentity(target, spec) : []) + arguments
         spec.boot = boot
@@ -77,9 +79,10 @@ extension RunCommandLine {
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
         spec.workingDirectory = chdir.map { FilePath($0) }
         spec.user = user
-        spec.environment = try setenv.compactMap { setting in
-            if setting.contains("=") { return setting }
-            return environment(setting).map { "\(setting)=\($0)" }
+        // What nspawn tells the container of its host, then -E (NAME alone: the caller's value, or
+        // empty when the caller has none, as nspawn sets it).
+        spec.environment = OSRelease.hostIdentity() + setenv.map { setting in
+            setting.contains("=") ? setting : "\(setting)=\(environment(setting) ?? "")"
         }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
         let remount = target.remountAfterExit.map { TreeRemount(target: $0, tree: target.tree) }

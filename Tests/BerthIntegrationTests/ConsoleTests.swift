@@ -59,7 +59,9 @@ import Testing
         defer { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
         var seen = ""
         waitUntil(timeout: 60) {
+            // systemd colours its messages for the caller's TERM, which berth passes on as nspawn does.
             seen = String(decoding: (try? readFile(log.appending("boot.log"))) ?? [], as: UTF8.self)
+                .replacingOccurrences(of: "\u{1b}\\[[0-9;]*m", with: "", options: .regularExpression)
             return seen.contains("Reached target multi-user.target")
         }
         #expect(seen.contains("Reached target multi-user.target"), "\(seen)")
@@ -68,6 +70,7 @@ import Testing
         process.waitUntilExit()
         #expect(process.terminationStatus == 0)
         let all = String(decoding: try readFile(log.appending("boot.log")), as: UTF8.self)
+            .replacingOccurrences(of: "\u{1b}\\[[0-9;]*m", with: "", options: .regularExpression)
         // SIGTERM asks systemd to halt (SIGRTMIN+3, as nspawn sends), which it reports to the end.
         #expect(all.contains("Reached target") && all.contains("Halting system."), "\(all)")
     }

@@ -131,3 +131,23 @@ extension NspawnOptionTests {
         #expect(try berth(["logs", name], store: Self.shared).stdout.contains("got"))
     }
 }
+
+extension NspawnOptionTests {
+    /// The command's environment is nspawn's: PATH, HOME, USER, LOGNAME, the caller's TERM,
+    /// LANG=C.UTF-8, the host's identity (container_host_id, container_host_version_id), -E's
+    /// settings, NAME alone empty where the caller has none. Left out of the comparison:
+    /// container_uuid (random), container= (berth names itself: a deliberate difference) and
+    /// NOTIFY_SOCKET (berth gives one only to a machine started in the background).
+    @Test(arguments: [[String](), ["-E", "GIVEN=1", "-E", "BERTH_TEST_NOT_SET"], ["-E", "LANG=de_DE.UTF-8"]])
+    func theEnvironmentIsNspawns(_ options: [String]) throws {
+        func variables(_ result: CommandResult) -> [String] {
+            result.stdout.split(separator: "\n").map(String.init)
+                .filter { !$0.hasPrefix("container_uuid=") && !$0.hasPrefix("container=") && !$0.hasPrefix("NOTIFY_SOCKET=") }.sorted()
+        }
+        let ours = try inBerth(options, "env"), theirs = try inNspawn(options, "env")
+        #expect(ours.status == 0 && theirs.status == 0, "berth: \(ours)\nnspawn: \(theirs)")
+        #expect(variables(ours) == variables(theirs), "berth:\n\(ours.stdout)\nnspawn:\n\(theirs.stdout)")
+        #expect(variables(ours).contains { $0.hasPrefix("container_host_id=") }, "\(ours.stdout)")
+        #expect(ours.stdout.contains("container=berth\n"))
+    }
+}
