@@ -80,7 +80,10 @@ public enum MachineNetwork {
                                        resolvConf: GuestNetworkFiles.resolvConf(), networkdConfig: GuestNetworkFiles.networkd(state),
                                        notice: notice)
         } catch {
-            undo(state, settings: settings)
+            // The rules come last and in one transaction (NetworkFirewall.add leaves none when it
+            // fails): nothing of the firewall is this machine's to take out, and a table left as
+            // it was stays so.
+            undo(state, settings: settings, firewall: false)
             throw error
         }
     }
@@ -213,10 +216,10 @@ public enum MachineNetwork {
     }
 
     /// Best effort, each step on its own: what is already gone is skipped.
-    private static func undo(_ state: MachineNetworkState, settings: NetworkSettings) {
+    private static func undo(_ state: MachineNetworkState, settings: NetworkSettings, firewall: Bool = true) {
         let remaining = MachineNetworkState.all(in: settings).map(\.state).filter { $0.machine != state.machine }
         // The rules first, the link while their deletion's grace period runs out.
-        let rules = try? NetworkFirewall(settings: settings).remove(machine: state.machine, remaining: remaining)
+        let rules = firewall ? try? NetworkFirewall(settings: settings).remove(machine: state.machine, remaining: remaining) : nil
         let host = try? RouteNetlink()
         _ = try? host?.deleteLink(state.hostLink)
         if let zone = state.zone, !remaining.contains(where: { $0.zone == zone }), let host,

@@ -29,17 +29,34 @@ struct NetworkFirewall {
 
     /// Adds `state`'s rules, making the table first when there is none; returns a notice when
     /// IPv4 forwarding was switched on. A machine without an address of berth's (on a user's
-    /// bridge) needs no rules.
+    /// bridge) needs no rules. When it throws, no rule of the machine's is left (and no table
+    /// it made).
     func add(_ state: MachineNetworkState) throws -> String? {
         guard state.machine4 != nil else { return nil }
         let socket = try NetfilterNetlink()
         var batch = NetfilterNetlink.Batch(family: NFTables.inet, table: settings.table)
-        if try !socket.tableExists(settings.table, family: NFTables.inet) { Self.addSkeleton(to: &batch) }
+        let existed = try socket.tableExists(settings.table, family: NFTables.inet)
+        if !existed { Self.addSkeleton(to: &batch) }
         for rule in Self.rules(for: state) { batch.addRule(rule) }
         do { try socket.commit(batch) } catch let error as SystemError {
-            throw LaunchError("cannot add machine \(state.machine)'s rules to nftables table inet \(settings.table): \(error)")
+            // A table of that name that lacks berth's chains was made, or changed, by someone else.
+            let hint = existed && error.errno == .noSuchFileOrDirectory
+                ? "; the table is not as berth makes it: if no machine of berth's runs, delete it (nft delete table inet \(settings.table))" : ""
+            throw LaunchError("cannot add machine \(state.machine)'s rules to nftables table inet \(settings.table): \(error)\(hint)")
         }
-        return try switchForwardingOn()
+        do { return try switchForwardingOn() } catch {
+            var undo = NetfilterNetlink.Batch(family: NFTables.inet, table: settings.table)
+            if existed {
+                let comment = Self.comment(state.machine)
+                for rule in (try? socket.rules(ofTable: settings.table, family: NFTables.inet)) ?? [] where rule.comment == comment {
+                    undo.deleteRule(chain: rule.chain, handle: rule.handle)
+                }
+            } else {
+                undo.deleteTable()
+            }
+            try? socket.commit(undo)
+            throw error
+        }
     }
 
     /// Takes machine `machine`'s rules out; when no machine in `remaining` needs the table, the

@@ -216,6 +216,26 @@ import Testing
         try expectNoNetwork(of: name, ports: [freePort(6)])
     }
 
+    /// A table of berth's name that is not as berth makes it (someone else's) stops a start with
+    /// one line that says what to do, and is left exactly as it was.
+    @Test func aTableOfBerthsNameThatIsNotBerthsIsLeftAsItWas() throws {
+        let serialized = NetworkTestLock()
+        defer { withExtendedLifetime(serialized) {} }
+        let name = Self.unique("ft")
+        let tmp = try store("net-foreign", busybox: [name])
+        try #require(try run("/usr/sbin/nft", ["list", "table", "inet", "berth"]).status != 0, "a table inet berth is there already")
+        let foreign = try TemporaryDirectory("net-foreign-table")
+        try writeFile(foreign.appending("table.nft"), "table inet berth {\n  chain ports {\n  }\n}\n")
+        let made = try run("/usr/sbin/nft", ["-f", foreign.appending("table.nft").string])
+        #expect(made.status == 0, "\(made)")
+        defer { _ = try? run("/usr/sbin/nft", ["delete", "table", "inet", "berth"]) }
+        let before = try run("/usr/sbin/nft", ["list", "table", "inet", "berth"]).stdout
+        let result = try berth(["run", "-q", "-n", "-M", name, "/bin/true"], store: tmp)
+        expectCleanFailure(result, "not as berth makes it")
+        #expect(try run("/usr/sbin/nft", ["list", "table", "inet", "berth"]).stdout == before)
+        try expectNoNetwork(of: name)
+    }
+
     /// Bad input is one line and a non-zero exit, and leaves no link, state or rule.
     @Test func badNetworkInputChangesNothing() throws {
         let serialized = NetworkTestLock()
