@@ -46,16 +46,18 @@ struct NetworkFirewall {
         }
         do { return try switchForwardingOn() } catch {
             var undo = NetfilterNetlink.Batch(family: NFTables.inet, table: settings.table)
-            if existed {
-                let comment = Self.comment(state.machine)
-                for rule in (try? socket.rules(ofTable: settings.table, family: NFTables.inet)) ?? [] where rule.comment == comment {
-                    undo.deleteRule(chain: rule.chain, handle: rule.handle)
-                }
-            } else {
-                undo.deleteTable()
-            }
+            if existed { try? deleteRules(of: state.machine, into: &undo, listedBy: socket) } else { undo.deleteTable() }
             try? socket.commit(undo)
             throw error
+        }
+    }
+
+    /// Adds to `batch` the deletion of every rule of machine `machine` (by its comment), as
+    /// `socket` lists the table's rules.
+    private func deleteRules(of machine: String, into batch: inout NetfilterNetlink.Batch, listedBy socket: NetfilterNetlink) throws {
+        let comment = Self.comment(machine)
+        for rule in try socket.rules(ofTable: settings.table, family: NFTables.inet) where rule.comment == comment {
+            batch.deleteRule(chain: rule.chain, handle: rule.handle)
         }
     }
 
@@ -72,10 +74,7 @@ struct NetworkFirewall {
         }
         var batch = NetfilterNetlink.Batch(family: NFTables.inet, table: settings.table)
         if remaining.contains(where: { $0.machine4 != nil }) {
-            let comment = Self.comment(machine)
-            for rule in try socket.rules(ofTable: settings.table, family: NFTables.inet) where rule.comment == comment {
-                batch.deleteRule(chain: rule.chain, handle: rule.handle)
-            }
+            try deleteRules(of: machine, into: &batch, listedBy: socket)
             try socket.commit(batch)
         } else {
             batch.deleteTable()

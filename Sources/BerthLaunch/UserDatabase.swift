@@ -29,9 +29,8 @@ struct ImageUser {
     /// argv[0] of the user's login shell, as nspawn starts it: `-` and the shell's name.
     var loginShellName: String { "-" + (shell.split(separator: "/").last.map(String.init) ?? "sh") }
 
-    /// The environment every program berth runs in a container starts from.
-    /// The variables a process of this user starts with: TERM when there is one, SHELL for a
-    /// login (`berth shell`; nspawn gives a run none).
+    /// The environment every program berth runs in a container as this user starts from: TERM
+    /// when there is one, SHELL for a login (`berth shell`; nspawn gives a run none).
     func environment(term: String, shell withShell: Bool = true) -> [String] {
         ["PATH=\(ContainerStage.defaultPath)", "container=berth"] + (term.isEmpty ? [] : ["TERM=\(term)"])
             + ["HOME=\(home)", "USER=\(name)", "LOGNAME=\(name)"] + (withShell ? ["SHELL=\(shell)"] : [])

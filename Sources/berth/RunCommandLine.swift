@@ -173,14 +173,12 @@ struct RunCommandLine {
         if let chdir, let problem = RunValueChecks.chdirProblem(chdir) {
             throw UsageError("--chdir '\(chdir)' is refused: \(problem); give the directory in the container from its root")
         }
-        do {  // parsed again where they are used; a wrong one is a usage error, found here
+        try Self.asUsage {  // parsed again where they are used; a wrong one is a usage error, found here
             _ = try privateUsers.map { try PrivateUsers(parsing: $0) }
             _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
             _ = try console.map { try ConsoleMode(parsing: $0) }
             _ = try properties.map { try CgroupLimit(parsing: $0) }
             _ = try networkRequest()
-        } catch let error as LaunchError {
-            throw UsageError(error.message)
         }
     }
 
