@@ -24,10 +24,15 @@ public enum ContainerStage {
     /// argv[1] of --as-pid2's init, run from its sealed copy.
     public static let initFlag = "--as-pid2-init"
 
-    /// The capability bounding set the container keeps: nspawn's default; with a private
-    /// network the container may manage it, so CAP_NET_ADMIN stays, as in nspawn.
-    static func keptCapabilities(privateNetwork: Bool) -> Capabilities {
-        Capabilities.nspawnDefault.union(privateNetwork ? .netAdmin : [])
+    /// The capability bounding set the container keeps, as nspawn reckons it: its default, with
+    /// CAP_NET_ADMIN when the network is the container's own (it may manage it), and what
+    /// `--capability=` adds, less what `--drop-capability=` takes.
+    public static func keptCapabilities(ownNetwork: Bool, adding added: Capabilities, dropping dropped: Capabilities) -> Capabilities {
+        Capabilities.nspawnDefault.union(ownNetwork ? .netAdmin : []).union(added).subtracting(dropped)
+    }
+
+    static func keptCapabilities(_ spec: LaunchSpec) -> Capabilities {
+        keptCapabilities(ownNetwork: spec.privateNetwork, adding: spec.addedCapabilities, dropping: spec.droppedCapabilities)
     }
 
     /// What the setup process tells the supervisor, in one message on descriptor 3: PID 1's pid,
@@ -285,8 +290,8 @@ public enum ContainerStage {
         try reply.writeAll("m")
         // The pins are gone once the outer process says so.
         guard try outer.read(into: &byte, count: 1) == 1 else { _exit(1) }
-        try Capabilities.limitBoundingSet(to: keptCapabilities(privateNetwork: spec.privateNetwork))
-        try exec(spec, initCopy: mounts["init"]?.first)
+        let kept = try Capabilities.limitBoundingSet(to: keptCapabilities(spec))
+        try exec(spec, capabilities: kept, initCopy: mounts["init"]?.first)
     }
 
     // MARK: File systems
@@ -419,8 +424,9 @@ public enum ContainerStage {
 
     static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-    private static func exec(_ spec: LaunchSpec, initCopy: Descriptor?) throws -> Never {
+    private static func exec(_ spec: LaunchSpec, capabilities: Capabilities, initCopy: Descriptor?) throws -> Never {
         let user = try ImageUser.lookup(spec.user ?? "root")
+        if spec.user != nil { try user.makeHome() }
         // nspawn 252's: LANG=C.UTF-8 whatever the caller's, and no SHELL.
         var environment = user.environment(term: spec.term, shell: false) + ["LANG=C.UTF-8", "container_uuid=\(spec.uuid)"]
             + (spec.descriptorRoles.contains("notify") ? ["NOTIFY_SOCKET=/run/host/notify"] : [])
@@ -450,11 +456,21 @@ public enum ContainerStage {
         let directory = spec.workingDirectory?.string ?? (spec.arguments.isEmpty && !spec.boot ? user.home : "/")
         if chdir(directory) != 0 { throw LaunchError("cannot change to \(directory) in the container: \(SystemError.last("chdir").errno)") }
 
-        try SyscallFilter.install(capabilities: keptCapabilities(privateNetwork: spec.privateNetwork))
+        try SyscallFilter.install(capabilities: capabilities)
+        // As nspawn: root's bounding set is inheritable too (what an image's program with file
+        // capabilities may gain); another user's inheritable set is the ambient one, which
+        // survives the change of user.
+        try (user.uid == 0 ? capabilities : spec.ambientCapabilities.intersection(capabilities)).makeInheritable()
         if user.uid != 0 || spec.user != nil {
+            if !spec.ambientCapabilities.isEmpty { _ = try retryingInterrupts("prctl(PR_SET_KEEPCAPS)") { cberth_keep_capabilities(1) } }
             try user.become()
             // A change of ids clears the parent-death signal: set it again.
             _ = try retryingInterrupts("prctl(PR_SET_PDEATHSIG)") { cberth_set_parent_death_signal(SIGKILL) }
+        }
+        try spec.ambientCapabilities.intersection(capabilities).raiseAmbient()
+        if spec.noNewPrivileges { _ = try retryingInterrupts("prctl(PR_SET_NO_NEW_PRIVS)") { cberth_set_no_new_privileges() } }
+        if let personality = spec.personality, cberth_set_personality(personality) == -1 {
+            throw LaunchError("cannot set the personality \(personality): \(SystemError.last("personality").errno)")
         }
         // --as-pid2: PID 1 becomes the init from its sealed copy; it runs `program` as PID 2.
         if initCopy != nil {

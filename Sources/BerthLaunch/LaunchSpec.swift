@@ -66,6 +66,16 @@ public struct LaunchSpec: Equatable, Sendable {
     /// What the supervisor sends PID 1 when it is asked to stop the container (`--kill-signal=`):
     /// nil for nspawn's default, SIGRTMIN+3 for a booted init, SIGKILL for a command.
     public var killSignal: Int32?
+    /// `--capability=` and `--drop-capability=`: what the container's bounding set gains over
+    /// nspawn's default, and loses (`keptCapabilities`).
+    public var addedCapabilities = Capabilities()
+    public var droppedCapabilities = Capabilities()
+    /// `--ambient-capability=`: raised for the payload, whichever user it runs as.
+    public var ambientCapabilities = Capabilities()
+    /// `--no-new-privileges=yes`: no exec in the container gains privileges.
+    public var noNewPrivileges = false
+    /// `--personality=`: the payload's execution domain (PER_LINUX32 for x86), nil for the host's.
+    public var personality: UInt?
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []
@@ -123,6 +133,10 @@ public struct LaunchSpec: Equatable, Sendable {
             add("bind-ro", bind.readOnly ? "1" : "0")
         }
         processLimits.fields.forEach { add($0.0, $0.1) }
+        for (key, set) in [("caps-added", addedCapabilities), ("caps-dropped", droppedCapabilities), ("caps-ambient", ambientCapabilities)]
+            where !set.isEmpty { add(key, String(set.rawValue, radix: 16)) }
+        if noNewPrivileges { add("no-new-privileges", "1") }
+        if let personality { add("personality", String(personality)) }
         if let workingDirectory { add("chdir", workingDirectory) }
         if let user { add("user", user) }
         consoleStreams.forEach { add("console-stream", String($0)) }
@@ -187,6 +201,16 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.awaitsNetwork = text("awaits-network") == "1"
         spec.workingDirectory = single["chdir"].map { FilePath(bytes: $0) }
         spec.user = text("user")
+        func capabilities(_ key: String) -> Capabilities? { text(key).map { UInt64($0, radix: 16).map(Capabilities.init(rawValue:)) } ?? Capabilities() }
+        guard let added = capabilities("caps-added"), let dropped = capabilities("caps-dropped"), let ambient = capabilities("caps-ambient") else {
+            return nil
+        }
+        (spec.addedCapabilities, spec.droppedCapabilities, spec.ambientCapabilities) = (added, dropped, ambient)
+        spec.noNewPrivileges = text("no-new-privileges") == "1"
+        if let personality = text("personality") {
+            guard let value = UInt(personality) else { return nil }
+            spec.personality = value
+        }
         if let base = text("userns-base") {
             guard let base = UInt32(base), let count = text("userns-count").flatMap({ UInt32($0) }) else { return nil }
             spec.userRange = IDRange(base: base, count: count)

@@ -13,17 +13,38 @@ struct ImageUser {
     /// Looks `user` (a name or a number) up in the files of the current root.
     static func lookup(_ user: String) throws -> ImageUser {
         let passwd = readLines("/etc/passwd")
-        let entry = passwd.first { $0[0] == user } ?? passwd.first { fields in UInt32(user).map { fields[2] == String($0) } ?? false }
+        let byName = passwd.first { $0[0] == user }
+        let entry = byName ?? passwd.first { fields in UInt32(user).map { fields[2] == String($0) } ?? false }
         guard let entry, let uid = uid_t(entry[2]), let gid = gid_t(entry[3]) else {
             throw LaunchError("user '\(user)' is not in the image's /etc/passwd")
         }
-        let name = entry[0]
-        let groups = readLines("/etc/group").compactMap { fields -> gid_t? in
+        // Given by number, as nspawn 252 takes it: USER is the number, and only the primary
+        // group, since no name was given to look groups up by.
+        let name = byName == nil ? user : entry[0]
+        let groups = byName == nil ? [] : readLines("/etc/group").compactMap { fields -> gid_t? in
             guard fields.count >= 4, fields[3].split(separator: ",").contains(Substring(name)) else { return nil }
             return gid_t(fields[2])
         }
         return ImageUser(name: name, uid: uid, gid: gid, home: entry[5].isEmpty ? "/" : entry[5],
                          shell: entry[6].isEmpty ? "/bin/sh" : entry[6], groups: groups)
+    }
+
+    /// Makes the user's home directory where the image lacks it, as nspawn does: 0755, the
+    /// user's, its missing parents root's. A read-only tree keeps going without it.
+    func makeHome() throws {
+        guard home.hasPrefix("/"), access(home, F_OK) != 0 else { return }
+        var path = ""
+        for component in home.split(separator: "/") {
+            path += "/" + component
+            if mkdir(path, 0o755) != 0 {
+                if errno == EEXIST { continue }
+                if errno == EROFS { return }
+                throw LaunchError("cannot make \(name)'s home \(path) in the container: \(SystemError.last("mkdir").errno)")
+            }
+            if path == home, chown(path, uid, gid) != 0 {
+                throw LaunchError("cannot give \(name) their home \(path): \(SystemError.last("chown").errno)")
+            }
+        }
     }
 
     /// argv[0] of the user's login shell, as nspawn starts it: `-` and the shell's name.

@@ -27,6 +27,37 @@ public struct Capabilities: OptionSet, Sendable {
     public static let nspawnDefault = Capabilities(rawValue: 0xffff_ffff)
         .subtracting([.netAdmin, .ipcLock, .sysModule, .sysRawIO, .sysPacct, .sysResource, .sysTime])
 
+    /// The kernel's names of the capabilities, by number (without the `cap_` prefix).
+    public static let names = [
+        "chown", "dac_override", "dac_read_search", "fowner", "fsetid", "kill", "setgid", "setuid", "setpcap",
+        "linux_immutable", "net_bind_service", "net_broadcast", "net_admin", "net_raw", "ipc_lock", "ipc_owner",
+        "sys_module", "sys_rawio", "sys_chroot", "sys_ptrace", "sys_pacct", "sys_admin", "sys_boot", "sys_nice",
+        "sys_resource", "sys_time", "sys_tty_config", "mknod", "lease", "audit_write", "audit_control", "setfcap",
+        "mac_override", "mac_admin", "syslog", "wake_alarm", "block_suspend", "audit_read", "perfmon", "bpf",
+        "checkpoint_restore",
+    ]
+
+    /// Every capability up to 62, the most systemd's lists take.
+    public static let all = Capabilities(rawValue: (1 << 63) - 1)
+
+    /// A list as systemd-nspawn's `--capability=` takes it: names with their `CAP_` prefix
+    /// (in either case), numbers, or `all`, separated by commas. Nil for a word that is none.
+    public init?(parsingList list: String) {
+        var set = Capabilities()
+        for word in list.split(separator: ",") {
+            if word == "all" {
+                set.formUnion(.all)
+            } else if let number = Int(word), number >= 0, number < 63 {
+                set.insert(Capabilities(number: number))
+            } else if word.lowercased().hasPrefix("cap_"), let number = Self.names.firstIndex(of: String(word.lowercased().dropFirst(4))) {
+                set.insert(Capabilities(number: number))
+            } else {
+                return nil
+            }
+        }
+        self = set
+    }
+
     /// The highest capability this kernel knows (/proc/sys/kernel/cap_last_cap).
     public static func lastKnown() -> Int {
         let text = (try? Descriptor.open("/proc/sys/kernel/cap_last_cap", O_RDONLY).readAll(limit: 16)) ?? []
@@ -35,9 +66,32 @@ public struct Capabilities: OptionSet, Sendable {
 
     /// Drops every capability not in `kept` from this process's bounding set, so that no exec
     /// can gain it again.
-    public static func limitBoundingSet(to kept: Capabilities) throws {
-        for number in 0...lastKnown() where !kept.contains(Capabilities(number: number)) {
-            _ = try retryingInterrupts("drop capability \(number)") { cberth_drop_bounding_capability(Int32(number)) }
+    /// What is left of the set is returned: `kept` less what this process's set lacked already.
+    @discardableResult
+    public static func limitBoundingSet(to kept: Capabilities) throws -> Capabilities {
+        var left = Capabilities()
+        for number in 0...lastKnown() {
+            let capability = Capabilities(number: number)
+            if !kept.contains(capability) {
+                _ = try retryingInterrupts("drop capability \(number)") { cberth_drop_bounding_capability(Int32(number)) }
+            } else if cberth_bounding_holds(Int32(number)) == 1 {
+                left.insert(capability)
+            }
+        }
+        return left
+    }
+
+    /// Makes these capabilities this thread's inheritable set, as nspawn leaves it for its
+    /// payload (the bounding set; a program of the image with file capabilities gains them).
+    public func makeInheritable() throws {
+        _ = try retryingInterrupts("capset") { cberth_set_inheritable_capabilities(rawValue) }
+    }
+
+    /// Raises each of these capabilities in the ambient set, which an exec by any user keeps:
+    /// each must be permitted and inheritable already.
+    public func raiseAmbient() throws {
+        for number in 0..<63 where contains(Capabilities(number: number)) {
+            _ = try retryingInterrupts("raise ambient capability \(number)") { cberth_raise_ambient_capability(Int32(number)) }
         }
     }
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <sys/signalfd.h>
 #include <termios.h>
+#include <sys/personality.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -76,6 +77,25 @@ int cberth_pivot_root(const char *new_root, const char *put_old) {
 }
 
 int cberth_drop_bounding_capability(int cap) { return prctl(PR_CAPBSET_DROP, cap, 0, 0, 0); }
+
+int cberth_set_inheritable_capabilities(unsigned long long set) {
+    struct __user_cap_header_struct header = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &header, data) < 0) return -1;
+    data[0].inheritable = (__u32)set;
+    data[1].inheritable = (__u32)(set >> 32);
+    return (int)syscall(SYS_capset, &header, data);
+}
+
+int cberth_bounding_holds(int cap) { return prctl(PR_CAPBSET_READ, cap, 0, 0, 0); }
+
+int cberth_raise_ambient_capability(int cap) { return prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0); }
+
+int cberth_keep_capabilities(int keep) { return prctl(PR_SET_KEEPCAPS, keep, 0, 0, 0); }
+
+int cberth_set_no_new_privileges(void) { return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); }
+
+int cberth_set_personality(unsigned long persona) { return personality(persona); }
 
 int cberth_set_parent_death_signal(int sig) { return prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0); }
 

@@ -1,5 +1,6 @@
 import BerthLaunch
 import BerthStore
+import BerthSystem
 import Glibc
 
 /// The command line of `berth run` and `berth boot`, read by hand rather than by
@@ -39,6 +40,13 @@ struct RunCommandLine {
     var processLimits = ProcessLimits()
     /// `--uuid=`: the machine's id, as `container_uuid` gives it (8-4-4-4-12, lower case).
     var uuid: String?
+    /// `--capability=`, `--drop-capability=`, `--ambient-capability=`, `--no-new-privileges=`,
+    /// `--personality=`, as LaunchSpec holds them.
+    var addedCapabilities = Capabilities()
+    var droppedCapabilities = Capabilities()
+    var ambientCapabilities = Capabilities()
+    var noNewPrivileges = false
+    var personality: UInt?
     /// `--kill-signal=`: what PID 1 is sent when berth is asked to stop the container.
     var killSignal: Int32?
     var quiet = false
@@ -173,6 +181,13 @@ struct RunCommandLine {
         if let chdir, let problem = RunValueChecks.chdirProblem(chdir) {
             throw UsageError("--chdir '\(chdir)' is refused: \(problem); give the directory in the container from its root")
         }
+        let kept = ContainerStage.keptCapabilities(ownNetwork: privateNetwork || network != nil, adding: addedCapabilities,
+                                                   dropping: droppedCapabilities)
+        if !ambientCapabilities.subtracting(kept).isEmpty {
+            let missing = ambientCapabilities.subtracting(kept)
+            let names = (0..<Capabilities.names.count).filter { missing.contains(Capabilities(number: $0)) }.map { "CAP_" + Capabilities.names[$0].uppercased() }
+            throw UsageError("--ambient-capability names capabilities the container does not keep (\(names.joined(separator: ","))): give them with --capability= too")
+        }
         try Self.asUsage {  // parsed again where they are used; a wrong one is a usage error, found here
             _ = try privateUsers.map { try PrivateUsers(parsing: $0) }
             _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
@@ -180,6 +195,14 @@ struct RunCommandLine {
             _ = try properties.map { try CgroupLimit(parsing: $0) }
             _ = try networkRequest()
         }
+    }
+
+    /// A list of capabilities, or one line that says what it takes.
+    private static func capabilities(_ list: String, for option: String) throws -> Capabilities {
+        guard let set = Capabilities(parsingList: list) else {
+            throw UsageError("\(option) takes capabilities by name, as CAP_SYS_TIME,CAP_NET_ADMIN (or numbers, or all), not '\(list)'")
+        }
+        return set
     }
 
     /// The network the line asks berth to make, nil for the host's or `--private-network`.
@@ -297,12 +320,39 @@ struct RunCommandLine {
         },
         Option(long: "register", valueName: "BOOL", help: "Accepted as no: berth registers machines with no machined ('berth ps' lists them).") {
             _, value in
-            switch value.lowercased() {
-            case "no", "false", "0", "off", "n", "f": break
-            case "yes", "true", "1", "on", "y", "t":
+            switch RunValueChecks.boolean(value) {
+            case false?: break
+            case true?:
                 throw UsageError("--register=yes would register the machine with systemd-machined, which berth does without ('berth ps' lists its machines); leave it out or say --register=no")
-            default: throw UsageError("--register takes yes or no, not '\(value)'")
+            case nil: throw UsageError("--register takes yes or no, not '\(value)'")
             }
+        },
+        Option(long: "capability", valueName: "CAPS", help: "Keep these capabilities too (CAP_NET_ADMIN,CAP_SYS_TIME, or all), as nspawn's.") {
+            $0.addedCapabilities.formUnion(try Self.capabilities($1, for: "--capability"))
+        },
+        Option(long: "drop-capability", valueName: "CAPS", help: "Drop these capabilities from the container's (or all).") {
+            $0.droppedCapabilities.formUnion(try Self.capabilities($1, for: "--drop-capability"))
+        },
+        Option(long: "ambient-capability", valueName: "CAPS", help: "Give the command these (kept) capabilities as ambient ones, whichever user runs it.") {
+            $0.ambientCapabilities.formUnion(try Self.capabilities($1, for: "--ambient-capability"))
+        },
+        Option(long: "no-new-privileges", valueName: "BOOL", help: "With yes, no program in the container gains privileges (setuid bits, file capabilities).") {
+            guard let value = RunValueChecks.boolean($1) else { throw UsageError("--no-new-privileges takes yes or no, not '\($1)'") }
+            $0.noNewPrivileges = value
+        },
+        Option(long: "personality", valueName: "ARCH", help: "The execution domain uname reports: x86 (32-bit) or x86-64.") {
+            line, value in
+            #if arch(x86_64)
+            let domains: [String: UInt] = ["x86": 0x0008, "x86-64": 0]  // PER_LINUX32, PER_LINUX
+            #elseif arch(arm64)
+            let domains: [String: UInt] = ["arm": 0x0008, "arm64": 0]
+            #else
+            let domains: [String: UInt] = [:]
+            #endif
+            guard let domain = domains[value] else {
+                throw UsageError("--personality takes \(domains.keys.sorted().joined(separator: " or ")) on this machine, not '\(value)'")
+            }
+            line.personality = domain == 0 ? nil : domain
         },
         Option(long: "keep-unit", help: "Accepted, and nothing to do: berth makes no systemd scope to leave.") { _, _ in },
         Option(short: "i", long: "image", valueName: "FILE", help: "Not supported yet: disk images (berth runs directory trees and its store's images).") {

@@ -74,6 +74,9 @@ extension RunCommandLine {
         spec.limits = try properties.map { try CgroupLimit(parsing: $0) }
         spec.processLimits = processLimits
         spec.killSignal = killSignal
+        (spec.addedCapabilities, spec.droppedCapabilities, spec.ambientCapabilities) = (addedCapabilities, droppedCapabilities, ambientCapabilities)
+        spec.noNewPrivileges = noNewPrivileges
+        spec.personality = personality
         spec.displayRoot = target.displayPath
         if detach && boot { spec.notifySocket = try MachineRecord.notifyPath(name) }
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }

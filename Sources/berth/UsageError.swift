@@ -45,6 +45,16 @@ enum RunValueChecks {
         return nil
     }
 
+    /// A boolean as systemd reads one (yes/no, true/false, on/off, 1/0, y/n, t/f), nil for
+    /// anything else.
+    static func boolean(_ text: String) -> Bool? {
+        switch text.lowercased() {
+        case "yes", "true", "1", "on", "y", "t": true
+        case "no", "false", "0", "off", "n", "f": false
+        default: nil
+        }
+    }
+
     /// sd_id128_from_string(): 32 hexadecimal digits, or a UUID's 8-4-4-4-12; the id as
     /// `container_uuid` gives it (the UUID form, lower case), nil for none or all zeros
     /// (nspawn refuses those).

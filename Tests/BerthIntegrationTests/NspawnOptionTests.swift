@@ -25,14 +25,15 @@ import Testing
         case "$container_uuid" in 0123*) echo "uuid $container_uuid";; esac
         """
 
-    func inBerth(_ options: [String], _ script: String = probe) throws -> CommandResult {
-        try berth(["run", "-q"] + options + ["-D", tree, "/bin/sh", "-c", script], store: Self.shared)
+    func inBerth(_ options: [String], _ script: String = probe, in root: String? = nil) throws -> CommandResult {
+        try berth(["run", "-q"] + options + ["-D", root ?? tree, "/bin/sh", "-c", script], store: Self.shared)
     }
 
     /// nspawn's output through its pty ends lines in CR LF, and its stderr holds its own notes
     /// (it cannot clean up /run/systemd/nspawn without systemd here), so only stdout is compared.
-    func inNspawn(_ options: [String], _ script: String = probe) throws -> CommandResult {
-        var result = try run("/usr/bin/systemd-nspawn", ["--register=no", "--keep-unit", "-q"] + options + ["-D", tree, "/bin/sh", "-c", script])
+    func inNspawn(_ options: [String], _ script: String = probe, in root: String? = nil) throws -> CommandResult {
+        var result = try run("/usr/bin/systemd-nspawn",
+                             ["--register=no", "--keep-unit", "-q"] + options + ["-D", root ?? tree, "/bin/sh", "-c", script])
         result.stdout = result.stdout.replacingOccurrences(of: "\r\n", with: "\n")
         return result
     }

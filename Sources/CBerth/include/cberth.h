@@ -152,6 +152,19 @@ int cberth_new_user_namespace(unsigned int base, unsigned int count);
 int cberth_pivot_root(const char *new_root, const char *put_old);
 /// prctl(PR_CAPBSET_DROP, cap).
 int cberth_drop_bounding_capability(int cap);
+/// Sets the calling thread's inheritable capabilities to `set` (a bit per capability), its
+/// permitted and effective ones left as they are (capget, then capset).
+int cberth_set_inheritable_capabilities(unsigned long long set);
+/// prctl(PR_CAPBSET_READ, cap): 1 when the bounding set holds it, 0 when not.
+int cberth_bounding_holds(int cap);
+/// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap).
+int cberth_raise_ambient_capability(int cap);
+/// prctl(PR_SET_KEEPCAPS, keep): the permitted set survives the change from uid 0.
+int cberth_keep_capabilities(int keep);
+/// prctl(PR_SET_NO_NEW_PRIVS, 1): no exec gains privileges (setuid bits, file capabilities).
+int cberth_set_no_new_privileges(void);
+/// personality(2), for a persona other than the host's (PER_LINUX32).
+int cberth_set_personality(unsigned long persona);
 /// prctl(PR_SET_PDEATHSIG, sig).
 int cberth_set_parent_death_signal(int sig);
 /// Sets IFF_UP on a network interface (SIOCGIFFLAGS/SIOCSIFFLAGS on an AF_INET socket).

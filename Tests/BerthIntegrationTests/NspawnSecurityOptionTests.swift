@@ -1,0 +1,79 @@
+import BerthTestSupport
+import Foundation
+import Testing
+
+/// nspawn's security options, side by side with nspawn on the same trees: the capability sets
+/// (bounding, permitted, effective, inheritable, ambient), no_new_privs, the personality, and
+/// the users `-u` makes.
+extension NspawnOptionTests {
+    /// A store's Debian image, with a user alice (uid 1234, in the audio and users groups, whose
+    /// home is missing), made once for these tests.
+    static let debian: String = {
+        let imported = try! berth(["import", "-q", Fixtures.debianZstd, "deb"], store: shared)
+        precondition(imported.status == 0, "\(imported)")
+        let tree = shared.appending("store/deb").string
+        let made = try! berth(["run", "-q", "-D", tree, "/usr/sbin/useradd", "-u", "1234", "-G", "audio,users", "-M", "-s", "/bin/bash", "alice"],
+                              store: shared)
+        precondition(made.status == 0, "\(made)")
+        return tree
+    }()
+
+    static let capabilityProbe = "grep -E '^(Cap|NoNewPrivs)' /proc/self/status; uname -m"
+
+    @Test(arguments: [
+        ["--capability=CAP_NET_ADMIN,cap_sys_time,38"], ["--drop-capability=CAP_CHOWN,CAP_KILL"], ["--drop-capability=all"],
+        ["--capability=CAP_SYS_MODULE", "--drop-capability=CAP_SYS_MODULE"], ["--capability=12", "--capability=CAP_SYS_NICE"],
+        ["--private-network", "--drop-capability=CAP_NET_ADMIN"], ["--private-network"],
+        ["--ambient-capability=CAP_CHOWN"], ["--no-new-privileges=yes"], ["--no-new-privileges=no"],
+        ["--personality=x86"], ["--personality=x86-64"],
+    ])
+    func aSecurityOptionGivesNspawnsCapabilities(_ options: [String]) throws {
+        let ours = try inBerth(options, Self.capabilityProbe), theirs = try inNspawn(options, Self.capabilityProbe)
+        #expect(ours.status == 0 && theirs.status == 0, "berth: \(ours)\nnspawn: \(theirs)")
+        #expect(ours.stdout == theirs.stdout, "berth:\n\(ours.stdout)\nnspawn:\n\(theirs.stdout)")
+        #expect(ours.stdout.contains("CapBnd:"))
+    }
+
+    /// `--capability=all` keeps every capability the caller has: in berth's own user namespace
+    /// that is every one (a new namespace's root starts with all, CAP_SYS_RESOURCE included,
+    /// which this host's root may lack), so it is compared without one, where both keep the host
+    /// root's own.
+    @Test func allCapabilitiesAreTheCallersOwn() throws {
+        let ours = try inBerth(["--private-users=no", "--capability=all"], Self.capabilityProbe)
+        let theirs = try inNspawn(["--capability=all"], Self.capabilityProbe)
+        #expect(ours.status == 0 && ours.stdout == theirs.stdout, "berth:\n\(ours)\nnspawn:\n\(theirs.stdout)")
+    }
+
+    /// A user of the image gets nspawn's: ids and groups (none but the primary one when given by
+    /// number, and USER the number), the environment, the capabilities (the ambient ones, and
+    /// those inheritable), and a home made where the image has none.
+    @Test(arguments: [["-u", "alice"], ["-u", "1234"], ["-u", "nobody", "--ambient-capability=CAP_NET_RAW,CAP_CHOWN"], ["-u", "daemon"]])
+    func aUserGetsWhatNspawnGives(_ options: [String]) throws {
+        let probe = """
+            id; env | grep -E '^(USER|HOME|LOGNAME|SHELL)=' | sort; grep -E '^Cap' /proc/self/status; pwd
+            stat -c '%n %A %U %G' "$HOME" /home
+            """
+        let tree = Self.debian
+        // Each starts without the homes, which either makes.
+        func removeHomes() { for home in ["home/alice", "nonexistent"] { try? FileManager.default.removeItem(atPath: "\(tree)/\(home)") } }
+        removeHomes()
+        defer { removeHomes() }
+        let ours = try inBerth(options, probe, in: tree)
+        removeHomes()
+        let theirs = try inNspawn(options, probe, in: tree)
+        #expect(ours.status == 0 && theirs.status == 0, "berth: \(ours)\nnspawn: \(theirs)")
+        #expect(ours.stdout == theirs.stdout, "berth:\n\(ours.stdout)\nnspawn:\n\(theirs.stdout)")
+        #expect(ours.stdout.contains("uid=") && !ours.stdout.contains("No such file"), "\(ours.stdout)")
+    }
+
+    /// What nspawn refuses of these, berth refuses too, in one line: an unknown capability, an
+    /// ambient one the container does not keep, a personality not of this machine, a boolean
+    /// that is none.
+    @Test(arguments: [
+        ["--capability=CAP_BOGUS"], ["--capability=sys_time"], ["--drop-capability=99"], ["--ambient-capability=CAP_SYS_TIME"],
+        ["--personality=arm64"], ["--personality="], ["--no-new-privileges=maybe"],
+    ])
+    func aSecurityValueNspawnRefusesIsRefused(_ options: [String]) throws {
+        try aValueNspawnRefusesIsRefused(options)
+    }
+}
