@@ -128,7 +128,7 @@ public enum ContainerStage {
 
     /// Where the outer process pins the fully visible proc and sysfs PID 1 needs to mount its
     /// own, beneath the container's /run (which it mounts, so the image holds none of this).
-    private static let pins: [(name: FilePath, type: String)] = [("host/proc", "proc"), ("host/sys", "sysfs")]
+    private static let pins: [(name: FilePath, type: String)] = [(".berth-proc", "proc"), (".berth-sys", "sysfs")]
 
     /// The outer process's half: everything up to PID 1's start, which it reports. What it
     /// makes in the image (a bind's mount point) it makes as the container's root, whose ids
@@ -160,17 +160,10 @@ public enum ContainerStage {
 
         // The container's /run, the container's root's, shared so that unmounting the pins
         // below reaches PID 1's copy of it.
-        let base = spec.userRange?.base ?? 0
         try Mount.make("tmpfs", onto: target("run", in: tree), flags: UInt(MS_NOSUID | MS_NODEV), options: tmpfsOwner(spec, mode: "755"))
         let pinned = spec.userRange == nil ? [] : pins.filter { $0.type == "proc" || spec.privateNetwork }
-        // /run/host, as nspawn makes it: what the host tells the container.
         let runDirectory = try tree.openDirectory(beneath: "run", pathOnly: true, crossingMounts: true)
-        try runDirectory.makeDirectory("host", mode: 0o755)
-        try runDirectory.setOwner("host", uid: base, gid: base)
-        if spec.descriptorRoles.contains("notify") {
-            _ = try runDirectory.createFile("host/notify", mode: 0o600)
-            try mount("notify").attach(onto: runDirectory.openFile("host/notify", CBERTH_O_PATH))
-        }
+        try makeRunHost(in: runDirectory, spec: spec, notify: spec.descriptorRoles.contains("notify") ? mount("notify") : nil)
         if !pinned.isEmpty {
             for pin in pinned {
                 try runDirectory.makeDirectory(pin.name, mode: 0o755)
@@ -389,16 +382,21 @@ public enum ContainerStage {
         try DetachedMount.fileSystem("proc", attributes: [.noSetUID, .noDevices, .noExec]).attach(onto: target("proc", in: tree))
         // What a container must not change or read of the host's kernel, as nspawn protects it.
         let proc = try tree.openDirectory(beneath: "proc", pathOnly: true, crossingMounts: true)
-        for name in ["sys", "sysrq-trigger"] where try proc.status(FilePath(name)) != nil {
-            let p = proc.procPath(FilePath(name))
-            try Mount.bind(p, at: p, recursive: name == "sys")
-            try Mount.remountReadOnly(p, extraFlags: nosuid | nodev | noexec)
-        }
+        try mountOwnBootID(proc: proc, run: tree.openDirectory(beneath: "run", pathOnly: true, crossingMounts: true))
         for name in ["kcore", "keys", "kallsyms", "timer_list", "sched_debug", "latency_stats", "key-users", "config.gz"]
             where try proc.status(FilePath(name))?.kind == .regular {
             try Mount.bind("/dev/null", at: proc.procPath(FilePath(name)), recursive: false)
         }
-        for name in ["acpi", "scsi", "irq", "bus", "fs"] where try proc.status(FilePath(name))?.kind == .directory {
+        // Read-only, as nspawn's: the kernel's settings and the hardware's (/proc/fs holds a
+        // file system's tunables, /proc/irq the interrupts' CPUs).
+        for name in ["sys", "sysrq-trigger", "fs", "bus", "irq"] where try proc.status(FilePath(name)) != nil {
+            let p = proc.procPath(FilePath(name))
+            try Mount.bind(p, at: p, recursive: name == "sys")
+            try Mount.remountReadOnly(p, extraFlags: nosuid | nodev | noexec)
+        }
+        // Hidden, as docker hides them: what nspawn leaves readable of the host's firmware tables
+        // and disks.
+        for name in ["acpi", "scsi"] where try proc.status(FilePath(name))?.kind == .directory {
             try Mount.make("tmpfs", at: proc.procPath(FilePath(name)),
                            flags: UInt(MS_RDONLY) | nosuid | nodev | noexec, options: "mode=555")
         }

@@ -17,20 +17,18 @@ enum DevicePolicy {
     ]
 
     /// The v1 devices controller's rules for `devices.allow`.
-    static var legacyRules: [String] { allowed.map { "c \($0.major):\($0.minor.map(String.init) ?? "*") rwm" } }
+    static var legacyRules: [String] { allowed.map { "c \($0.major):\($0.minor.map(String.init) ?? "*") rwm" } + ["c 0:0 m", "b 0:0 m"] }
 
-    /// Attaches the program to the cgroup `cgroup` is open on, unless programs are attached
-    /// there already (a cgroup berth made before). With BPF_F_ALLOW_MULTI, so a booted systemd
-    /// can attach its own below; each must allow a device.
+    /// Makes the program the one attached to the cgroup `cgroup` is open on (berth's parent of
+    /// every machine's), with BPF_F_ALLOW_MULTI, so a booted systemd can attach its own below;
+    /// each must allow a device. One an earlier berth attached stays when it is this very
+    /// program, and otherwise gives way to it, so a new policy reaches a host at once.
     static func attach(to cgroup: Descriptor) throws {
-        if cberth_bpf_attached_count(cgroup.rawValue, UInt32(CBERTH_BPF_CGROUP_DEVICE)) > 0 { return }
         let code = program()
         let loaded = code.withUnsafeBytes { cberth_bpf_load_device_program($0.baseAddress, UInt32(code.count)) }
         guard loaded >= 0 else { throw SystemError.last("bpf(BPF_PROG_LOAD)") }
         let program = Descriptor(owning: loaded)
-        _ = try retryingInterrupts("bpf(BPF_PROG_ATTACH)") {
-            cberth_bpf_attach_device_program(cgroup.rawValue, program.rawValue, UInt32(CBERTH_BPF_F_ALLOW_MULTI))
-        }
+        _ = try retryingInterrupts("bpf(BPF_PROG_ATTACH)") { cberth_bpf_settle_device_program(cgroup.rawValue, program.rawValue) }
     }
 
     /// The program (BPF_PROG_TYPE_CGROUP_DEVICE): it compares the device's type, major and minor
@@ -43,7 +41,14 @@ enum DevicePolicy {
             instruction(aluAndImmediate, .r2, immediate: 0xffff),  // r2 &= 0xffff: the type
             load(.r3, offset: 4),               // r3 = major
             load(.r4, offset: 8),               // r4 = minor
+            load(.r5, offset: 0),
+            instruction(shiftRightImmediate, .r5, immediate: 16),  // r5 = the access
         ]
+        // The placeholder nodes, 0:0 of either type, may be made (not opened): systemd's
+        // "inaccessible" entries, which /run/host holds and systemd inside binds over what a
+        // unit may not reach. No driver has the number: such a node opens nothing.
+        code += [instruction(jumpIfNotEqual, .r5, offset: 4, immediate: mknodAccess), instruction(jumpIfNotEqual, .r3, offset: 3),
+                 instruction(jumpIfNotEqual, .r4, offset: 2), instruction(moveImmediate, .r0, immediate: 1), instruction(exit, .r0)]
         for rule in allowed {
             // A mismatch jumps past the rest of this rule: its other tests, then "r0 = 1; exit".
             let tests = rule.minor == nil ? 2 : 3
@@ -57,11 +62,13 @@ enum DevicePolicy {
 
     // MARK: eBPF, as far as this program needs it (<linux/bpf.h>, <linux/bpf_common.h>)
 
-    private enum Register: UInt8 { case r0, r1, r2, r3, r4 }
+    private enum Register: UInt8 { case r0, r1, r2, r3, r4, r5 }
 
     private static let loadWordFromMemory: UInt8 = 0x61  // BPF_LDX | BPF_W | BPF_MEM
     private static let aluAndImmediate: UInt8 = 0x54     // BPF_ALU | BPF_AND | BPF_K
     private static let jumpIfNotEqual: UInt8 = 0x55      // BPF_JMP | BPF_JNE | BPF_K
+    private static let shiftRightImmediate: UInt8 = 0x74  // BPF_ALU | BPF_RSH | BPF_K
+    private static let mknodAccess: Int32 = 1             // BPF_DEVCG_ACC_MKNOD, alone
     private static let moveImmediate: UInt8 = 0xb7       // BPF_ALU64 | BPF_MOV | BPF_K
     private static let exit: UInt8 = 0x95                // BPF_JMP | BPF_EXIT
     private static let characterDevice: Int32 = 2        // BPF_DEVCG_DEV_CHAR

@@ -588,15 +588,6 @@ int cberth_restore_terminal(int fd, const void *saved) {
     return tcsetattr(fd, TCSANOW, (const struct termios *)saved);
 }
 
-int cberth_bpf_attached_count(int target_fd, uint32_t attach_type) {
-    union bpf_attr query;
-    memset(&query, 0, sizeof query);
-    query.query.target_fd = (uint32_t)target_fd;
-    query.query.attach_type = attach_type;
-    if (syscall(SYS_bpf, BPF_PROG_QUERY, &query, sizeof query) != 0) return -1;
-    return (int)query.query.prog_cnt;
-}
-
 int cberth_bpf_load_device_program(const void *instructions, uint32_t count) {
     union bpf_attr load;
     memset(&load, 0, sizeof load);
@@ -615,6 +606,61 @@ int cberth_bpf_attach_device_program(int target_fd, int program_fd, uint32_t fla
     attach.attach_type = BPF_CGROUP_DEVICE;
     attach.attach_flags = flags;
     return (int)syscall(SYS_bpf, BPF_PROG_ATTACH, &attach, sizeof attach);
+}
+
+static int cberth_bpf_program_tag(int fd, unsigned char tag[BPF_TAG_SIZE]) {
+    struct bpf_prog_info info;
+    memset(&info, 0, sizeof info);
+    union bpf_attr attr;
+    memset(&attr, 0, sizeof attr);
+    attr.info.bpf_fd = (uint32_t)fd;
+    attr.info.info_len = sizeof info;
+    attr.info.info = (uint64_t)(uintptr_t)&info;
+    if (syscall(SYS_bpf, BPF_OBJ_GET_INFO_BY_FD, &attr, sizeof attr) != 0) return -1;
+    memcpy(tag, info.tag, BPF_TAG_SIZE);
+    return 0;
+}
+
+int cberth_bpf_settle_device_program(int target_fd, int program_fd) {
+    enum { most = 64 };
+    uint32_t ids[most];
+    union bpf_attr query;
+    memset(&query, 0, sizeof query);
+    query.query.target_fd = (uint32_t)target_fd;
+    query.query.attach_type = BPF_CGROUP_DEVICE;
+    query.query.prog_ids = (uint64_t)(uintptr_t)ids;
+    query.query.prog_cnt = most;
+    unsigned char wanted[BPF_TAG_SIZE], found[BPF_TAG_SIZE];
+    if (syscall(SYS_bpf, BPF_PROG_QUERY, &query, sizeof query) != 0 || cberth_bpf_program_tag(program_fd, wanted) != 0) return -1;
+    int others[most], count = 0, same = 0;
+    for (uint32_t i = 0; i < query.query.prog_cnt && i < most; i++) {
+        union bpf_attr get;
+        memset(&get, 0, sizeof get);
+        get.prog_id = ids[i];
+        int fd = (int)syscall(SYS_bpf, BPF_PROG_GET_FD_BY_ID, &get, sizeof get);
+        if (fd < 0) continue;
+        if (!same && cberth_bpf_program_tag(fd, found) == 0 && memcmp(found, wanted, BPF_TAG_SIZE) == 0) {
+            same = 1;
+            close(fd);
+        } else {
+            others[count++] = fd;
+        }
+    }
+    int rc = same ? 0 : (cberth_bpf_attach_device_program(target_fd, program_fd, BPF_F_ALLOW_MULTI) == 0 ? 1 : -1);
+    int saved = errno;
+    for (int i = 0; i < count; i++) {
+        if (rc >= 0) {
+            union bpf_attr detach;
+            memset(&detach, 0, sizeof detach);
+            detach.target_fd = (uint32_t)target_fd;
+            detach.attach_bpf_fd = (uint32_t)others[i];
+            detach.attach_type = BPF_CGROUP_DEVICE;
+            (void)syscall(SYS_bpf, BPF_PROG_DETACH, &detach, sizeof detach);
+        }
+        close(others[i]);
+    }
+    errno = saved;
+    return rc;
 }
 
 int cberth_use_file_system_ids(uid_t uid, gid_t gid) {

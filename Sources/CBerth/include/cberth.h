@@ -200,11 +200,13 @@ pid_t cberth_spawn(unsigned long flags, int exe_fd, const char *path, char *cons
 /// (-1 with the child's errno, the child reaped), and closes `report_fd`.
 int cberth_spawn_result(pid_t pid, int report_fd);
 
-/// bpf(BPF_PROG_QUERY): how many programs of `attach_type` are attached to `target_fd`, or -1.
-int cberth_bpf_attached_count(int target_fd, uint32_t attach_type);
 /// bpf(BPF_PROG_LOAD) of a BPF_PROG_TYPE_CGROUP_DEVICE program of `count` instructions
 /// (struct bpf_insn, 8 bytes each); the program's descriptor (close-on-exec), or -1.
 int cberth_bpf_load_device_program(const void *instructions, uint32_t count);
+/// Leaves `program_fd` the only BPF_CGROUP_DEVICE program on `target_fd`: attached (with
+/// BPF_F_ALLOW_MULTI) unless one with its tag (the hash of its instructions) is there already,
+/// and every other detached once it is. 0 when it was there, 1 when attached now, -1 with errno.
+int cberth_bpf_settle_device_program(int target_fd, int program_fd);
 /// bpf(BPF_PROG_ATTACH) of `program_fd` to `target_fd` as BPF_CGROUP_DEVICE, with `flags`.
 int cberth_bpf_attach_device_program(int target_fd, int program_fd, uint32_t flags);
 #define CBERTH_BPF_CGROUP_DEVICE 6
