@@ -323,7 +323,7 @@ public enum ContainerStage {
     }
 
     /// The outer process's mounts beneath the root, before the pivot: what the supervisor made
-    /// (/dev, the host network's /sys, the console, resolv.conf), and the mask over /sys/firmware.
+    /// (/dev, the host network's /sys, the console, resolv.conf and localtime), and the mask over /sys/firmware.
     /// PID 1's copy of the namespace locks every one of them.
     private static func attachPreparedMounts(in tree: Directory, spec: LaunchSpec, mount: (String) throws -> DetachedMount) throws {
         let nosuid = UInt(MS_NOSUID), nodev = UInt(MS_NODEV)
@@ -342,19 +342,7 @@ public enum ContainerStage {
         }
         try Mount.make("tmpfs", onto: target("tmp", in: tree), flags: nosuid | nodev, options: tmpfsOwner(spec, mode: "1777"))
 
-        // The host's resolver settings, read-only, where the image keeps a plain file (nspawn's
-        // default copies it in; a bind leaves the image as it was).
-        // On a network berth made, the machine needs it to name servers at all: an image without
-        // the file gets one to mount on, where it can be written.
-        if spec.awaitsNetwork, let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
-           try etc.status("resolv.conf") == nil {
-            _ = try? etc.createFile("resolv.conf", mode: 0o644)
-        }
-        if spec.descriptorRoles.contains("resolv"),
-           let etc = try? tree.openDirectory(beneath: "etc", pathOnly: true, crossingMounts: true),
-           try etc.status("resolv.conf")?.kind == .regular {
-            try mount("resolv").attach(onto: etc.openFile("resolv.conf", CBERTH_O_PATH))
-        }
+        try placeHostFiles(in: tree, spec: spec, mount: mount)
     }
 
     /// tmpfs options for a directory the container's root owns.

@@ -43,9 +43,18 @@ public struct LaunchSpec: Equatable, Sendable {
     public var network: NetworkRequest?
     /// The setup process holds PID 1 until the supervisor says the network is made.
     var awaitsNetwork = false
-    /// The file bound at the machine's /etc/resolv.conf: the host's, or for a network berth makes
-    /// one naming the host's upstream servers.
+    /// `--resolv-conf=` and `--timezone=`, nspawn's modes (`HostFiles`): the supervisor works
+    /// out what each comes to (`resolvConfAction`, `timezoneAction`).
+    public var resolvConfMode = "auto"
+    public var timezoneMode = "auto"
+    /// What happens to the machine's /etc/resolv.conf, and the host's file it comes from: the
+    /// host's, one of resolved's, or for a network berth makes one naming the host's upstream
+    /// servers.
+    var resolvConfAction = HostFileAction.off
     public var resolvConf: FilePath = "/etc/resolv.conf"
+    /// What happens to the machine's /etc/localtime, and for a symlink the zone it names.
+    var timezoneAction = HostFileAction.off
+    var timezone: String?
     /// The user namespace (the default picks a range for the machine).
     public var privateUsers = PrivateUsers.pick
     /// How the container's console reaches berth's streams (`--console=`, `-P`).
@@ -136,6 +145,10 @@ public struct LaunchSpec: Equatable, Sendable {
         for (key, set) in [("caps-added", addedCapabilities), ("caps-dropped", droppedCapabilities), ("caps-ambient", ambientCapabilities)]
             where !set.isEmpty { add(key, String(set.rawValue, radix: 16)) }
         if noNewPrivileges { add("no-new-privileges", "1") }
+        add("resolv-action", resolvConfAction.rawValue)
+        add("resolv-source", resolvConf)
+        add("timezone-action", timezoneAction.rawValue)
+        if let timezone { add("timezone", timezone) }
         if let personality { add("personality", String(personality)) }
         if let workingDirectory { add("chdir", workingDirectory) }
         if let user { add("user", user) }
@@ -207,6 +220,10 @@ public struct LaunchSpec: Equatable, Sendable {
         }
         (spec.addedCapabilities, spec.droppedCapabilities, spec.ambientCapabilities) = (added, dropped, ambient)
         spec.noNewPrivileges = text("no-new-privileges") == "1"
+        guard let resolvAction = text("resolv-action").flatMap(HostFileAction.init(rawValue:)), let resolvSource = single["resolv-source"],
+              let timezoneAction = text("timezone-action").flatMap(HostFileAction.init(rawValue:)) else { return nil }
+        (spec.resolvConfAction, spec.resolvConf) = (resolvAction, FilePath(bytes: resolvSource))
+        (spec.timezoneAction, spec.timezone) = (timezoneAction, text("timezone"))
         if let personality = text("personality") {
             guard let value = UInt(personality) else { return nil }
             spec.personality = value

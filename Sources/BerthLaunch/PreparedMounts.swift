@@ -45,11 +45,15 @@ struct PreparedMounts {
             add("console-mount", try DetachedMount.copy(of: slave, recursive: false).descriptor)
             add("console", slave)
         }
-        if try FileStatus.of(spec.resolvConf) != nil {
-            let resolv = try DetachedMount.copy(of: spec.resolvConf, recursive: false)
-            try Self.map(resolv, mapping, what: spec.resolvConf.string)
-            try resolv.set(.readOnly, recursive: false)
-            add("resolv", resolv.descriptor)
+        // The host's files bound over the image's (a symlinked time zone falls back to a bind
+        // where the image lacks the zone).
+        for (role, action, path) in [("resolv", spec.resolvConfAction, spec.resolvConf),
+                                     ("localtime", spec.timezoneAction == .symlink ? .bind : spec.timezoneAction, "/etc/localtime")]
+            where action == .bind && access(path.string, R_OK) == 0 {
+            let file = try DetachedMount.copy(of: path, recursive: false)
+            try Self.map(file, mapping, what: path.string)
+            try file.set(.readOnly, recursive: false)
+            add(role, file.descriptor)
         }
         for bind in spec.bindMounts {
             guard try FileStatus.of(bind.source) != nil else {

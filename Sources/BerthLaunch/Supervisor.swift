@@ -136,8 +136,10 @@ public enum Supervisor {
             let path = settings.runtimeDirectory.appending("resolv-\(spec.uuid).conf")
             try Descriptor.open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(GuestNetworkFiles.resolvConf())
             resolvConf = path
-            spec.resolvConf = path
         }
+        (spec.resolvConfAction, spec.resolvConf) = HostFiles.resolvConf(mode: spec.resolvConfMode, ownNetwork: spec.privateNetwork,
+                                                                         readOnly: spec.readOnly, generated: resolvConf)
+        (spec.timezoneAction, spec.timezone) = HostFiles.timezone(mode: spec.timezoneMode, readOnly: spec.readOnly)
 
         let (socket, childSocket) = try MessageSocket.pair()
         let executable = try Descriptor.open(FilePath(stageExecutable), CBERTH_O_PATH)

@@ -19,3 +19,17 @@ extension Directory {
         return Descriptor(owning: fd)
     }
 }
+
+extension Directory {
+    /// Opens whatever `path` names as if this directory were the root, as an O_PATH descriptor:
+    /// symlinks, the last one too, are followed but cannot lead out of it (openat2 with
+    /// RESOLVE_IN_ROOT), as the path resolves for a process running in the tree.
+    public func openPath(inRoot path: FilePath) throws -> Descriptor {
+        let flags = UInt64(O_CLOEXEC | CBERTH_O_PATH)
+        let resolve = UInt64(CBERTH_RESOLVE_IN_ROOT | CBERTH_RESOLVE_NO_MAGICLINKS)
+        let fd = try path.withPlatformString { p in
+            try retryingInterrupts("openat2", path: child(path)) { cberth_openat2(rawValue, p, flags, 0, resolve) }
+        }
+        return Descriptor(owning: fd)
+    }
+}

@@ -47,6 +47,9 @@ struct RunCommandLine {
     var ambientCapabilities = Capabilities()
     var noNewPrivileges = false
     var personality: UInt?
+    /// `--resolv-conf=`, `--timezone=`: nspawn's modes.
+    var resolvConfMode = "auto"
+    var timezoneMode = "auto"
     /// `--kill-signal=`: what PID 1 is sent when berth is asked to stop the container.
     var killSignal: Int32?
     var quiet = false
@@ -353,6 +356,17 @@ struct RunCommandLine {
                 throw UsageError("--personality takes \(domains.keys.sorted().joined(separator: " or ")) on this machine, not '\(value)'")
             }
             line.personality = domain == 0 ? nil : domain
+        },
+        Option(long: "resolv-conf", valueName: "MODE",
+               help: "The machine's /etc/resolv.conf, nspawn's modes: auto (the default), off, delete, copy-host, replace-host, bind-host (-static, -uplink, -stub too).") {
+            guard HostFiles.isResolvConfMode($1) else {
+                throw UsageError("--resolv-conf takes auto, off, delete, or copy-, replace- or bind- with host, static, uplink or stub, not '\($1)'")
+            }
+            $0.resolvConfMode = $1
+        },
+        Option(long: "timezone", valueName: "MODE", help: "The machine's /etc/localtime from the host's: auto (the default), off, copy, bind, symlink, delete.") {
+            guard HostFiles.isTimezoneMode($1) else { throw UsageError("--timezone takes auto, off, copy, bind, symlink or delete, not '\($1)'") }
+            $0.timezoneMode = $1
         },
         Option(long: "keep-unit", help: "Accepted, and nothing to do: berth makes no systemd scope to leave.") { _, _ in },
         Option(short: "i", long: "image", valueName: "FILE", help: "Not supported yet: disk images (berth runs directory trees and its store's images).") {

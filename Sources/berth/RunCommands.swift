@@ -77,6 +77,7 @@ extension RunCommandLine {
         (spec.addedCapabilities, spec.droppedCapabilities, spec.ambientCapabilities) = (addedCapabilities, droppedCapabilities, ambientCapabilities)
         spec.noNewPrivileges = noNewPrivileges
         spec.personality = personality
+        (spec.resolvConfMode, spec.timezoneMode) = (resolvConfMode, timezoneMode)
         spec.displayRoot = target.displayPath
         if detach && boot { spec.notifySocket = try MachineRecord.notifyPath(name) }
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }

@@ -1,0 +1,82 @@
+import BerthSystem
+import CBerth
+import Glibc
+import SystemPackage
+
+extension ContainerStage {
+    /// The machine's /etc/resolv.conf and /etc/localtime, as `--resolv-conf=` and `--timezone=`
+    /// (or their `auto`) say (`HostFiles`), done by the setup process before the pivot, as the
+    /// container's root: the host's files are still in reach, the image's /etc is found as the
+    /// container will find it (symlinks followed inside the tree). As in nspawn, what the image
+    /// refuses (a read-only tree, a symlink where a copy would go) leaves the image's own.
+    static func placeHostFiles(in tree: Directory, spec: LaunchSpec, mount: (String) throws -> DetachedMount) throws {
+        guard spec.resolvConfAction != .off || spec.timezoneAction != .off,
+              let etc = try? tree.openDirectory(inRoot: "etc", creating: false) else { return }
+        let writable = !spec.readOnly
+        let owner = spec.userRange?.base ?? 0
+        switch spec.resolvConfAction {
+        case .delete where writable: try ignoringRefusal { try etc.remove("resolv.conf", isDirectory: false) }
+        case .copy where writable: try ignoringRefusal { try copy(spec.resolvConf, to: "resolv.conf", in: etc, owner: owner) }
+        case .replace where writable: try ignoringRefusal { try replace(with: spec.resolvConf, "resolv.conf", in: etc, owner: owner) }
+        case .bind where spec.descriptorRoles.contains("resolv"):
+            try bind(mount("resolv"), onto: "resolv.conf", in: etc, tree: tree, creating: writable)
+        default: break
+        }
+        var timezone = spec.timezoneAction
+        if timezone == .symlink, let zone = spec.timezone {
+            let current = (try? etc.readLink("localtime")).flatMap { HostFiles.zoneName($0.string) }
+            if current == zone || !writable { return }
+            if (try? tree.openPath(inRoot: FilePath("usr/share/zoneinfo").appending(zone))) != nil {
+                return try ignoringRefusal {
+                    try? etc.remove("localtime", isDirectory: false)
+                    try etc.makeSymlink("localtime", target: "../usr/share/zoneinfo/\(zone)")
+                }
+            }
+            timezone = .bind  // the image lacks the zone: the host's file, as nspawn falls back
+        }
+        switch timezone {
+        case .delete where writable: try ignoringRefusal { try etc.remove("localtime", isDirectory: false) }
+        case .bind where spec.descriptorRoles.contains("localtime"):
+            try bind(mount("localtime"), onto: "localtime", in: etc, tree: tree, creating: writable)
+        case .copy where writable: try ignoringRefusal { try replace(with: "/etc/localtime", "localtime", in: etc, owner: owner) }
+        default: break
+        }
+    }
+
+    /// What the image may refuse (ENOENT for a file to delete that is not there, ELOOP for a
+    /// symlink a copy would write through) is no failure of the container's start.
+    private static func ignoringRefusal(_ body: () throws -> Void) throws {
+        do { try body() } catch let error as SystemError where [.noSuchFileOrDirectory, .tooManySymbolicLinkLevels, .readOnlyFileSystem,
+                                                                 .permissionDenied, .notPermitted].contains(error.errno) {}
+    }
+
+    /// The host's `source` written over `name` in `etc`, never through a symlink there.
+    private static func copy(_ source: FilePath, to name: FilePath, in etc: Directory, owner: uid_t) throws {
+        let bytes = try Descriptor.open(source, O_RDONLY).readAll(limit: 1 << 20)
+        try etc.openFile(name, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(String(decoding: bytes, as: UTF8.self))
+        try etc.setOwner(name, uid: owner, gid: owner)
+    }
+
+    /// The host's `source` in place of `name` in `etc`, whatever it was (a symlink too): written
+    /// beside it, then renamed over it.
+    private static func replace(with source: FilePath, _ name: FilePath, in etc: Directory, owner: uid_t) throws {
+        let temporary = FilePath(".#\(name.string)-berth-\(Hex.random(4))")
+        try copy(source, to: temporary, in: etc, owner: owner)
+        do { try etc.rename(temporary, to: name, .replace) } catch {
+            try? etc.remove(temporary, isDirectory: false)
+            throw error
+        }
+    }
+
+    /// Binds `file` onto `name` in /etc as the container will find it (a symlink followed
+    /// within the tree), made where it is missing and the tree is writable.
+    private static func bind(_ file: DetachedMount, onto name: FilePath, in etc: Directory, tree: Directory, creating: Bool) throws {
+        var target = try? tree.openPath(inRoot: FilePath("etc").appending(name.components))
+        if target == nil, creating, try etc.status(name) == nil {
+            _ = try? etc.createFile(name, mode: 0o644)
+            target = try? etc.openFile(name, CBERTH_O_PATH)
+        }
+        guard let target, try target.status().kind == .regular else { return }
+        try file.attach(onto: target)
+    }
+}
