@@ -54,3 +54,39 @@ extension ContainerStage {
         try Mount.remountReadOnly(target, extraFlags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
     }
 }
+
+extension ContainerStage {
+    /// `--tmpfs=` and `--inaccessible=`, after the binds, as the setup process mounts them before
+    /// the pivot. A tmpfs is the container's root's, mode 0755 unless its options say otherwise,
+    /// without devices, as nspawn's; an inaccessible path is covered, read-only, by the entry of
+    /// its kind in /run/host/inaccessible (which must exist, as nspawn requires it to).
+    static func mountTmpfsAndInaccessible(in tree: Directory, spec: LaunchSpec) throws {
+        let base = spec.userRange?.base ?? 0
+        for tmpfs in spec.tmpfsMounts {
+            let options = ["mode=0755", "uid=\(base)", "gid=\(base)"] + (tmpfs.options.isEmpty ? [] : [tmpfs.options])
+            try Mount.make("tmpfs", onto: target(tmpfs.path, in: tree), flags: UInt(MS_NODEV | MS_STRICTATIME),
+                           options: options.joined(separator: ","))
+        }
+        guard !spec.inaccessiblePaths.isEmpty else { return }
+        let inaccessible = try tree.openDirectory(beneath: "run/host/inaccessible", pathOnly: true, crossingMounts: true)
+        for path in spec.inaccessiblePaths {
+            let relative = FilePath(root: nil, path.components)
+            let target: Descriptor
+            do { target = try tree.openPath(inRoot: relative) } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
+                throw LaunchError("--inaccessible=\(path) names nothing in the image: give a path it has")
+            }
+            let kind: FilePath
+            switch try target.status().kind {
+            case .directory: kind = "dir"
+            case .characterDevice: kind = "chr"
+            case .blockDevice: kind = "blk"
+            case .fifo: kind = "fifo"
+            case .socket: kind = "sock"
+            default: kind = "reg"
+            }
+            let cover = try DetachedMount.copy(of: inaccessible.openFile(kind, CBERTH_O_PATH), recursive: false)
+            try cover.set(.readOnly, recursive: false)
+            try cover.attach(onto: target)
+        }
+    }
+}

@@ -153,8 +153,20 @@ public enum ContainerStage {
         try root.attach(onto: mount("root-target").descriptor)
         let tree = Directory(root.descriptor, displayPath: spec.tree.root.string)
         try attachPreparedMounts(in: tree, spec: spec, mount: mount)
-        for (bind, source) in zip(spec.bindMounts, mounts["bind"] ?? []) {
-            try attach(DetachedMount(source), at: bind.destination, in: tree)
+        var sources = (mounts["bind"] ?? [])[...]
+        for bind in spec.bindMounts {
+            if bind.sourceInImage {
+                // nspawn's +PATH: a path of the tree itself, found as the container will find it.
+                let found: Descriptor
+                do { found = try tree.openPath(inRoot: bind.source) } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
+                    throw LaunchError("--bind source +\(bind.source) is not in the image: give a path of its tree after the +")
+                }
+                let source = try DetachedMount.copy(of: found, recursive: bind.recursive)
+                if bind.readOnly { try source.set(.readOnly, recursive: bind.recursive) }
+                try attach(source, at: bind.destination, in: tree)
+            } else if let source = sources.popFirst() {
+                try attach(DetachedMount(source), at: bind.destination, in: tree)
+            }
         }
         if spec.readOnly { try root.set(.readOnly, recursive: false) }
 
@@ -164,6 +176,7 @@ public enum ContainerStage {
         let pinned = spec.userRange == nil ? [] : pins.filter { $0.type == "proc" || spec.privateNetwork }
         let runDirectory = try tree.openDirectory(beneath: "run", pathOnly: true, crossingMounts: true)
         try makeRunHost(in: runDirectory, spec: spec, notify: spec.descriptorRoles.contains("notify") ? mount("notify") : nil)
+        try mountTmpfsAndInaccessible(in: tree, spec: spec)
         if !pinned.isEmpty {
             for pin in pinned {
                 try runDirectory.makeDirectory(pin.name, mode: 0o755)
@@ -289,30 +302,24 @@ public enum ContainerStage {
 
     // MARK: File systems
 
-    /// Opens (making it if missing) the directory or file `path` beneath the root, never through
-    /// a symlink, for mount(2) to use as target through its /proc path.
-    private static func target(_ path: FilePath, in tree: Directory, file: Bool = false) throws -> Descriptor {
-        var current = tree
+    /// Opens (making it if missing) the directory or file `path` as the container will find it,
+    /// for mount(2) to use as target through its /proc path: a symlink on the way, the last one
+    /// too, is followed within the tree (RESOLVE_IN_ROOT), as nspawn resolves a destination, and
+    /// never leads out of it. What is missing is made, directories 0755, a file 0644.
+    static func target(_ path: FilePath, in tree: Directory, file: Bool = false) throws -> Descriptor {
         let components = Array(path.components)
-        for (index, component) in components.enumerated() {
-            let name = FilePath(root: nil, [component])
-            let last = index == components.count - 1
-            if try current.status(name) == nil {
-                do {
-                    if last && file {
-                        _ = try current.createFile(name, mode: 0o644)
-                    } else {
-                        try current.makeDirectory(name, mode: 0o755)
-                    }
-                } catch let error as SystemError where error.errno == .readOnlyFileSystem {
-                    let shown = "/" + path.components.map(\.string).joined(separator: "/")
-                    throw LaunchError("the image has no \(shown) to mount on, and a read-only image cannot be given one: mount onto a path it has, or run without --read-only")
-                }
+        guard let last = components.last else { return tree.descriptor }
+        do {
+            let parent = try tree.openDirectory(inRoot: FilePath(root: nil, components.dropLast()), creating: true)
+            let name = FilePath(root: nil, [last])
+            if try parent.status(name) == nil {
+                if file { _ = try parent.createFile(name, mode: 0o644) } else { try parent.makeDirectory(name, mode: 0o755) }
             }
-            if last && file { return try current.openFile(name, CBERTH_O_PATH) }
-            current = try current.openDirectory(beneath: name, pathOnly: true, crossingMounts: true)
+            return try tree.openPath(inRoot: FilePath(root: nil, components))
+        } catch let error as SystemError where error.errno == .readOnlyFileSystem {
+            let shown = "/" + components.map(\.string).joined(separator: "/")
+            throw LaunchError("the image has no \(shown) to mount on, and a read-only image cannot be given one: mount onto a path it has, or run without --read-only")
         }
-        return current.descriptor
     }
 
     /// Attaches `mount` at `path` beneath the root, made of the mount's kind (file or directory)

@@ -17,6 +17,8 @@ public struct LaunchSpec: Equatable, Sendable {
         /// Shown through the container's id mapping, so the host's owners stay the owners
         /// inside (the default under a user namespace; `noidmap` shows them unmapped).
         public var idmap = true
+        /// nspawn's `+PATH`: the source is a path in the container's own tree, not the host's.
+        public var sourceInImage = false
 
         public init(source: FilePath, destination: FilePath, readOnly: Bool) {
             self.source = source
@@ -88,6 +90,15 @@ public struct LaunchSpec: Equatable, Sendable {
     /// `NAME=VALUE` settings from -E, already resolved.
     public var environment: [String] = []
     public var bindMounts: [BindMount] = []
+    /// `--tmpfs=PATH[:OPTIONS]`: a fresh tmpfs at each PATH, with OPTIONS (mode=0755 unless given).
+    public var tmpfsMounts: [TmpfsMount] = []
+    public struct TmpfsMount: Equatable, Sendable {
+        public var path: FilePath
+        public var options: String
+        public init(path: FilePath, options: String) { (self.path, self.options) = (path, options) }
+    }
+    /// `--inaccessible=PATH`: each covered by an empty, mode-0 entry of its kind, read-only.
+    public var inaccessiblePaths: [FilePath] = []
     public var workingDirectory: FilePath?
     public var user: String?
     public var uuid: String
@@ -139,11 +150,17 @@ public struct LaunchSpec: Equatable, Sendable {
         for bind in bindMounts {
             add("bind-source", bind.source)
             add("bind-destination", bind.destination)
+            if bind.sourceInImage { add("bind-in-image", bind.recursive ? "recursive" : "single") }
             add("bind-ro", bind.readOnly ? "1" : "0")
         }
         processLimits.fields.forEach { add($0.0, $0.1) }
         for (key, set) in [("caps-added", addedCapabilities), ("caps-dropped", droppedCapabilities), ("caps-ambient", ambientCapabilities)]
             where !set.isEmpty { add(key, String(set.rawValue, radix: 16)) }
+        for tmpfs in tmpfsMounts {
+            add("tmpfs", tmpfs.path)
+            add("tmpfs-options", tmpfs.options)
+        }
+        inaccessiblePaths.forEach { add("inaccessible", $0) }
         if noNewPrivileges { add("no-new-privileges", "1") }
         add("resolv-action", resolvConfAction.rawValue)
         add("resolv-source", resolvConf)
@@ -186,9 +203,18 @@ public struct LaunchSpec: Equatable, Sendable {
                 guard spec.processLimits.take(key, text) else { return nil }
             case "bind-source": bind.source = FilePath(bytes: value)
             case "bind-destination": bind.destination = FilePath(bytes: value)
+            case "bind-in-image":
+                bind.sourceInImage = true
+                bind.recursive = text == "recursive"
             case "bind-ro":
                 bind.readOnly = text == "1"
                 spec.bindMounts.append(bind)
+                bind = BindMount(source: "/", destination: "/", readOnly: false)
+            case "tmpfs": spec.tmpfsMounts.append(TmpfsMount(path: FilePath(bytes: value), options: ""))
+            case "tmpfs-options":
+                guard !spec.tmpfsMounts.isEmpty else { return nil }
+                spec.tmpfsMounts[spec.tmpfsMounts.count - 1].options = text
+            case "inaccessible": spec.inaccessiblePaths.append(FilePath(bytes: value))
             case "upper": upper = FilePath(bytes: value)
             case "work":
                 guard let layer = upper else { return nil }

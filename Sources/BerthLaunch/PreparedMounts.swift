@@ -55,7 +55,7 @@ struct PreparedMounts {
             try file.set(.readOnly, recursive: false)
             add(role, file.descriptor)
         }
-        for bind in spec.bindMounts {
+        for bind in spec.bindMounts where !bind.sourceInImage {
             guard try FileStatus.of(bind.source) != nil else {
                 throw LaunchError("--bind source \(bind.source) does not exist")
             }

@@ -22,6 +22,8 @@ struct RunCommandLine {
     var setenv: [String] = []
     var bind: [String] = []
     var bindReadOnly: [String] = []
+    var tmpfs: [String] = []
+    var inaccessible: [String] = []
     var chdir: String?
     var user: String?
     var hostname: String?
@@ -248,10 +250,16 @@ struct RunCommandLine {
             $0.setenv.append($1)
         },
         Option(long: "bind", valueName: "SRC[:DST[:OPTIONS]]",
-               help: "Bind SRC from the host, writable; OPTIONS: rbind (the default), norbind, idmap (the default), noidmap.") {
+               help: "Bind SRC from the host (+SRC: from the tree itself), writable; OPTIONS: rbind (the default), norbind, idmap (the default), noidmap; \\: is a colon in a path.") {
             $0.bind.append($1)
         },
         Option(long: "bind-ro", valueName: "SRC[:DST[:OPTIONS]]", help: "Bind SRC from the host, read-only.") { $0.bindReadOnly.append($1) },
+        Option(long: "tmpfs", valueName: "PATH[:OPTIONS]", help: "A fresh tmpfs at PATH in the container (mode=0755 unless OPTIONS say).") {
+            $0.tmpfs.append($1)
+        },
+        Option(long: "inaccessible", valueName: "PATH", help: "Cover PATH in the container with an empty entry nobody may open.") {
+            $0.inaccessible.append($1)
+        },
         Option(long: "chdir", valueName: "DIR", help: "The working directory in the container.") { $0.chdir = $1 },
         Option(short: "u", long: "user", valueName: "USER", help: "Run as USER from the image's user database.") { $0.user = $1 },
         Option(long: "hostname", valueName: "NAME", help: "The container's hostname (default: the machine name).") {

@@ -88,6 +88,11 @@ extension RunCommandLine {
         spec.environment = OSRelease.hostIdentity() + setenv.map { setting in
             setting.contains("=") ? setting : "\(setting)=\(environment(setting) ?? "")"
         }
+        spec.tmpfsMounts = try tmpfs.map(Self.tmpfsMount)
+        spec.inaccessiblePaths = try inaccessible.map { path in
+            guard path.hasPrefix("/") else { throw UsageError("--inaccessible takes an absolute path, not '\(path)'") }
+            return FilePath(path)
+        }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
         let remount = target.remountAfterExit.map { TreeRemount(target: $0, tree: target.tree) }
         var started: Supervisor.Started
@@ -141,13 +146,16 @@ extension RunCommandLine {
     /// nspawn's `SRC[:DST[:OPTIONS]]`, OPTIONS a comma-separated list of rbind, norbind, idmap
     /// and noidmap.
     private func bindMount(_ text: String, readOnly: Bool) throws -> LaunchSpec.BindMount {
-        let parts = text.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
-        guard let source = parts.first, source.hasPrefix("/") else {
-            throw UsageError("--bind takes SRC[:DST[:OPTIONS]] with an absolute SRC, not '\(text)'")
+        let parts = Self.splitAtColons(text, most: 3)
+        let inImage = parts[0].hasPrefix("+")
+        let source = inImage ? String(parts[0].dropFirst()) : parts[0]
+        guard source.hasPrefix("/") else {
+            throw UsageError("--bind takes SRC[:DST[:OPTIONS]] with an absolute SRC (+SRC for one in the tree), not '\(text)'")
         }
         let destination = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
         guard destination.hasPrefix("/") else { throw UsageError("--bind destination must be absolute, not '\(destination)'") }
         var bind = LaunchSpec.BindMount(source: FilePath(source), destination: FilePath(destination), readOnly: readOnly)
+        bind.sourceInImage = inImage
         for option in parts.count > 2 ? parts[2].split(separator: ",", omittingEmptySubsequences: false) : [] {
             switch option {
             case "rbind": bind.recursive = true
@@ -158,5 +166,32 @@ extension RunCommandLine {
             }
         }
         return bind
+    }
+
+    /// `text` split at its first `most - 1` colons, as nspawn splits a mount's argument: `\:` is
+    /// a colon of the path, `\\` a backslash.
+    static func splitAtColons(_ text: String, most: Int) -> [String] {
+        var parts = [""]
+        var escaped = false
+        for character in text {
+            if escaped {
+                parts[parts.count - 1].append(character)
+                escaped = false
+            } else if character == "\\" && parts.count < most {
+                escaped = true
+            } else if character == ":" && parts.count < most {
+                parts.append("")
+            } else {
+                parts[parts.count - 1].append(character)
+            }
+        }
+        return parts
+    }
+
+    /// `--tmpfs=PATH[:OPTIONS]`, as nspawn reads it.
+    static func tmpfsMount(_ text: String) throws -> LaunchSpec.TmpfsMount {
+        let parts = splitAtColons(text, most: 2)
+        guard parts[0].hasPrefix("/") else { throw UsageError("--tmpfs takes an absolute PATH[:OPTIONS], not '\(text)'") }
+        return LaunchSpec.TmpfsMount(path: FilePath(parts[0]), options: parts.count > 1 ? parts[1] : "")
     }
 }

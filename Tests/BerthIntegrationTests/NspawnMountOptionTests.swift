@@ -1,0 +1,90 @@
+import BerthTestSupport
+import Foundation
+import Testing
+
+/// nspawn's mount options beside nspawn's, each on a fresh busybox tree of its own: `--tmpfs=`,
+/// binds from the tree itself (`+PATH`), `\:` in a path, a destination through a symlink of
+/// the image (followed inside it); and `--inaccessible=`, which nspawn 252 cannot do on a host
+/// without systemd (it binds /run/systemd/inaccessible, which systemd makes), checked on its own.
+extension NspawnOptionTests {
+    /// A fresh busybox tree with a symlink /lnk to /srv/real and a directory /data holding x.
+    func freshTree(_ name: String, in scratch: TemporaryDirectory) throws -> String {
+        let root = scratch.appending(name).string
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+        #expect(try run("/bin/tar", ["-xf", Fixtures.busybox, "-C", root]).status == 0)
+        try FileManager.default.createDirectory(atPath: "\(root)/srv/real", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: "\(root)/data", withIntermediateDirectories: true)
+        try Data("d\n".utf8).write(to: URL(fileURLWithPath: "\(root)/data/x"))
+        try FileManager.default.createSymbolicLink(atPath: "\(root)/lnk", withDestinationPath: "/srv/real")
+        return root
+    }
+
+    static let mountProbe = """
+        for p in /mnt/t /lnk /srv/real /srv/real/in /mnt/in /mnt/c:d; do [ -e $p ] && echo "$p $(stat -c '%F %a %U' $p)"; done
+        grep -E " /(mnt|srv|data)" /proc/self/mountinfo | cut -d' ' -f5,6 | sed 's/,idmapped//'
+        ls /mnt/in /mnt/c:d /srv/real/in 2>&1; touch /mnt/t/x 2>/dev/null && echo wrote; touch /mnt/in/y 2>/dev/null && echo wrote in; true
+        """
+
+    @Test(arguments: [
+        ["--tmpfs=/mnt/t"], ["--tmpfs=/mnt/t:mode=1777,size=1m"], ["--tmpfs=/lnk"], ["--bind=SRC:/lnk/in"], ["--bind=+/data:/mnt/in"],
+        ["--bind-ro=+/data:/mnt/in"], ["--bind=COLON:/mnt/c\\:d"], ["--bind=+/data:/mnt/in:norbind", "--tmpfs=/mnt/t"],
+    ])
+    func aMountOptionGivesWhatNspawnGives(_ options: [String]) throws {
+        let scratch = try TemporaryDirectory("mount-options")
+        let source = scratch.appending("src").string, colon = scratch.appending("c:d").string
+        for directory in [source, colon] { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false) }
+        try Data("hi\n".utf8).write(to: URL(fileURLWithPath: "\(source)/f"))
+        try Data("colon\n".utf8).write(to: URL(fileURLWithPath: "\(colon)/g"))
+        let given = options.map {
+            $0.replacingOccurrences(of: "SRC", with: source).replacingOccurrences(of: "COLON", with: colon.replacingOccurrences(of: ":", with: "\\:"))
+        }
+        let ours = try inBerth(given, Self.mountProbe, in: freshTree("berth", in: scratch))
+        let theirs = try inNspawn(given, Self.mountProbe, in: freshTree("nspawn", in: scratch))
+        #expect(ours.status == 0 && theirs.status == 0, "berth: \(ours)\nnspawn: \(theirs)")
+        #expect(ours.stdout == theirs.stdout, "berth:\n\(ours.stdout)\nnspawn:\n\(theirs.stdout)")
+        #expect(ours.stdout.contains(" /mnt/") || ours.stdout.contains(" /srv/real"), "\(ours.stdout)")
+    }
+
+    /// A symlink of the image never takes a mount out of the tree: one climbing past the root
+    /// to a directory of the host's lands in the tree's own directory of that path (what the
+    /// container would find), never in the host's.
+    @Test func aDestinationThroughASymlinkStaysInTheTree() throws {
+        let scratch = try TemporaryDirectory("mount-symlink")
+        let root = try freshTree("tree", in: scratch)
+        // Beside the tree's /var/tmp, not /tmp: the container's /tmp is a fresh tmpfs.
+        let host = try TemporaryDirectory("mount-symlink-host", base: "/var/tmp")
+        let outside = host.appending("outside").string
+        for directory in [outside, root + outside] { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        try FileManager.default.createSymbolicLink(atPath: "\(root)/escape", withDestinationPath: "../../../../../..\(outside)")
+        let result = try inBerth(["--tmpfs=/escape/t"], "grep -c ' /escape\\| /.*outside/t ' /proc/self/mountinfo; echo ran", in: root)
+        #expect(result.status == 0 && result.stdout.hasSuffix("ran\n"), "\(result)")
+        #expect((try FileManager.default.contentsOfDirectory(atPath: outside)).isEmpty, "a mount point was made outside the tree")
+        #expect(FileManager.default.fileExists(atPath: "\(root)\(outside)/t"), "the symlink did not resolve inside the tree")
+    }
+
+    /// `--inaccessible=`: a directory and a file covered by mode-0 entries, read-only, that root
+    /// in the container can neither read nor change; a path the image lacks is refused.
+    @Test func anInaccessiblePathCannotBeReachedFromInside() throws {
+        let scratch = try TemporaryDirectory("inaccessible")
+        let root = try freshTree("tree", in: scratch)
+        let probe = """
+            stat -c '%n %a %F' /data /data/x 2>&1 | sed 's/.*can.t stat/cannot stat/'; cat /data/x 2>/dev/null || echo unreadable
+            touch /data/y 2>/dev/null || echo unwritable; cat /etc/hostname; echo ran
+            """
+        try Data("box\n".utf8).write(to: URL(fileURLWithPath: "\(root)/etc/hostname"))
+        let result = try inBerth(["--inaccessible=/data", "--inaccessible=/etc/hostname"], probe, in: root)
+        #expect(result.status == 0, "\(result)")
+        #expect(result.stdout.hasPrefix("/data 0 directory\n"), "\(result.stdout)")
+        // Root reads past a mode of 0, but what it finds is the empty cover, not the image's file.
+        #expect(result.stdout.contains("unreadable\nunwritable\nran\n") && !result.stdout.contains("box"), "\(result.stdout)")
+        #expect(try String(contentsOfFile: "\(root)/data/x", encoding: .utf8) == "d\n", "the image's file changed")
+        let missing = try inBerth(["--inaccessible=/nope"], "echo ran", in: root)
+        #expect(missing.status != 0 && !missing.stdout.contains("ran") && missing.stderr.contains("--inaccessible=/nope"), "\(missing)")
+    }
+
+    /// What nspawn refuses of the mount options, berth refuses too, in one line.
+    @Test(arguments: [["--tmpfs=rel"], ["--tmpfs="], ["--bind=rel:/x"], ["--inaccessible=rel"], ["--bind=+rel:/x"]])
+    func aMountValueNspawnRefusesIsRefused(_ options: [String]) throws {
+        try aValueNspawnRefusesIsRefused(options)
+    }
+}
