@@ -37,6 +37,7 @@ extension ContainerStage {
             try Mount.bind(FilePath(osRelease), at: target, recursive: false)
             try Mount.remountReadOnly(target, extraFlags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
         }
+        if !spec.credentials.isEmpty { try makeCredentials(spec.credentials, in: host) }
         let path = run.procPath("host")
         try Mount.bind(path, at: path, recursive: true)
         try Mount.remountReadOnly(path, extraFlags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
@@ -88,5 +89,41 @@ extension ContainerStage {
             try cover.set(.readOnly, recursive: false)
             try cover.attach(onto: target)
         }
+    }
+}
+
+extension ContainerStage {
+    /// Where the container finds its credentials, as under nspawn (`$CREDENTIALS_DIRECTORY`).
+    static let credentialsDirectory = "/run/host/credentials"
+
+    /// The credentials in a ramfs of their own (never swapped out), one file each, 0400 in a
+    /// directory of 0500. PID 1 gives them to the user it runs the command as and makes the
+    /// mount read-only (`sealCredentials`).
+    static func makeCredentials(_ credentials: [LaunchSpec.Credential], in host: Directory) throws {
+        try host.makeDirectory("credentials", mode: 0o500)
+        let directory = try host.openDirectory(beneath: "credentials", pathOnly: true, crossingMounts: true)
+        try Mount.make("ramfs", onto: directory.descriptor, flags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), options: "mode=0500")
+        let mounted = try host.openDirectory(beneath: "credentials", pathOnly: true, crossingMounts: true)
+        for credential in credentials {
+            var bytes = Array((credential.value ?? "").utf8)
+            if let file = credential.file {
+                do { bytes = try Descriptor.open(file, O_RDONLY).readAll(limit: 1 << 20) } catch {
+                    throw LaunchError("cannot read credential '\(credential.id)' from \(file): \(error)")
+                }
+            }
+            let out = try mounted.createFile(FilePath(credential.id), mode: 0o400)
+            try bytes.withUnsafeBytes { try out.writeAll($0) }
+        }
+    }
+
+    /// PID 1's part: the credentials become the command's user's (nspawn 252 leaves them root's,
+    /// which a `-u` user cannot read: berth gives them to the user they are for), and read-only.
+    static func sealCredentials(for user: ImageUser) throws {
+        let directory = Directory(try Descriptor.open(FilePath(credentialsDirectory), O_RDONLY | O_DIRECTORY), displayPath: credentialsDirectory)
+        if user.uid != 0 {
+            for name in try directory.entryNames() { try directory.setOwner(name, uid: user.uid, gid: user.gid) }
+            _ = try retryingInterrupts("fchown", path: credentialsDirectory) { fchown(directory.descriptor.rawValue, user.uid, user.gid) }
+        }
+        try Mount.remountReadOnly(FilePath(credentialsDirectory), extraFlags: UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC))
     }
 }

@@ -420,9 +420,11 @@ public enum ContainerStage {
     private static func exec(_ spec: LaunchSpec, capabilities: Capabilities, initCopy: Descriptor?) throws -> Never {
         let user = try ImageUser.lookup(spec.user ?? "root")
         if spec.user != nil { try user.makeHome() }
+        if !spec.credentials.isEmpty { try sealCredentials(for: user) }
         // nspawn 252's: LANG=C.UTF-8 whatever the caller's, and no SHELL.
         var environment = user.environment(term: spec.term, shell: false) + ["LANG=C.UTF-8", "container_uuid=\(spec.uuid)"]
             + (spec.descriptorRoles.contains("notify") ? ["NOTIFY_SOCKET=/run/host/notify"] : [])
+            + (spec.credentials.isEmpty ? [] : ["CREDENTIALS_DIRECTORY=\(credentialsDirectory)"])
         for setting in spec.environment {
             let key = setting.prefix { $0 != "=" }
             environment.removeAll { $0.hasPrefix(key + "=") }

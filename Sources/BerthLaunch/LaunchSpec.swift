@@ -97,6 +97,15 @@ public struct LaunchSpec: Equatable, Sendable {
         public var options: String
         public init(path: FilePath, options: String) { (self.path, self.options) = (path, options) }
     }
+    /// `--set-credential=ID:VALUE` and `--load-credential=ID:PATH`: files of /run/host/credentials
+    /// (`$CREDENTIALS_DIRECTORY`), each a value given or a host's file the setup process reads.
+    public var credentials: [Credential] = []
+    public struct Credential: Equatable, Sendable {
+        public var id: String
+        public var value: String?
+        public var file: FilePath?
+        public init(id: String, value: String? = nil, file: FilePath? = nil) { (self.id, self.value, self.file) = (id, value, file) }
+    }
     /// `--inaccessible=PATH`: each covered by an empty, mode-0 entry of its kind, read-only.
     public var inaccessiblePaths: [FilePath] = []
     public var workingDirectory: FilePath?
@@ -161,6 +170,11 @@ public struct LaunchSpec: Equatable, Sendable {
             add("tmpfs-options", tmpfs.options)
         }
         inaccessiblePaths.forEach { add("inaccessible", $0) }
+        for credential in credentials {
+            add("credential", credential.id)
+            if let value = credential.value { add("credential-value", value) }
+            if let file = credential.file { add("credential-file", file) }
+        }
         if noNewPrivileges { add("no-new-privileges", "1") }
         add("resolv-action", resolvConfAction.rawValue)
         add("resolv-source", resolvConf)
@@ -215,6 +229,11 @@ public struct LaunchSpec: Equatable, Sendable {
                 guard !spec.tmpfsMounts.isEmpty else { return nil }
                 spec.tmpfsMounts[spec.tmpfsMounts.count - 1].options = text
             case "inaccessible": spec.inaccessiblePaths.append(FilePath(bytes: value))
+            case "credential": spec.credentials.append(Credential(id: text))
+            case "credential-value", "credential-file":
+                guard !spec.credentials.isEmpty else { return nil }
+                if key == "credential-value" { spec.credentials[spec.credentials.count - 1].value = text }
+                else { spec.credentials[spec.credentials.count - 1].file = FilePath(bytes: value) }
             case "upper": upper = FilePath(bytes: value)
             case "work":
                 guard let layer = upper else { return nil }

@@ -2,6 +2,7 @@ import BerthLaunch
 import BerthStore
 import BerthSystem
 import Glibc
+import SystemPackage
 
 /// The command line of `berth run` and `berth boot`, read by hand rather than by
 /// swift-argument-parser. Run is the command that has to start fast, and the parser's reflection
@@ -23,6 +24,8 @@ struct RunCommandLine {
     var bind: [String] = []
     var bindReadOnly: [String] = []
     var tmpfs: [String] = []
+    /// `--set-credential=`, `--load-credential=`.
+    var credentials: [LaunchSpec.Credential] = []
     var inaccessible: [String] = []
     var chdir: String?
     var user: String?
@@ -202,6 +205,16 @@ struct RunCommandLine {
         }
     }
 
+    /// A credential whose id is a file's name (as systemd's) and not given already.
+    private mutating func addCredential(_ credential: LaunchSpec.Credential) throws {
+        let id = credential.id
+        guard !id.isEmpty, id != ".", id != "..", !id.contains("/"), id.utf8.count <= 255 else {
+            throw UsageError("credential name '\(id)' is not valid: it is a file's name, without '/'")
+        }
+        guard !credentials.contains(where: { $0.id == id }) else { throw UsageError("credential '\(id)' is given twice") }
+        credentials.append(credential)
+    }
+
     /// A list of capabilities, or one line that says what it takes.
     private static func capabilities(_ list: String, for option: String) throws -> Capabilities {
         guard let set = Capabilities(parsingList: list) else {
@@ -259,6 +272,20 @@ struct RunCommandLine {
         },
         Option(long: "inaccessible", valueName: "PATH", help: "Cover PATH in the container with an empty entry nobody may open.") {
             $0.inaccessible.append($1)
+        },
+        Option(long: "set-credential", valueName: "ID:VALUE", help: "A credential ID with VALUE, in $CREDENTIALS_DIRECTORY (/run/host/credentials).") {
+            line, value in
+            guard let colon = value.firstIndex(of: ":") else { throw UsageError("--set-credential takes ID:VALUE, not '\(value)'") }
+            try line.addCredential(LaunchSpec.Credential(id: String(value[..<colon]), value: String(value[value.index(after: colon)...])))
+        },
+        Option(long: "load-credential", valueName: "ID:PATH", help: "A credential ID read from the host's file PATH.") {
+            line, value in
+            guard let colon = value.firstIndex(of: ":"), value[value.index(after: colon)...].hasPrefix("/") else {
+                throw UsageError("--load-credential takes ID:PATH with the host's absolute PATH, not '\(value)'")
+            }
+            let path = String(value[value.index(after: colon)...])
+            guard access(path, R_OK) == 0 else { throw UsageError("--load-credential cannot read \(path): give a readable file") }
+            try line.addCredential(LaunchSpec.Credential(id: String(value[..<colon]), file: FilePath(path)))
         },
         Option(long: "chdir", valueName: "DIR", help: "The working directory in the container.") { $0.chdir = $1 },
         Option(short: "u", long: "user", valueName: "USER", help: "Run as USER from the image's user database.") { $0.user = $1 },

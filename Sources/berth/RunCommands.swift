@@ -88,6 +88,7 @@ extension RunCommandLine {
         spec.environment = OSRelease.hostIdentity() + setenv.map { setting in
             setting.contains("=") ? setting : "\(setting)=\(environment(setting) ?? "")"
         }
+        spec.credentials = credentials
         spec.tmpfsMounts = try tmpfs.map(Self.tmpfsMount)
         spec.inaccessiblePaths = try inaccessible.map { path in
             guard path.hasPrefix("/") else { throw UsageError("--inaccessible takes an absolute path, not '\(path)'") }

@@ -77,3 +77,37 @@ extension NspawnOptionTests {
         try aValueNspawnRefusesIsRefused(options)
     }
 }
+
+extension NspawnOptionTests {
+    static let credentialProbe = """
+        echo "$CREDENTIALS_DIRECTORY"; stat -c '%n %a %U %F' /run/host/credentials /run/host/credentials/* 2>&1
+        cat /run/host/credentials/a /run/host/credentials/b 2>&1; (echo x > /run/host/credentials/a) 2>/dev/null || echo sealed
+        """
+
+    /// `--set-credential=` and `--load-credential=`: the files nspawn makes, where it makes them,
+    /// read-only, for root; a `-u` user gets them as their own, which nspawn 252 leaves root's
+    /// (unreadable by the user they are for: a deliberate difference).
+    @Test func credentialsAreWhereNspawnPutsThemAndTheUsersToRead() throws {
+        let scratch = try TemporaryDirectory("credentials")
+        let file = scratch.appending("secret").string
+        try Data("secret\n".utf8).write(to: URL(fileURLWithPath: file))
+        let options = ["--set-credential=a:hello", "--load-credential=b:\(file)"]
+        let ours = try inBerth(options, Self.credentialProbe), theirs = try inNspawn(options, Self.credentialProbe)
+        #expect(ours.status == 0 && ours.stdout == theirs.stdout, "berth:\n\(ours)\nnspawn:\n\(theirs.stdout)")
+        #expect(ours.stdout.contains("/run/host/credentials/a 400 root regular file\n") && ours.stdout.contains("hellosecret\nsealed\n"), "\(ours.stdout)")
+        let user = try inBerth(options + ["-u", "alice"], Self.credentialProbe, in: Self.debian)
+        #expect(user.status == 0 && user.stdout.contains("/run/host/credentials/b 400 alice regular file\n"), "\(user)")
+        #expect(user.stdout.contains("hellosecret\nsealed\n"), "\(user.stdout)")
+        #expect(!(try inBerth([], "echo ${CREDENTIALS_DIRECTORY-none}; ls /run/host")).stdout.contains("credentials"))
+    }
+
+    /// Credentials nspawn refuses, berth refuses: a name that is no file's, one given twice, no
+    /// value, a file that is not there.
+    @Test(arguments: [
+        ["--set-credential=a:x", "--set-credential=a:y"], ["--set-credential=bad/id:x"], ["--set-credential=novalue"],
+        ["--load-credential=c:/nonexistent/file"],
+    ])
+    func aCredentialNspawnRefusesIsRefused(_ options: [String]) throws {
+        try aValueNspawnRefusesIsRefused(options)
+    }
+}
