@@ -19,7 +19,10 @@ public struct ExitStatus: Equatable, Sendable {
     public init(waitStatus status: Int32, boot: Bool = false) {
         let signal = status & 0x7f
         if signal == 0 {
-            ending = .exited((status >> 8) & 0xff)
+            // A booted init's own 133 would read as a reboot (and restart a machine in the
+            // background): it is reported as the failure it is, 1.
+            let code = (status >> 8) & 0xff
+            ending = .exited(boot && code == Self.rebootCode ? 1 : code)
         } else if boot && signal == SIGINT {
             ending = .poweredOff
         } else if boot && signal == SIGHUP {
@@ -30,7 +33,9 @@ public struct ExitStatus: Equatable, Sendable {
     }
 
     /// berth's exit status: the command's own, 0 after a power-off and 133 after a reboot (as
-    /// nspawn), 128 plus the signal that killed it.
+    /// nspawn), 128 plus the signal that killed it. 133 is a reboot only with -b: a command's
+    /// reboot(2) ends it with SIGHUP, 129, so a command's own 133 is its own; a booted init's
+    /// own 133 is 1.
     public var code: Int32 {
         switch ending {
         case .exited(let code): return code

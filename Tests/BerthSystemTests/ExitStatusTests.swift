@@ -38,6 +38,16 @@ import Testing
         #expect(ExitStatus(waitStatus: Self.killed(SIGHUP)).code == 129)
     }
 
+    /// 133 means a reboot only for a booted system, and only when it rebooted: a command's own
+    /// 133 is its own, a booted init's own 133 is a failure (1), never taken for a reboot.
+    @Test func onlyARebootIs133() {
+        #expect(ExitStatus(waitStatus: Self.exited(133)).code == 133)
+        #expect(ExitStatus(waitStatus: Self.exited(133)).ending == .exited(133))
+        #expect(ExitStatus(waitStatus: Self.exited(133), boot: true).code == 1)
+        #expect(ExitStatus(waitStatus: Self.exited(133), boot: true).ending != .rebooted)
+        #expect(ExitStatus(waitStatus: Self.killed(SIGHUP)).code != 133)
+    }
+
     @Test func theStatusOfARealChild() throws {
         for (command, expected) in [("exit 3", ExitStatus.Ending.exited(3)), ("kill -KILL $$", .killed(SIGKILL)), ("true", .exited(0))] {
             var pid: pid_t = 0
