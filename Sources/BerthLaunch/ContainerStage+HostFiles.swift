@@ -20,6 +20,8 @@ extension ContainerStage {
         case .replace where writable: try ignoringRefusal { try replace(with: spec.resolvConf, "resolv.conf", in: etc, owner: owner) }
         case .bind where spec.descriptorRoles.contains("resolv"):
             try bind(mount("resolv"), onto: "resolv.conf", in: etc, tree: tree, creating: writable)
+        case .bindOver where try spec.descriptorRoles.contains("resolv") && etc.status("resolv.conf")?.kind == .regular:
+            try mount("resolv").attach(onto: etc.openFile("resolv.conf", CBERTH_O_PATH))
         default: break
         }
         var timezone = spec.timezoneAction
@@ -50,9 +52,12 @@ extension ContainerStage {
                                                                  .permissionDenied, .notPermitted].contains(error.errno) {}
     }
 
-    /// The host's `source` written over `name` in `etc`, never through a symlink there.
+    /// The host's `source` written over `name` in `etc`, never through a symlink there; left
+    /// alone where it holds those bytes already, so that runs after the first change nothing
+    /// (nspawn rewrites it each time).
     private static func copy(_ source: FilePath, to name: FilePath, in etc: Directory, owner: uid_t) throws {
         let bytes = try Descriptor.open(source, O_RDONLY).readAll(limit: 1 << 20)
+        if let present = try? etc.openFile(name, O_RDONLY).readAll(limit: (1 << 20) + 1), present == bytes { return }
         try etc.openFile(name, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(String(decoding: bytes, as: UTF8.self))
         try etc.setOwner(name, uid: owner, gid: owner)
     }
@@ -60,6 +65,8 @@ extension ContainerStage {
     /// The host's `source` in place of `name` in `etc`, whatever it was (a symlink too): written
     /// beside it, then renamed over it.
     private static func replace(with source: FilePath, _ name: FilePath, in etc: Directory, owner: uid_t) throws {
+        if (try etc.status(name))?.kind == .regular, let present = try? etc.openFile(name, O_RDONLY).readAll(limit: (1 << 20) + 1),
+           present == (try Descriptor.open(source, O_RDONLY).readAll(limit: 1 << 20)) { return }
         let temporary = FilePath(".#\(name.string)-berth-\(Hex.random(4))")
         try copy(source, to: temporary, in: etc, owner: owner)
         do { try etc.rename(temporary, to: name, .replace) } catch {

@@ -8,6 +8,9 @@ import SystemPackage
 /// image's own zoneinfo, or deleted.
 public enum HostFileAction: String, Sendable, Equatable {
     case off, copy, replace, bind, symlink, delete
+    /// Bound over the image's own file only where it has one, nothing made: a build's step
+    /// (`buildResolvConf`), whose layer must hold only what the step wrote.
+    case bindOver = "bind-over"
 }
 
 /// nspawn 252's modes of both options, and what `auto` comes to for a container.
@@ -20,6 +23,9 @@ public enum HostFiles {
     static let resolvConfModes = ["off", "delete", "auto"]
         + ["copy", "replace", "bind"].flatMap { action in ["host", "static", "uplink", "stub"].map { "\(action)-\($0)" } }
     static let timezoneModes = ["off", "copy", "bind", "symlink", "delete", "auto"]
+    /// What a recipe's step runs with, which no command line can name: the host's resolver
+    /// bound over the image's own file, for the step's downloads, and nothing written.
+    public static let buildResolvConf = "berth-build"
 
     /// Whether `mode` is one of `--resolv-conf=`'s, or of `--timezone=`'s.
     public static func isResolvConfMode(_ mode: String) -> Bool { resolvConfModes.contains(mode) }
@@ -33,6 +39,7 @@ public enum HostFiles {
     /// else in the machine would. nspawn's first choice, resolved's static file where resolved
     /// listens on the host, needs D-Bus to ask, which berth does without: the host's file is used.
     public static func resolvConf(mode: String, ownNetwork: Bool, readOnly: Bool, generated: FilePath?) -> (HostFileAction, FilePath) {
+        if mode == buildResolvConf { return (.bindOver, "/etc/resolv.conf") }
         if mode == "auto" {
             if let generated { return (.bind, generated) }
             if ownNetwork { return (.off, "/etc/resolv.conf") }

@@ -85,6 +85,8 @@ public struct LaunchSpec: Equatable, Sendable {
     public var ambientCapabilities = Capabilities()
     /// `--no-new-privileges=yes`: no exec in the container gains privileges.
     public var noNewPrivileges = false
+    /// `--suppress-sync=yes`: the system call filter makes the sync calls do nothing.
+    public var suppressSync = false
     /// `--personality=`: the payload's execution domain (PER_LINUX32 for x86), nil for the host's.
     public var personality: UInt?
     /// `NAME=VALUE` settings from -E, already resolved.
@@ -176,6 +178,7 @@ public struct LaunchSpec: Equatable, Sendable {
             if let file = credential.file { add("credential-file", file) }
         }
         if noNewPrivileges { add("no-new-privileges", "1") }
+        if suppressSync { add("suppress-sync", "1") }
         add("resolv-action", resolvConfAction.rawValue)
         add("resolv-source", resolvConf)
         add("timezone-action", timezoneAction.rawValue)
@@ -265,9 +268,13 @@ public struct LaunchSpec: Equatable, Sendable {
         }
         (spec.addedCapabilities, spec.droppedCapabilities, spec.ambientCapabilities) = (added, dropped, ambient)
         spec.noNewPrivileges = text("no-new-privileges") == "1"
-        guard let resolvAction = text("resolv-action").flatMap(HostFileAction.init(rawValue:)), let resolvSource = single["resolv-source"],
-              let timezoneAction = text("timezone-action").flatMap(HostFileAction.init(rawValue:)) else { return nil }
-        (spec.resolvConfAction, spec.resolvConf) = (resolvAction, FilePath(bytes: resolvSource))
+        spec.suppressSync = text("suppress-sync") == "1"
+        // Absent, they are off: the image's own files.
+        let resolvAction = text("resolv-action").map { HostFileAction(rawValue: $0) } ?? .off
+        let timezoneAction = text("timezone-action").map { HostFileAction(rawValue: $0) } ?? .off
+        guard let resolvAction, let timezoneAction else { return nil }
+        spec.resolvConfAction = resolvAction
+        spec.resolvConf = single["resolv-source"].map { FilePath(bytes: $0) } ?? spec.resolvConf
         (spec.timezoneAction, spec.timezone) = (timezoneAction, text("timezone"))
         if let personality = text("personality") {
             guard let value = UInt(personality) else { return nil }

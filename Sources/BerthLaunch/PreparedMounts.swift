@@ -49,7 +49,7 @@ struct PreparedMounts {
         // where the image lacks the zone).
         for (role, action, path) in [("resolv", spec.resolvConfAction, spec.resolvConf),
                                      ("localtime", spec.timezoneAction == .symlink ? .bind : spec.timezoneAction, "/etc/localtime")]
-            where action == .bind && access(path.string, R_OK) == 0 {
+            where (action == .bind || action == .bindOver) && access(path.string, R_OK) == 0 {
             let file = try DetachedMount.copy(of: path, recursive: false)
             try Self.map(file, mapping, what: path.string)
             try file.set(.readOnly, recursive: false)

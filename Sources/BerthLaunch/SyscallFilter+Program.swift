@@ -12,14 +12,16 @@ extension SyscallFilter {
     /// libseccomp's own compiler took 40 to 70 ms for this list on three ABIs (it snapshots its
     /// whole rule database at each rule), ten times a container's start; this takes 0.5 ms,
     /// the kernel's load of the 841 instructions included.
-    static func install(capabilities: Capabilities) throws {
-        try install(program(capabilities: capabilities))
+    static func install(capabilities: Capabilities, suppressSync: Bool) throws {
+        try install(program(capabilities: capabilities, suppressSync: suppressSync))
     }
 
-    /// The filter's program for a container that keeps `capabilities`.
-    static func program(capabilities: Capabilities) -> [sock_filter] {
+    /// The filter's program for a container that keeps `capabilities`; with `suppressSync`
+    /// (nspawn's `--suppress-sync=yes`), the @sync calls succeed doing nothing and open(2) and
+    /// openat(2) with O_SYNC or O_DSYNC fail with EINVAL, as nspawn's filter makes them.
+    static func program(capabilities: Capabilities, suppressSync: Bool = false) -> [sock_filter] {
         var program = Program()
-        program.build(verdicts(capabilities: capabilities))
+        program.build(verdicts(capabilities: capabilities, suppressSync: suppressSync))
         return program.code
     }
 
@@ -37,6 +39,8 @@ extension SyscallFilter {
         case allow, refuse(Int32)
         /// socket(2): allowed, but an audit socket fails with EAFNOSUPPORT.
         case socketButNotAudit
+        /// Allowed, but EINVAL when the flags in argument `argument` hold any bit of `flags`.
+        case allowWithoutFlags(argument: UInt32, flags: UInt32)
 
         static let unknown = Verdict.refuse(ENOSYS)
     }
@@ -69,7 +73,7 @@ extension SyscallFilter {
     /// not know, is skipped; a number no name gave is nil, `Verdict.unknown`. Names go to
     /// libseccomp straight from the list's bytes: making Swift strings and sets of them took
     /// longer than the rest of the work together.
-    static func verdicts(capabilities: Capabilities) -> [(abi: ABI, table: [Verdict?])] {
+    static func verdicts(capabilities: Capabilities, suppressSync: Bool = false) -> [(abi: ABI, table: [Verdict?])] {
         var sections = abis.map { (abi: $0, table: [Verdict?](repeating: nil, count: 512)) }
         func give(_ verdict: Verdict) -> (UnsafePointer<CChar>) -> Void {
             { name in
@@ -83,6 +87,12 @@ extension SyscallFilter {
                     if sections[i].table[index] == nil { sections[i].table[index] = verdict }
                 }
             }
+        }
+        if suppressSync {
+            // The first verdict a call gets stands: these come before the allow list's.
+            forEachCall("@sync", give(.refuse(0)))
+            forEachCall("open", give(.allowWithoutFlags(argument: 1, flags: UInt32(O_DSYNC))))  // O_SYNC holds O_DSYNC's bit
+            forEachCall("openat", give(.allowWithoutFlags(argument: 2, flags: UInt32(O_DSYNC))))
         }
         for entry in allowList {
             if let capability = entry.capability, !capabilities.contains(capability) { continue }
@@ -111,7 +121,7 @@ extension SyscallFilter {
 
         private static let load = UInt16(BPF_LD | BPF_W | BPF_ABS), ret = UInt16(BPF_RET | BPF_K)
         private static let jeq = UInt16(BPF_JMP | BPF_JEQ | BPF_K), jge = UInt16(BPF_JMP | BPF_JGE | BPF_K)
-        private static let ja = UInt16(BPF_JMP | BPF_JA)
+        private static let ja = UInt16(BPF_JMP | BPF_JA), jset = UInt16(BPF_JMP | BPF_JSET | BPF_K)
         static let x32Bit: UInt32 = 0x4000_0000
 
         /// Dispatches on the architecture, then searches each ABI's numbers. A call of any other
@@ -175,6 +185,12 @@ extension SyscallFilter {
                 emit(Self.load, k: 32); emit(Self.jeq, jf: 3, k: netlinkAudit)
                 emit(Self.load, k: 36); emit(Self.jeq, jf: 1, k: 0)
                 emit(Self.ret, k: cseccomp_action_errno(UInt16(EAFNOSUPPORT)))
+                emit(Self.ret, k: SCMP_ACT_ALLOW)
+            case .allowWithoutFlags(let argument, let flags):
+                // The flags' low half (open's flags are an int): any bit of them is refused.
+                emit(Self.load, k: 16 + 8 * argument)
+                emit(Self.jset, jf: 1, k: flags)
+                emit(Self.ret, k: cseccomp_action_errno(UInt16(EINVAL)))
                 emit(Self.ret, k: SCMP_ACT_ALLOW)
             }
         }

@@ -228,6 +228,9 @@ public final class RecipeBuilder {
         spec.arguments = argv
         // The step's own output only: the build says which step runs.
         spec.quiet = true
+        // The layer holds what the step wrote, nothing of the host's: its resolver bound over
+        // the image's file, the image's own time zone.
+        (spec.resolvConfMode, spec.timezoneMode) = (HostFiles.buildResolvConf, "off")
         let output = try OutputTee(echo: showOutput)
         let status: Int32
         do {

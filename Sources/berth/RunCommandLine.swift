@@ -51,6 +51,8 @@ struct RunCommandLine {
     var droppedCapabilities = Capabilities()
     var ambientCapabilities = Capabilities()
     var noNewPrivileges = false
+    /// `--suppress-sync=`.
+    var suppressSync = false
     var personality: UInt?
     /// `--resolv-conf=`, `--timezone=`: nspawn's modes.
     var resolvConfMode = "auto"
@@ -377,6 +379,10 @@ struct RunCommandLine {
         Option(long: "no-new-privileges", valueName: "BOOL", help: "With yes, no program in the container gains privileges (setuid bits, file capabilities).") {
             guard let value = RunValueChecks.boolean($1) else { throw UsageError("--no-new-privileges takes yes or no, not '\($1)'") }
             $0.noNewPrivileges = value
+        },
+        Option(long: "suppress-sync", valueName: "BOOL", help: "With yes, sync(2), fsync(2) and the like do nothing in the container (fast, not crash safe).") {
+            guard let value = RunValueChecks.boolean($1) else { throw UsageError("--suppress-sync takes yes or no, not '\($1)'") }
+            $0.suppressSync = value
         },
         Option(long: "personality", valueName: "ARCH", help: "The execution domain uname reports: x86 (32-bit) or x86-64.") {
             line, value in

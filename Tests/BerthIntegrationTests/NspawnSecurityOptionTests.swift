@@ -1,3 +1,4 @@
+import BerthSystem
 import BerthTestSupport
 import Foundation
 import Testing
@@ -109,5 +110,29 @@ extension NspawnOptionTests {
     ])
     func aCredentialNspawnRefusesIsRefused(_ options: [String]) throws {
         try aValueNspawnRefusesIsRefused(options)
+    }
+}
+
+extension NspawnOptionTests {
+    static let syncProbe = """
+        for flag in sync dsync direct; do dd if=/dev/zero of=/tmp/f-$flag oflag=$flag bs=4096 count=1 2>&1 | grep -o 'Invalid argument' || echo "$flag opened"; done
+        sync && echo synced; grep -c . /proc/self/status >/dev/null
+        """
+
+    /// `--suppress-sync=yes`, as nspawn's filter makes it: O_SYNC and O_DSYNC opens fail with
+    /// EINVAL, the sync calls succeed and do nothing; without it both open. `berth shell` into a
+    /// machine started so gets the same filter.
+    @Test(arguments: [["--suppress-sync=yes"], ["--suppress-sync=no"]])
+    func suppressSyncIsNspawns(_ options: [String]) throws {
+        let ours = try inBerth(options, Self.syncProbe, in: Self.debian), theirs = try inNspawn(options, Self.syncProbe, in: Self.debian)
+        #expect(ours.status == 0 && ours.stdout == theirs.stdout, "berth:\n\(ours)\nnspawn:\n\(theirs.stdout)")
+        let suppressed = options == ["--suppress-sync=yes"]
+        #expect(ours.stdout.hasPrefix(suppressed ? "Invalid argument\nInvalid argument\n" : "sync opened\ndsync opened\n"), "\(ours.stdout)")
+        let name = "nspawn-sync-\(Hex.random(4))"
+        let started = try berth(["run", "-d", "-q"] + options + ["-M", name, "-D", Self.debian, "/bin/sleep", "60"], store: Self.shared)
+        #expect(started.status == 0, "\(started)")
+        defer { _ = try? berth(["terminate", name], store: Self.shared) }
+        let shell = try berth(["shell", name, "/bin/sh", "-c", Self.syncProbe], store: Self.shared)
+        #expect(shell.status == 0 && shell.stdout == ours.stdout, "shell:\n\(shell)\nrun:\n\(ours.stdout)")
     }
 }
