@@ -55,7 +55,10 @@ extension ContainerStage {
     /// The host's `source` written over `name` in `etc`, never through a symlink there; left
     /// alone where it holds those bytes already, so that runs after the first change nothing
     /// (nspawn rewrites it each time).
+    /// Anything but a plain file there (a FIFO, whose open would wait for ever; a device node)
+    /// is the image's own, left as it is.
     private static func copy(_ source: FilePath, to name: FilePath, in etc: Directory, owner: uid_t) throws {
+        if let kind = try etc.status(name)?.kind, kind != .regular { return }
         let bytes = try Descriptor.open(source, O_RDONLY).readAll(limit: 1 << 20)
         if let present = try? etc.openFile(name, O_RDONLY).readAll(limit: (1 << 20) + 1), present == bytes { return }
         try etc.openFile(name, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(String(decoding: bytes, as: UTF8.self))

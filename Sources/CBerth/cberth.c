@@ -40,7 +40,12 @@ struct cberth_open_how {
 
 int cberth_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
     struct cberth_open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
-    return (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+    // With RESOLVE_BENEATH or RESOLVE_IN_ROOT, a lookup through ".." fails with EAGAIN when any
+    // mount or rename happened on the system meanwhile: the kernel asks to be asked again.
+    for (int attempt = 0;; attempt++) {
+        int fd = (int)syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+        if (fd >= 0 || errno != EAGAIN || attempt == 64) return fd;
+    }
 }
 
 int cberth_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {

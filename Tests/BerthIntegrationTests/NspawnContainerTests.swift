@@ -85,6 +85,25 @@ extension NspawnOptionTests {
         }
     }
 
+    /// A hostile image's /etc/resolv.conf that is a FIFO (whose open would wait for ever) or a
+    /// symlink out of the tree is left as it is: the container starts, nothing of the host's is
+    /// written through it.
+    @Test func aResolvConfThatIsNoPlainFileIsLeftAlone() throws {
+        let scratch = try TemporaryDirectory("host-files-hostile")
+        for kind in ["fifo", "symlink"] {
+            let root = scratch.appending(kind).string
+            try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: false)
+            #expect(try run("/bin/tar", ["-xf", Fixtures.busybox, "-C", root]).status == 0)
+            let outside = scratch.appending("outside-\(kind)").string
+            try Data("untouched\n".utf8).write(to: URL(fileURLWithPath: outside))
+            if kind == "fifo" { #expect(mkfifo("\(root)/etc/resolv.conf", 0o644) == 0) }
+            else { try FileManager.default.createSymbolicLink(atPath: "\(root)/etc/resolv.conf", withDestinationPath: "../../../../..\(outside)") }
+            let result = try inBerth(["--resolv-conf=copy-host"], "echo ran", in: root)
+            #expect(result.status == 0 && result.stdout == "ran\n", "\(kind): \(result)")
+            #expect(try String(contentsOfFile: outside, encoding: .utf8) == "untouched\n")
+        }
+    }
+
     /// The host's zone, as its /etc/localtime names it.
     enum HostZone {
         static var name: String? {

@@ -41,7 +41,8 @@
 #define CBERTH_MOUNT_ATTR_IDMAP  0x00100000
 
 
-/// openat2(2): returns a descriptor or -1 with errno set.
+/// openat2(2), asked again while the kernel says EAGAIN (a `..` looked up beneath a root while
+/// something on the system was mounted or renamed): returns a descriptor or -1 with errno set.
 int cberth_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
 /// flock(2).
 int cberth_flock(int fd, int operation);
