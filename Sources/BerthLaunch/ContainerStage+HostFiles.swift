@@ -54,28 +54,41 @@ extension ContainerStage {
 
     /// The host's `source` written over `name` in `etc`, never through a symlink there; left
     /// alone where it holds those bytes already, so that runs after the first change nothing
-    /// (nspawn rewrites it each time).
-    /// Anything but a plain file there (a FIFO, whose open would wait for ever; a device node)
-    /// is the image's own, left as it is.
+    /// (nspawn rewrites it each time). Anything but a plain file there (a FIFO, whose open would
+    /// wait for ever; a device node) is the image's own, left as it is.
     private static func copy(_ source: FilePath, to name: FilePath, in etc: Directory, owner: uid_t) throws {
         if let kind = try etc.status(name)?.kind, kind != .regular { return }
         let bytes = try Descriptor.open(source, O_RDONLY).readAll(limit: 1 << 20)
-        if let present = try? etc.openFile(name, O_RDONLY).readAll(limit: (1 << 20) + 1), present == bytes { return }
-        try etc.openFile(name, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(String(decoding: bytes, as: UTF8.self))
-        try etc.setOwner(name, uid: owner, gid: owner)
+        if try plainFile(name, in: etc) == bytes { return }
+        try write(bytes, to: name, in: etc, owner: owner)
     }
 
     /// The host's `source` in place of `name` in `etc`, whatever it was (a symlink too): written
-    /// beside it, then renamed over it.
+    /// beside it, then renamed over it; left alone where it is a plain file of those bytes.
     private static func replace(with source: FilePath, _ name: FilePath, in etc: Directory, owner: uid_t) throws {
-        if (try etc.status(name))?.kind == .regular, let present = try? etc.openFile(name, O_RDONLY).readAll(limit: (1 << 20) + 1),
-           present == (try Descriptor.open(source, O_RDONLY).readAll(limit: 1 << 20)) { return }
+        let bytes = try Descriptor.open(source, O_RDONLY).readAll(limit: 1 << 20)
+        if try plainFile(name, in: etc) == bytes { return }
         let temporary = FilePath(".#\(name.string)-berth-\(Hex.random(4))")
-        try copy(source, to: temporary, in: etc, owner: owner)
-        do { try etc.rename(temporary, to: name, .replace) } catch {
+        do {
+            try write(bytes, to: temporary, in: etc, owner: owner)
+            try etc.rename(temporary, to: name, .replace)
+        } catch {
             try? etc.remove(temporary, isDirectory: false)
             throw error
         }
+    }
+
+    /// What the plain file `name` in `etc` holds; nil where it is missing or no plain file.
+    private static func plainFile(_ name: FilePath, in etc: Directory) throws -> [UInt8]? {
+        guard try etc.status(name)?.kind == .regular else { return nil }
+        return try? etc.openFile(name, O_RDONLY).readAll(limit: (1 << 20) + 1)
+    }
+
+    /// `bytes` as they are (a time zone's file is binary) in `name`, the container's root's.
+    private static func write(_ bytes: [UInt8], to name: FilePath, in etc: Directory, owner: uid_t) throws {
+        let file = try etc.openFile(name, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644)
+        try bytes.withUnsafeBytes { try file.writeAll($0) }
+        try etc.setOwner(name, uid: owner, gid: owner)
     }
 
     /// Binds `file` onto `name` in /etc as the container will find it (a symlink followed
