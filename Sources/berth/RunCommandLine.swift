@@ -217,6 +217,12 @@ struct RunCommandLine {
         credentials.append(credential)
     }
 
+    /// A boolean as systemd reads one, or one line that says what it takes.
+    private static func boolean(_ text: String, for option: String) throws -> Bool {
+        guard let value = RunValueChecks.boolean(text) else { throw UsageError("\(option) takes yes or no, not '\(text)'") }
+        return value
+    }
+
     /// A list of capabilities, or one line that says what it takes.
     private static func capabilities(_ list: String, for option: String) throws -> Capabilities {
         guard let set = Capabilities(parsingList: list) else {
@@ -360,11 +366,8 @@ struct RunCommandLine {
         },
         Option(long: "register", valueName: "BOOL", help: "Accepted as no: berth registers machines with no machined ('berth ps' lists them).") {
             _, value in
-            switch RunValueChecks.boolean(value) {
-            case false?: break
-            case true?:
+            if try Self.boolean(value, for: "--register") {
                 throw UsageError("--register=yes would register the machine with systemd-machined, which berth does without ('berth ps' lists its machines); leave it out or say --register=no")
-            case nil: throw UsageError("--register takes yes or no, not '\(value)'")
             }
         },
         Option(long: "capability", valueName: "CAPS", help: "Keep these capabilities too (CAP_NET_ADMIN,CAP_SYS_TIME, or all), as nspawn's.") {
@@ -377,12 +380,10 @@ struct RunCommandLine {
             $0.ambientCapabilities.formUnion(try Self.capabilities($1, for: "--ambient-capability"))
         },
         Option(long: "no-new-privileges", valueName: "BOOL", help: "With yes, no program in the container gains privileges (setuid bits, file capabilities).") {
-            guard let value = RunValueChecks.boolean($1) else { throw UsageError("--no-new-privileges takes yes or no, not '\($1)'") }
-            $0.noNewPrivileges = value
+            $0.noNewPrivileges = try Self.boolean($1, for: "--no-new-privileges")
         },
         Option(long: "suppress-sync", valueName: "BOOL", help: "With yes, sync(2), fsync(2) and the like do nothing in the container (fast, not crash safe).") {
-            guard let value = RunValueChecks.boolean($1) else { throw UsageError("--suppress-sync takes yes or no, not '\($1)'") }
-            $0.suppressSync = value
+            $0.suppressSync = try Self.boolean($1, for: "--suppress-sync")
         },
         Option(long: "personality", valueName: "ARCH", help: "The execution domain uname reports: x86 (32-bit) or x86-64.") {
             line, value in
