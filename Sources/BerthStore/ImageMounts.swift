@@ -51,10 +51,15 @@ struct ImageMounts {
 
     func treePath(_ name: ImageName) -> FilePath { catalog.root.appending(name.rawValue) }
 
+    /// The store's root, opened now: the directory the store opened may be the one under the
+    /// root's own mount (`shareRoot`), where the trees are not.
+    private func treeRoot() throws -> Directory { try Directory(opening: catalog.root) }
+
     /// Whether `name`'s tree is mounted at `ROOT/NAME`.
     func isTreeMounted(_ name: ImageName) throws -> Bool {
-        guard try catalog.rootDirectory.status(FilePath(name.rawValue))?.kind == .directory else { return false }
-        return try catalog.rootDirectory.openDirectory(beneath: FilePath(name.rawValue), crossingMounts: true).descriptor.isOverlay()
+        let root = try treeRoot()
+        guard try root.status(FilePath(name.rawValue))?.kind == .directory else { return false }
+        return try root.openDirectory(beneath: FilePath(name.rawValue), crossingMounts: true).descriptor.isOverlay()
     }
 
     /// Mounts layered image `name`'s tree (of `stack`) at `ROOT/NAME`, making the mount point
@@ -67,7 +72,8 @@ struct ImageMounts {
             guard makingMountPoint else { return }
             try catalog.rootDirectory.makeDirectory(entry, mode: 0o755)
         }
-        let mountPoint = try catalog.rootDirectory.openDirectory(beneath: entry, crossingMounts: true)
+        try shareRoot()
+        let mountPoint = try treeRoot().openDirectory(beneath: entry, crossingMounts: true)
         if try mountPoint.descriptor.isOverlay() { return }
         guard try mountPoint.entryNames().isEmpty else {
             throw StoreError(.inUse, "cannot mount image '\(name)' at \(treePath(name)): a directory that is not empty is there; move it out of the store")
@@ -84,28 +90,59 @@ struct ImageMounts {
     /// Takes `name`'s tree away from `ROOT/NAME` (the mount point stays) before something else
     /// uses its writable layer: refused, with the tree left as it was, while a process uses it
     /// (an open file, its working or root directory), here or through a copy of the mount in a
-    /// mount namespace of its own, where the host's unmount would succeed and leave the overlay
-    /// alive on the layer. The caller holds the image's lock.
+    /// mount namespace of its own that the unmount would not reach, where it would succeed and
+    /// leave the overlay alive on the layer. The caller holds the image's lock.
     func releaseTree(_ name: ImageName) throws {
-        guard try isTreeMounted(name) else { return }
-        let path = treePath(name)
-        let device = try catalog.rootDirectory.openDirectory(beneath: FilePath(name.rawValue), crossingMounts: true).descriptor.status().device
+        guard try isTreeMounted(name), let path = realPath(treePath(name)) else { return }
         // A container's setup process starting anywhere holds a copy of the host's mounts, these
         // trees among them, for the millisecond until it pivots away: that one is waited out.
         let transient: Set<String> = ["berth-stage", "berth"]
-        var holder = Mount.otherHolder(of: device, except: path, lastResort: transient)
-        for _ in 0..<50 where holder.map({ transient.contains($0.command) }) ?? false {
-            usleep(10_000)
-            holder = Mount.otherHolder(of: device, except: path, lastResort: transient)
+        func holder() throws -> MountHolder? {
+            let table = try Mount.entries()
+            guard let tree = table.last(where: { $0.point == path }) else { return nil }
+            return Mount.otherHolder(of: tree, in: table, lastResort: transient)
         }
-        if let holder {
-            throw StoreError(.inUse, "image '\(name)' is in use: process \(holder.pid) (\(Printable.escaping(holder.command))) has its tree mounted; stop it first")
+        func isTransient(_ holder: MountHolder?) -> Bool {
+            if case .process(_, let command) = holder { return transient.contains(command) }
+            return false
+        }
+        var found = try holder()
+        for _ in 0..<50 where isTransient(found) {
+            usleep(10_000)
+            found = try holder()
+        }
+        switch found {
+        case .mount(let point):
+            throw StoreError(.inUse, "image '\(name)' is in use: its tree is mounted at \(point) as well; unmount it there first")
+        case .process(let pid, let command):
+            throw StoreError(.inUse, "image '\(name)' is in use: process \(pid) (\(Printable.escaping(command))) has its tree mounted; stop it first")
+        case nil:
+            break
         }
         do {
             try Mount.unmount(path)
         } catch let error as SystemError where error.errno == .resourceBusy {
             throw StoreError(.inUse, "image '\(name)' is in use: a process has a file open in \(path), or works there; leave it first ('fuser -vm \(path)' names it)")
         }
+    }
+
+    /// Makes the mount the trees go on a shared one, as every mount is on a host whose PID 1 is
+    /// systemd: then a tree taken away here is taken away too from each mount namespace that
+    /// copied the host's mounts and kept receiving its events (systemd-nspawn's containers, a
+    /// service's PrivateTmp=), where the copy would otherwise keep the overlay alive on its
+    /// writable layer for as long as that namespace lives, and count as a use of the image.
+    /// Where that mount is private, the root becomes a mount of its own (a bind onto itself),
+    /// shared; not over trees already mounted beneath it (a store an earlier berth kept, until
+    /// the host restarts), which it would hide. The caller holds the store lock.
+    private func shareRoot() throws {
+        guard let root = realPath(catalog.root) else { return }
+        let table = try Mount.entries()
+        guard let mount = Mount.containing(root, in: table), mount.peerGroup == nil else { return }
+        if mount.point != root {
+            guard !table.contains(where: { $0.point.starts(with: root) }) else { return }
+            try Mount.bind(root, at: root, recursive: false)
+        }
+        try Mount.makeShared(root)
     }
 
     /// Mounts every layered image's tree that is missing at `ROOT/NAME`, except where a writable

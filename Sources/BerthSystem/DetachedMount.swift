@@ -24,18 +24,25 @@ public struct DetachedMount {
     public init(_ descriptor: Descriptor) { self.descriptor = descriptor }
 
     /// A copy of the mount tree at `path` (a bind mount that is not attached yet), with its
-    /// submounts when `recursive`.
+    /// submounts when `recursive`. The copy is private: a copy of a shared mount (every mount
+    /// of a host whose PID 1 is systemd, the store's trees) would otherwise be its peer, and what
+    /// is mounted on it, in a container, would show on the host.
     public static func copy(of path: FilePath, recursive: Bool = true) throws -> DetachedMount {
         let fd = try path.withPlatformString { p in
             try retryingInterrupts("open_tree", path: path.string) { cberth_open_tree(AT_FDCWD, p, recursive ? 1 : 0) }
         }
-        return DetachedMount(Descriptor(owning: fd))
+        return try privateCopy(Descriptor(owning: fd), recursive: recursive)
     }
 
-    /// A copy of the mount at the file or directory `object` is open on.
+    /// A copy of the mount at the file or directory `object` is open on, private as above.
     public static func copy(of object: Descriptor, recursive: Bool = true) throws -> DetachedMount {
         let fd = try retryingInterrupts("open_tree") { cberth_open_tree(object.rawValue, "", recursive ? 1 : 0) }
-        return DetachedMount(Descriptor(owning: fd))
+        return try privateCopy(Descriptor(owning: fd), recursive: recursive)
+    }
+
+    private static func privateCopy(_ copy: Descriptor, recursive: Bool) throws -> DetachedMount {
+        _ = try retryingInterrupts("mount_setattr(MS_PRIVATE)") { cberth_mount_make_private(copy.rawValue, recursive ? 1 : 0) }
+        return DetachedMount(copy)
     }
 
     /// Sets (and clears) flags on this mount, and on its submounts when `recursive`.

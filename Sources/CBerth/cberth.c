@@ -237,6 +237,11 @@ int cberth_mount_setattr(int fd, uint64_t set, uint64_t clear, int userns_fd, in
     return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof attr);
 }
 
+int cberth_mount_make_private(int fd, int recursive) {
+    struct cberth_mount_attr attr = { .propagation = MS_PRIVATE };
+    return (int)syscall(SYS_mount_setattr, fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr, sizeof attr);
+}
+
 int cberth_move_mount_to_fd(int mount_fd, int target_fd) {
     return (int)syscall(SYS_move_mount, mount_fd, "", target_fd, "",
                         0x00000004 /* MOVE_MOUNT_F_EMPTY_PATH */ | 0x00000040 /* MOVE_MOUNT_T_EMPTY_PATH */);
@@ -376,6 +381,48 @@ int cberth_spawn_detached(int exe_fd, char *const argv[], char *const envp[], co
 }
 
 int cberth_setns(int fd, int type) { return setns(fd, type); }
+
+pid_t cberth_read_mount_namespace(int ns_fd, int proc_fd, int out_fd) {
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid_t pid = fork();
+    if (pid == 0) {
+        // Only async-signal-safe calls from here: the parent has other threads. The parent's
+        // other descriptors go first: one open in a mount would make its unmount fail busy.
+        char buffer[16384];
+        int keep[3] = { ns_fd, proc_fd, out_fd }, from = 3;
+        for (int i = 0; i < 3; i++)
+            for (int j = i + 1; j < 3; j++)
+                if (keep[j] < keep[i]) { int t = keep[i]; keep[i] = keep[j]; keep[j] = t; }
+        for (int i = 0; i < 3; i++) {
+            if (keep[i] < from) continue;
+            if (keep[i] > from) syscall(SYS_close_range, (unsigned)from, (unsigned)keep[i] - 1, 0U);
+            from = keep[i] + 1;
+        }
+        syscall(SYS_close_range, (unsigned)from, ~0U, 0U);
+        if (setns(ns_fd, CLONE_NEWNS) < 0) _exit(2);
+        int table = openat(proc_fd, "self/mountinfo", O_RDONLY | O_CLOEXEC);
+        if (table < 0) _exit(3);
+        for (;;) {
+            ssize_t n = read(table, buffer, sizeof buffer);
+            if (n == 0) _exit(0);
+            if (n < 0) {
+                if (errno == EINTR) continue;
+                _exit(4);
+            }
+            for (ssize_t done = 0; done < n;) {
+                ssize_t w = write(out_fd, buffer + done, (size_t)(n - done));
+                if (w < 0 && errno != EINTR) _exit(5);
+                if (w > 0) done += w;
+            }
+        }
+    }
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return pid;
+}
 
 int cberth_set_limit(int resource, unsigned long long soft, unsigned long long hard) {
     struct rlimit limit = { .rlim_cur = (rlim_t)soft, .rlim_max = (rlim_t)hard }, highest;

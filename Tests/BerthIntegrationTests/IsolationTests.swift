@@ -286,6 +286,31 @@ import Testing
         #expect(mounts(under: lab.tmp.string).isEmpty)
     }
 
+    // MARK: Mount events
+
+    /// On a host whose PID 1 is systemd every mount is shared, and the store's trees always are
+    /// (so that an unmount reaches the copies other namespaces took): a copy of a shared mount
+    /// handed to the container as it is would be the host's peer, and what root inside mounts
+    /// on it would show on the host. Root inside, given CAP_SYS_ADMIN, mounts over a --bind of a
+    /// shared host directory and over its root's /tmp: neither reaches the host, nor do the
+    /// container's own /proc, /sys, /dev and /run.
+    @Test(arguments: isolationRunModes, ImageKind.allCases)
+    func mountsInsideNeverShowOnTheHost(_ options: [String], _ kind: ImageKind) throws {
+        let lab = try IsolationLab("events")
+        defer { withExtendedLifetime(lab) {} }
+        let shared = try TemporaryDirectory("events-shared")
+        try Directory(opening: shared.path).makeDirectory("x", mode: 0o755)
+        try #require(try shell("mount --bind '\(shared.string)' '\(shared.string)' && mount --make-shared '\(shared.string)'").status == 0)
+        defer { _ = try? shell("umount -R '\(shared.string)' || umount -lR '\(shared.string)'") }
+        let result = try lab.inside(kind, options + ["--capability=CAP_SYS_ADMIN", "--bind", "\(shared.string):/shared"], """
+            mount -t tmpfs planted /shared/x && echo mounted-on-bind
+            mount -t tmpfs planted /tmp && echo mounted-on-root
+            """)
+        #expect(result.stdout.contains("mounted-on-bind") && result.stdout.contains("mounted-on-root"), "the attack did not run: \(result)")
+        #expect(allMounts(under: shared.string).map(\.point) == [shared.string], "a mount made inside shows on the host")
+        #expect(mounts(under: lab.tmp.string).isEmpty, "the container's mounts show on the host: \(mounts(under: lab.tmp.string))")
+    }
+
     // MARK: Read-only mounts handed to the container
 
     /// Root inside tries to make the read-only mounts berth moves in writable (a `--bind-ro`,

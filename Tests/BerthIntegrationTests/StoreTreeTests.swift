@@ -91,8 +91,10 @@ import Testing
     }
 
     /// A process holds the clone's tree: with an open file, as its working directory, or as
-    /// nspawn does, in a mount namespace of its own where the host's unmount would succeed.
-    @Test(arguments: ["an open file", "a working directory", "a mount namespace of its own"])
+    /// nspawn does, in a mount namespace of its own where the host's unmount would succeed; or
+    /// it holds a copy of it in a namespace that no longer receives the host's mount events,
+    /// from a root elsewhere (its own mountinfo does not show the copy).
+    @Test(arguments: ["an open file", "a working directory", "a mount namespace of its own", "a private copy, chrooted away"])
     func changesToATreeInUseAreRefusedAndChangeNothing(_ holder: String) throws {
         let tmp = try storeWithClone("tree-busy")
         let c = tree(tmp, "c").string
@@ -100,6 +102,9 @@ import Testing
         switch holder {
         case "an open file": holding = try Background("/bin/sh", ["-c", "exec sleep 74 < '\(c)/from-berth'"])
         case "a working directory": holding = try Background("/bin/sh", ["-c", "cd '\(c)' && exec sleep 74"])
+        case "a private copy, chrooted away":
+            try shell("mkdir '\(tmp.string)/other' && tar -xf '\(Fixtures.busybox)' -C '\(tmp.string)/other'")
+            holding = try Background("/usr/bin/unshare", ["-m", "--propagation", "private", "chroot", "\(tmp.string)/other", "/bin/sleep", "75"])
         default:
             holding = try Background("/usr/bin/systemd-nspawn", ["--register=no", "--keep-unit", "-q", "-D", c, "/bin/sleep", "75"])
         }
@@ -128,8 +133,10 @@ import Testing
         #expect(isMounted(tmp, "c"))
         // nspawn waits for its container's command (PID 1 there, which SIGTERM does not end):
         // that ends first, by its pid.
-        for pid in (try shell("pgrep -fx '/bin/sleep 75' || true")).stdout.split(separator: "\n").compactMap({ pid_t($0) }) {
-            kill(pid, SIGKILL)
+        if holder == "a mount namespace of its own" {
+            for pid in (try shell("pgrep -fx '/bin/sleep 75' || true")).stdout.split(separator: "\n").compactMap({ pid_t($0) }) {
+                kill(pid, SIGKILL)
+            }
         }
         // nspawn ends on SIGTERM; the others inherit the test runner's blocked SIGTERM.
         holding.end(holder == "a mount namespace of its own" ? SIGTERM : SIGKILL)
@@ -140,6 +147,56 @@ import Testing
         #expect(try berth(["remove", "e"], store: tmp).status == 0)
         #expect(!FileManager.default.fileExists(atPath: tree(tmp, "e").string))
         #expect(mounts(under: tmp.string).isEmpty, "\(mounts(under: tmp.string))")
+    }
+
+    /// systemd-nspawn running any directory, and a service with PrivateTmp=, copy the host's
+    /// mounts, every tree among them, into a namespace of their own that still receives the
+    /// host's mount events. Those copies do not hold a tree: berth's unmount takes them away
+    /// too (no overlay is left alive on the writable layer there), and its mount brings them
+    /// back; while a process works in such a copy, the change is refused.
+    @Test func copiesThatFollowTheHostDoNotHoldATree() throws {
+        let tmp = try storeWithClone("tree-copies")
+        let other = tmp.appending("other").string
+        try shell("mkdir '\(other)' && tar -xf '\(Fixtures.busybox)' -C '\(other)'")
+        let nspawn = try Background("/usr/bin/systemd-nspawn", ["--register=no", "--keep-unit", "-q", "-D", other, "/bin/sleep", "77"])
+        let follower = try Background("/usr/bin/unshare", ["-m", "--propagation", "slave", "chroot", other, "/bin/sleep", "78"])
+        defer {
+            for pid in (try? shell("pgrep -fx '/bin/sleep 77' || true"))?.stdout.split(separator: "\n").compactMap({ pid_t($0) }) ?? [] {
+                kill(pid, SIGKILL)
+            }
+            nspawn.end(SIGTERM)
+            follower.end(SIGKILL)
+        }
+        try #require(waitUntil { processRuns("/bin/sleep 77") && processRuns("/bin/sleep 78") }, "the copies were not made")
+        /// The trees the namespace of `pid` holds copies of, read from its root. (nspawn's
+        /// namespace has its container's /proc at its root: only the follower's is read; it
+        /// takes the host's mount events as nspawn's does, as a slave.)
+        func copies(_ pid: pid_t) throws -> [String] {
+            try shell("nsenter -m -t \(pid) cat /proc/self/mountinfo").stdout.split(separator: "\n").compactMap { line in
+                let fields = line.split(separator: " ")
+                return fields.count > 4 && fields[4].hasPrefix(tmp.appending("store/").string) ? String(fields[4]) : nil
+            }
+        }
+        #expect(try copies(follower.pid).contains(tree(tmp, "c").string))
+
+        for command in [["clone", "c", "d"], ["snapshot", "c", "s"], ["run", "-q", "-M", "c", "/bin/true"], ["rename", "c", "e"],
+                        ["read-only", "e"], ["remove", "e"]] {
+            let result = try berth(command, store: tmp)
+            #expect(result.status == 0, "\(command): \(result)")
+        }
+        #expect(try listedNames(tmp) == ["bb", "d", "s"])
+        let held = try copies(follower.pid)
+        #expect(held.filter { $0.hasSuffix("/c") || $0.hasSuffix("/e") }.isEmpty, "\(held)")
+        #expect(held.contains(tree(tmp, "d").string), "a new tree reaches the copy too: \(held)")
+
+        // A process working in the copy of d uses it: the unmount would fail busy, so berth says so.
+        let worker = try Background("/usr/bin/nsenter", ["-m", "-t", "\(follower.pid)", "/bin/sh", "-c", "cd '\(tree(tmp, "d").string)' && exec sleep 79"])
+        defer { worker.end(SIGKILL) }
+        try #require(waitUntil { processRuns("sleep 79") })
+        let refused = try berth(["remove", "d"], store: tmp)
+        #expect(refused.status == 75 && refused.stderr.contains("image 'd' is in use"), "\(refused)")
+        #expect(isMounted(tmp, "d"))
+        #expect(try listedNames(tmp) == ["bb", "d", "s"])
     }
 
     /// In a user namespace a writable run has an overlay of its own: the tree is away while it

@@ -126,13 +126,14 @@ public enum Fixtures {
 
 /// The mount points below `path` in this mount namespace.
 public func mounts(under path: String) -> [String] {
-    var kept = Set(keptTrees(under: path))
-    // One overlay at each store tree is the store's; anything else there is left behind.
+    var kept = Set(keptTrees(under: path) + sharedStoreRoots(under: path))
+    // One overlay at each store tree, and the store root's own shared mount, are the store's;
+    // anything else there is left behind.
     return allMounts(under: path).compactMap { point, _ in kept.remove(point) == nil ? point : nil }
 }
 
 /// The mount points under `path` (in mount order) with their file system types.
-func allMounts(under path: String) -> [(point: String, type: String)] {
+public func allMounts(under path: String) -> [(point: String, type: String)] {
     // Read to the end of the file: procfs reports a size of 0, which Foundation's reader may take.
     guard let bytes = try? Descriptor.open("/proc/self/mountinfo", O_RDONLY).readAll() else { return [] }
     return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
@@ -150,6 +151,16 @@ public func keptTrees(under path: String) -> [String] {
     return allMounts(under: path).compactMap { point, type in
         let store = (point as NSString).deletingLastPathComponent
         guard type == "overlay", FileManager.default.fileExists(atPath: store + "/.berth"), seen.insert(point).inserted else { return nil }
+        return point
+    }
+}
+
+/// The store roots (directories holding `.berth`) under `path` that berth made mounts of their
+/// own, so that their trees' mounts are shared.
+public func sharedStoreRoots(under path: String) -> [String] {
+    var seen = Set<String>()
+    return allMounts(under: path).compactMap { point, type in
+        guard type != "overlay", FileManager.default.fileExists(atPath: point + "/.berth"), seen.insert(point).inserted else { return nil }
         return point
     }
 }

@@ -21,7 +21,7 @@ public final class TemporaryDirectory {
 
     /// Removes the directory and everything in it (never crossing a mount point).
     public func remove() {
-        for tree in keptTrees(under: string).reversed() { _ = umount2(tree, 0) }
+        for tree in keptTrees(under: string).reversed() + sharedStoreRoots(under: string) { _ = umount2(tree, 0) }
         guard let parent = try? Directory(opening: path.removingLastComponent()),
               let name = path.lastComponent else { return }
         try? parent.removeTree(FilePath(root: nil, [name]))

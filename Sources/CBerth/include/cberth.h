@@ -85,6 +85,9 @@ int cberth_open_tree(int dirfd, const char *path, int recursive);
 /// MOUNT_ATTR_IDMAP the user namespace `userns_fd` as the mount's id mapping (-1 for none);
 /// over its submounts too when `recursive`.
 int cberth_mount_setattr(int fd, uint64_t set, uint64_t clear, int userns_fd, int recursive);
+/// Makes the mount `fd` refers to (and its submounts when `recursive`) private: no mount event
+/// reaches it from the mounts it was copied from, none goes from it to them.
+int cberth_mount_make_private(int fd, int recursive);
 /// move_mount(2) of the detached mount `mount_fd` onto exactly the object `target_fd` refers to.
 int cberth_move_mount_to_fd(int mount_fd, int target_fd);
 /// A new pseudo-terminal master (posix_openpt, grantpt, unlockpt), close-on-exec; the slave's
@@ -124,6 +127,11 @@ pid_t cberth_spawn_with_streams(int exe_fd, char *const argv[], char *const envp
 int cberth_spawn_detached(int exe_fd, char *const argv[], char *const envp[], const int streams[3], int extra_fd);
 /// setns(2).
 int cberth_setns(int fd, int type);
+/// Forks a child that enters the mount namespace `ns_fd` (its root becomes that namespace's
+/// root, so no mount is out of its sight) and writes the namespace's whole mountinfo, opened
+/// through the procfs directory `proc_fd`, to `out_fd`, then exits 0. Returns the child's pid,
+/// or -1 with errno; the caller reads `out_fd`'s other end to its end, then waits for the child.
+pid_t cberth_read_mount_namespace(int ns_fd, int proc_fd, int out_fd);
 /// prctl(PR_SET_DUMPABLE, 0): no ptrace of this process, no open of its /proc files by others.
 int cberth_make_undumpable(void);
 /// Opens a new pty on the devpts of the caller's /dev/ptmx: its master (returned) and, in
