@@ -106,6 +106,9 @@ struct ImageChanges {
                         try mounts.releaseTree(name)
                         released.append((name, stack))
                     }
+                    // A damaged record's tree, mounted while the record was whole, goes last:
+                    // without a stack it could not be mounted again if another were refused.
+                    for (name, image) in found where image == nil { try mounts.releaseTree(name) }
                 } catch {
                     for (name, stack) in released { try? mounts.mountTree(name, stack) }
                     throw error
@@ -132,6 +135,8 @@ struct ImageChanges {
         let change = "removed '\(name)'"
         switch image {
         case nil:
+            // Its mount point, if it is one (empty now): left, it would read as a directory image.
+            try? store.rootDirectory.remove(FilePath(name.rawValue), isDirectory: true)
             try store.images.rename(FilePath(name.rawValue), to: entry, in: staging.directory, .noReplace)
             store.afterCommit("remove-sync", done: change) { try store.images.sync() }
             return 0
