@@ -117,8 +117,13 @@ extension Mount {
             for copy in mounts where copy.device == tree.device {
                 if propagates, copy.point == tree.point, let group = tree.peerGroup, copy.receives(from: group),
                    let parentGroup, mounts.last(where: { $0.id == copy.parentID })?.receives(from: parentGroup) == true { continue }
-                let command = (try? Descriptor.open(FilePath("/proc/\(pid)/comm"), O_RDONLY).readAll(limit: 64))
-                    .map { String(decoding: $0.filter { $0 != UInt8(ascii: "\n") }, as: UTF8.self) } ?? "?"
+                // A process gone since its table was read is passed over, and its namespace with
+                // it unless another process of the namespace still holds the copy.
+                guard let command = (try? Descriptor.open(FilePath("/proc/\(pid)/comm"), O_RDONLY).readAll(limit: 64))
+                    .map({ String(decoding: $0.filter { $0 != UInt8(ascii: "\n") }, as: UTF8.self) }) else {
+                    seen.remove(namespace)
+                    break
+                }
                 guard lastResort.contains(command) else { return .process(pid, command: command) }
                 if fallback == nil { fallback = .process(pid, command: command) }
                 break
