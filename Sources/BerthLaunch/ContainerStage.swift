@@ -451,7 +451,7 @@ public enum ContainerStage {
         let directory = spec.workingDirectory?.string ?? (spec.arguments.isEmpty && !spec.boot ? user.home : "/")
         if chdir(directory) != 0 { throw LaunchError("cannot change to \(directory) in the container: \(SystemError.last("chdir").errno)") }
 
-        try SyscallFilter.install(capabilities: capabilities, suppressSync: spec.suppressSync)
+        try SyscallFilter.install(capabilities: capabilities, changes: spec.filterChanges)
         // As nspawn: root's bounding set is inheritable too (what an image's program with file
         // capabilities may gain); another user's inheritable set is the ambient one, which
         // survives the change of user.

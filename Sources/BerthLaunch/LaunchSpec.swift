@@ -85,8 +85,8 @@ public struct LaunchSpec: Equatable, Sendable {
     public var ambientCapabilities = Capabilities()
     /// `--no-new-privileges=yes`: no exec in the container gains privileges.
     public var noNewPrivileges = false
-    /// `--suppress-sync=yes`: the system call filter makes the sync calls do nothing.
-    public var suppressSync = false
+    /// `--system-call-filter=` and `--suppress-sync=yes`: the run's changes to nspawn's filter.
+    public var filterChanges = SyscallFilterChanges()
     /// `--personality=`: the payload's execution domain (PER_LINUX32 for x86), nil for the host's.
     public var personality: UInt?
     /// `NAME=VALUE` settings from -E, already resolved.
@@ -178,7 +178,7 @@ public struct LaunchSpec: Equatable, Sendable {
             if let file = credential.file { add("credential-file", file) }
         }
         if noNewPrivileges { add("no-new-privileges", "1") }
-        if suppressSync { add("suppress-sync", "1") }
+        if !filterChanges.isEmpty { add("filter-changes", filterChanges.encoded) }
         add("resolv-action", resolvConfAction.rawValue)
         add("resolv-source", resolvConf)
         add("timezone-action", timezoneAction.rawValue)
@@ -268,7 +268,8 @@ public struct LaunchSpec: Equatable, Sendable {
         }
         (spec.addedCapabilities, spec.droppedCapabilities, spec.ambientCapabilities) = (added, dropped, ambient)
         spec.noNewPrivileges = text("no-new-privileges") == "1"
-        spec.suppressSync = text("suppress-sync") == "1"
+        guard let changes = SyscallFilterChanges(encoded: text("filter-changes") ?? "") else { return nil }
+        spec.filterChanges = changes
         // Absent, they are off: the image's own files.
         let resolvAction = text("resolv-action").map { HostFileAction(rawValue: $0) } ?? .off
         let timezoneAction = text("timezone-action").map { HostFileAction(rawValue: $0) } ?? .off

@@ -27,9 +27,9 @@ public struct MachineRecord: Equatable, Sendable {
     /// `--kill-signal=`: what `poweroff` sends a command (a booted init gets SIGRTMIN+4, as
     /// machinectl sends it); nil for SIGKILL.
     public var killSignal: Int32?
-    /// `--suppress-sync=yes`: the machine's filter, which `berth shell` gives its commands too,
-    /// makes the sync calls do nothing.
-    public var suppressSync = false
+    /// `--system-call-filter=`, `--suppress-sync=yes`: the machine's changes to nspawn's filter,
+    /// which `berth shell` gives its commands too.
+    public var filterChanges = SyscallFilterChanges()
 
     public init(name: String, leader: pid_t, supervisor: pid_t, boot: Bool, image: String?, root: String, cgroup: String?,
                 killSignal: Int32? = nil) throws {
@@ -93,7 +93,7 @@ public struct MachineRecord: Equatable, Sendable {
             ("name", Hex.encode(Array(name.utf8))), ("leader", "\(leader)"), ("leader-start", "\(leaderStart)"),
             ("supervisor", "\(supervisor)"), ("boot", boot ? "1" : "0"), ("root", Hex.encode(Array(root.utf8))), ("since", "\(since)"),
         ] + (image.map { [("image", Hex.encode(Array($0.utf8)))] } ?? []) + (cgroup.map { [("cgroup", Hex.encode(Array($0.utf8)))] } ?? [])
-            + (killSignal.map { [("kill-signal", "\($0)")] } ?? []) + (suppressSync ? [("suppress-sync", "1")] : [])
+            + (killSignal.map { [("kill-signal", "\($0)")] } ?? []) + (filterChanges.isEmpty ? [] : [("filter-changes", Hex.encode(Array(filterChanges.encoded.utf8)))])
         let text = fields.map { "\($0.0)=\($0.1)\n" }.joined()
         let final = try Self.path(name)
         let temporary = FilePath(final.string + ".new-\(getpid())")
@@ -146,7 +146,8 @@ public struct MachineRecord: Equatable, Sendable {
         var record = MachineRecord(name: name, leader: leader, leaderStart: start, supervisor: supervisor, boot: field("boot") == "1",
                                    image: text("image"), root: root, since: since, cgroup: text("cgroup"))
         record.killSignal = field("kill-signal").flatMap { Int32($0) }
-        record.suppressSync = field("suppress-sync") == "1"
+        guard let changes = SyscallFilterChanges(encoded: text("filter-changes") ?? "") else { return nil }
+        record.filterChanges = changes
         return record
     }
 

@@ -36,14 +36,14 @@ public enum MachineShell {
             // make it: one thread, nothing of the machine's seen yet, no descriptor the command
             // gets; and its executable no more reachable from inside (undumpable before it joins).
             do {
-                try join(leader: leader, leaderStart: machine.leaderStart, filter: filter, suppressSync: machine.suppressSync, user: user,
+                try join(leader: leader, leaderStart: machine.leaderStart, filter: filter, changes: machine.filterChanges, user: user,
                          term: term, ptyStreams: [], command: command, socket: nil)
             } catch {
                 throw LaunchError("cannot enter the machine: \(error)")
             }
         }
         let fields = ["leader=\(leader)", "leader-start=\(machine.leaderStart)", "filter=\(Hex.encode(Array(filter.string.utf8)))", "user=\(Hex.encode(Array(user.utf8)))", "term=\(Hex.encode(Array(term.utf8)))",
-                      "pty=" + terminals.map(String.init).joined(separator: ",")] + (machine.suppressSync ? ["suppress-sync=1"] : []) + command.map { "arg=\(Hex.encode(Array($0.utf8)))" }
+                      "pty=" + terminals.map(String.init).joined(separator: ",")] + (machine.filterChanges.isEmpty ? [] : ["filter-changes=\(Hex.encode(Array(machine.filterChanges.encoded.utf8)))"]) + command.map { "arg=\(Hex.encode(Array($0.utf8)))" }
         let argv = (["berth-stage", subcommand] + fields).map { strdup($0) } + [nil]
         let envp: [UnsafeMutablePointer<CChar>?] = [nil]
         defer { argv.forEach { free($0) } }
@@ -113,7 +113,7 @@ public enum MachineShell {
 
     private static func join(_ arguments: some Sequence<String>) throws -> Never {
         var leader: pid_t = 0, leaderStart: UInt64 = 0, filter: FilePath?, user = "root", term = "dumb", ptyStreams: [Int32] = [], command: [String] = []
-        var suppressSync = false
+        var changes = SyscallFilterChanges()
         for argument in arguments {
             guard let equals = argument.firstIndex(of: "=") else { continue }
             let key = argument[..<equals], value = String(argument[argument.index(after: equals)...])
@@ -121,7 +121,9 @@ public enum MachineShell {
             switch key {
             case "leader": leader = pid_t(value) ?? 0
             case "leader-start": leaderStart = UInt64(value) ?? 0
-            case "suppress-sync": suppressSync = value == "1"
+            case "filter-changes":
+                guard let given = SyscallFilterChanges(encoded: text()) else { throw LaunchError("the machine's filter changes are not berth's") }
+                changes = given
             case "filter": filter = FilePath(text())
             case "user": user = text()
             case "term": term = text()
@@ -133,19 +135,19 @@ public enum MachineShell {
         guard leader > 0, leaderStart > 0, let filter else { throw LaunchError("no machine's leader was named") }
         // The socket to berth, descriptor 3, is there only for a pty's master (berth relays it).
         let socket = ptyStreams.isEmpty ? nil : MessageSocket(descriptor: Descriptor(owning: 3))
-        try join(leader: leader, leaderStart: leaderStart, filter: filter, suppressSync: suppressSync, user: user, term: term,
+        try join(leader: leader, leaderStart: leaderStart, filter: filter, changes: changes, user: user, term: term,
                  ptyStreams: ptyStreams, command: command, socket: socket)
     }
 
     /// Enters the machine, runs the command there in a child, and exits with its status. Only
     /// for a single-threaded process (setns into a user or mount namespace needs one).
     /// `filter` is where the machine's system call filter is kept (`SyscallFilter.Saved`).
-    private static func join(leader: pid_t, leaderStart: UInt64, filter: FilePath, suppressSync: Bool, user: String, term: String, ptyStreams: [Int32],
+    private static func join(leader: pid_t, leaderStart: UInt64, filter: FilePath, changes: SyscallFilterChanges, user: String, term: String, ptyStreams: [Int32],
                              command: [String], socket: MessageSocket?) throws -> Never {
         _ = try retryingInterrupts("prctl(PR_SET_DUMPABLE)") { cberth_make_undumpable() }
         let bounding = try boundingSet(of: leader)
-        let program = SyscallFilter.Saved(path: filter, leader: leader, leaderStart: leaderStart, capabilities: bounding, suppressSync: suppressSync)
-            .program(capabilities: bounding, suppressSync: suppressSync)
+        let program = SyscallFilter.Saved(path: filter, leader: leader, leaderStart: leaderStart, capabilities: bounding, changes: changes)
+            .program(capabilities: bounding, changes: changes)
 
         // Its cgroups first, by the host's paths, while this is still the host's root. The
         // command is made in the unified one (clone3 below); a v1 hierarchy's is joined here, by

@@ -12,16 +12,14 @@ extension SyscallFilter {
     /// libseccomp's own compiler took 40 to 70 ms for this list on three ABIs (it snapshots its
     /// whole rule database at each rule), ten times a container's start; this takes 0.5 ms,
     /// the kernel's load of the 841 instructions included.
-    static func install(capabilities: Capabilities, suppressSync: Bool) throws {
-        try install(program(capabilities: capabilities, suppressSync: suppressSync))
+    static func install(capabilities: Capabilities, changes: SyscallFilterChanges) throws {
+        try install(program(capabilities: capabilities, changes: changes))
     }
 
-    /// The filter's program for a container that keeps `capabilities`; with `suppressSync`
-    /// (nspawn's `--suppress-sync=yes`), the @sync calls succeed doing nothing and open(2) and
-    /// openat(2) with O_SYNC or O_DSYNC fail with EINVAL, as nspawn's filter makes them.
-    static func program(capabilities: Capabilities, suppressSync: Bool = false) -> [sock_filter] {
+    /// The filter's program for a container that keeps `capabilities`, with the run's `changes`.
+    static func program(capabilities: Capabilities, changes: SyscallFilterChanges = SyscallFilterChanges()) -> [sock_filter] {
         var program = Program()
-        program.build(verdicts(capabilities: capabilities, suppressSync: suppressSync))
+        program.build(verdicts(capabilities: capabilities, changes: changes))
         return program.code
     }
 
@@ -69,11 +67,15 @@ extension SyscallFilter {
     }
 
     /// Each ABI's verdicts, indexed by call number (x32's without its bit): the allowed calls
-    /// first, then EPERM for every other known call. A name the ABI lacks, or libseccomp does
+    /// first, then EPERM for every other known call. Of `changes`, the refused calls come before
+    /// anything (nspawn takes them out of every allow list); with `suppressSync` (nspawn's
+    /// `--suppress-sync=yes`) the @sync calls succeed doing nothing and open(2) and openat(2)
+    /// with O_SYNC or O_DSYNC fail with EINVAL, as nspawn's filter makes them; the calls added
+    /// are allowed whatever the container's capabilities, as nspawn allows them. A name the ABI lacks, or libseccomp does
     /// not know, is skipped; a number no name gave is nil, `Verdict.unknown`. Names go to
     /// libseccomp straight from the list's bytes: making Swift strings and sets of them took
     /// longer than the rest of the work together.
-    static func verdicts(capabilities: Capabilities, suppressSync: Bool = false) -> [(abi: ABI, table: [Verdict?])] {
+    static func verdicts(capabilities: Capabilities, changes: SyscallFilterChanges = SyscallFilterChanges()) -> [(abi: ABI, table: [Verdict?])] {
         var sections = abis.map { (abi: $0, table: [Verdict?](repeating: nil, count: 512)) }
         func give(_ verdict: Verdict) -> (UnsafePointer<CChar>) -> Void {
             { name in
@@ -88,8 +90,9 @@ extension SyscallFilter {
                 }
             }
         }
-        if suppressSync {
-            // The first verdict a call gets stands: these come before the allow list's.
+        // The first verdict a call gets stands.
+        for name in changes.denied { forEachCall(name, give(.refuse(EPERM))) }
+        if changes.suppressSync {
             forEachCall("@sync", give(.refuse(0)))
             forEachCall("open", give(.allowWithoutFlags(argument: 1, flags: UInt32(O_DSYNC))))  // O_SYNC holds O_DSYNC's bit
             forEachCall("openat", give(.allowWithoutFlags(argument: 2, flags: UInt32(O_DSYNC))))
@@ -98,6 +101,7 @@ extension SyscallFilter {
             if let capability = entry.capability, !capabilities.contains(capability) { continue }
             forEachCall(entry.name, give(.allow))
         }
+        for name in changes.allowed { forEachCall(name, give(.allow)) }
         forEachCall(knownCalls, give(.refuse(EPERM)))
         forEachCall("@obsolete", give(.refuse(EPERM)))
         for i in sections.indices {

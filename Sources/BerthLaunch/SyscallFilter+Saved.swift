@@ -13,16 +13,16 @@ extension SyscallFilter {
         let path: FilePath
         let key: String
 
-        init(path: FilePath, leader: pid_t, leaderStart: UInt64, capabilities: Capabilities, suppressSync: Bool) {
+        init(path: FilePath, leader: pid_t, leaderStart: UInt64, capabilities: Capabilities, changes: SyscallFilterChanges) {
             self.path = path
             key = "berth-filter leader=\(leader) start=\(leaderStart) capabilities=\(String(capabilities.rawValue, radix: 16))"
-                + (suppressSync ? " suppress-sync" : "") + "\n"
+                + (changes.isEmpty ? "" : " changes=\(changes.encoded)") + "\n"
         }
 
         /// The saved program, or one made now (and saved, best effort).
-        func program(capabilities: Capabilities, suppressSync: Bool) -> [sock_filter] {
+        func program(capabilities: Capabilities, changes: SyscallFilterChanges) -> [sock_filter] {
             if let saved = load() { return saved }
-            let code = SyscallFilter.program(capabilities: capabilities, suppressSync: suppressSync)
+            let code = SyscallFilter.program(capabilities: capabilities, changes: changes)
             save(code)
             return code
         }

@@ -39,6 +39,27 @@ enum SyscallFilter {
 
     /// systemd 252's groups that the list names, and @obsolete, which counts as known.
     static let groups: [String: String] = [
+        // Groups the default list leaves out, which --system-call-filter= may name.
+        "@cpu-emulation": "modify_ldt subpage_prot switch_endian vm86 vm86old",
+        "@debug": "lookup_dcookie perf_event_open pidfd_getfd ptrace rtas s390_runtime_instr sys_debug_setcontext",
+        "@keyring": "add_key keyctl request_key",
+        "@pkey": "pkey_alloc pkey_free pkey_mprotect",
+        "@privileged": """
+            @chown @clock @module @raw-io @reboot @swap _sysctl acct bpf capset chroot fanotify_init fanotify_mark
+            nfsservctl open_by_handle_at pivot_root quotactl quotactl_fd setdomainname setfsuid setfsuid32 setgroups
+            setgroups32 sethostname setresuid setresuid32 setreuid setreuid32 setuid setuid32 vhangup
+            """,
+        "@reboot": "kexec_file_load kexec_load reboot",
+        "@swap": "swapoff swapon",
+        "@system-service": """
+            @aio @basic-io @chown @default @file-system @io-event @ipc @keyring @memlock @network-io @process
+            @resources @setuid @signal @sync @timer arm_fadvise64_64 capget capset copy_file_range fadvise64
+            fadvise64_64 flock get_mempolicy getcpu getpriority ioctl ioprio_get kcmp madvise mremap
+            name_to_handle_at oldolduname olduname personality readahead readdir remap_file_pages
+            sched_get_priority_max sched_get_priority_min sched_getattr sched_getparam sched_getscheduler
+            sched_rr_get_interval sched_rr_get_interval_time64 sched_yield sendfile sendfile64 setfsgid setfsgid32
+            setfsuid setfsuid32 setpgid setsid splice sysinfo tee umask uname userfaultfd vmsplice
+            """,
         "@aio": """
             io_cancel io_destroy io_getevents io_pgetevents io_pgetevents_time64 io_setup io_submit
             io_uring_enter io_uring_register io_uring_setup
@@ -135,10 +156,11 @@ enum SyscallFilter {
             """,
     ]
 
-    /// Calls `body` with each call `name` stands for (a group's members, or each word of a
-    /// list), as a C string.
+    /// Calls `body` with each call `name` stands for (a group's members, the groups a group
+    /// names included, or each word of a list), as a C string.
     static func forEachCall(_ name: String, _ body: (UnsafePointer<CChar>) -> Void) {
         if let members = groups[name] { return forEachCall(members, body) }
+        if name == "@known" { return forEachCall(knownCalls, body) }
         var bytes = Array(name.utf8)
         bytes.append(0)
         bytes.withUnsafeMutableBytes { raw in
@@ -147,7 +169,12 @@ enum SyscallFilter {
             var start = 0
             for i in text.indices where text[i] == 0x20 || text[i] == 0x0a || text[i] == 0 {
                 text[i] = 0
-                if i > start { body(base + start) }
+                if i > start && text[start] == 0x40 {  // "@": a group within a group
+                    let group = String(cString: base + start)
+                    if groups[group] != nil || group == "@known" { forEachCall(group, body) }
+                } else if i > start {
+                    body(base + start)
+                }
                 start = i + 1
             }
         }

@@ -51,8 +51,8 @@ struct RunCommandLine {
     var droppedCapabilities = Capabilities()
     var ambientCapabilities = Capabilities()
     var noNewPrivileges = false
-    /// `--suppress-sync=`.
-    var suppressSync = false
+    /// `--system-call-filter=`, `--suppress-sync=`.
+    var filterChanges = SyscallFilterChanges()
     var personality: UInt?
     /// `--resolv-conf=`, `--timezone=`: nspawn's modes.
     var resolvConfMode = "auto"
@@ -383,7 +383,11 @@ struct RunCommandLine {
             $0.noNewPrivileges = try Self.boolean($1, for: "--no-new-privileges")
         },
         Option(long: "suppress-sync", valueName: "BOOL", help: "With yes, sync(2), fsync(2) and the like do nothing in the container (fast, not crash safe).") {
-            $0.suppressSync = try Self.boolean($1, for: "--suppress-sync")
+            $0.filterChanges.suppressSync = try Self.boolean($1, for: "--suppress-sync")
+        },
+        Option(long: "system-call-filter", valueName: "LIST",
+               help: "Also allow these system calls and @groups, or with a leading ~ refuse them (refusals win), over nspawn's default filter.") {
+            line, value in try Self.asUsage { try line.filterChanges.add(list: value) }
         },
         Option(long: "personality", valueName: "ARCH", help: "The execution domain uname reports: x86 (32-bit) or x86-64.") {
             line, value in

@@ -76,7 +76,7 @@ extension RunCommandLine {
         spec.killSignal = killSignal
         (spec.addedCapabilities, spec.droppedCapabilities, spec.ambientCapabilities) = (addedCapabilities, droppedCapabilities, ambientCapabilities)
         spec.noNewPrivileges = noNewPrivileges
-        spec.suppressSync = suppressSync
+        spec.filterChanges = filterChanges
         spec.personality = personality
         (spec.resolvConfMode, spec.timezoneMode) = (resolvConfMode, timezoneMode)
         spec.displayRoot = target.displayPath
@@ -108,7 +108,7 @@ extension RunCommandLine {
         // What `berth ps` and the other machine commands find it by.
         var record = try? MachineRecord(name: name, leader: started.pid, supervisor: getpid(), boot: boot, image: image,
                                         root: target.displayPath, cgroup: started.cgroupPath, killSignal: killSignal)
-        record?.suppressSync = suppressSync
+        record?.filterChanges = filterChanges
         if (try? record?.write()) != nil { started.machineRecord = name }
         // A machine booted in the background has its console where `berth login` attaches; it is
         // listened on only once the record is written, so a login never finds a socket of a
