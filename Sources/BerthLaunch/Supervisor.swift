@@ -46,6 +46,9 @@ public enum Supervisor {
         public var machineRecord: String? = nil
         /// The machine whose network (`MachineNetwork`) berth made, torn down when it ends.
         var network: String? = nil
+        /// The host's directories made for binds without a source (`--bind=:DST`), removed
+        /// with everything in them when it ends.
+        var temporaryDirectories: [FilePath] = []
         /// Lets `berth login` attach to the console through the socket listening on `listener`
         /// (a machine in the background).
         public func acceptLogins(on listener: Descriptor) {
@@ -73,6 +76,7 @@ public enum Supervisor {
             }
             return fields + (remount?.arguments ?? []) + (machineRecord.map { ["record=\(Hex.encode(Array($0.utf8)))"] } ?? [])
                 + (restartsOnReboot ? ["restart=1"] : []) + (network.map { ["network=\(Hex.encode(Array($0.utf8)))"] } ?? [])
+                + temporaryDirectories.map { "temporary=\(Hex.encode($0.bytes))" }
         }
 
         /// The descriptors the supervisor keeps across its exec.
@@ -166,7 +170,12 @@ public enum Supervisor {
         withExtendedLifetime(childSocket) {}
         var pid: pid_t = 0
         var networked = false
+        var temporaries: [FilePath] = []
         do {
+            for i in spec.bindMounts.indices where spec.bindMounts[i].source.isEmpty && !spec.bindMounts[i].sourceInImage {
+                spec.bindMounts[i].source = try makeTemporaryDirectory()
+                temporaries.append(spec.bindMounts[i].source)
+            }
             if let users { try cgroup.delegate(to: users.range.base) }
             let mounts = try PreparedMounts(for: spec, setup: setup, userNamespace: userNamespace, range: users?.range, console: console)
             spec.descriptorRoles = mounts.roles
@@ -195,8 +204,10 @@ public enum Supervisor {
                                  userRangeLocks: users?.locks ?? [], remount: remount)
             result.network = networked ? spec.machineName : nil
             result.killSignal = spec.killSignal
+            result.temporaryDirectories = temporaries
             return result
         } catch {
+            temporaries.forEach(removeTemporaryDirectory)
             if report >= 0 { close(report) }
             for child in [pid, setup] where child > 0 {
                 kill(child, SIGKILL)
@@ -206,6 +217,28 @@ public enum Supervisor {
             cgroup.remove()
             throw error
         }
+    }
+
+    /// nspawn's fresh directory for `--bind=:DST`: made on the host, under /var/tmp (on disk, as
+    /// the container's writes to it may be large), mode 0755 and root's (the container's root
+    /// through the bind's id mapping).
+    private static func makeTemporaryDirectory() throws -> FilePath {
+        var template = Array("/var/tmp/berth-bind-XXXXXX".utf8CString)
+        guard template.withUnsafeMutableBufferPointer({ buffer in buffer.baseAddress.flatMap { mkdtemp($0) } }) != nil else {
+            throw LaunchError("cannot make a directory for --bind's empty source: \(SystemError.last("mkdtemp /var/tmp"))")
+        }
+        let path = FilePath(platformString: template)
+        guard chmod(path.string, 0o755) == 0 else {
+            let error = SystemError.last("chmod \(path)")
+            removeTemporaryDirectory(path)
+            throw LaunchError("cannot make a directory for --bind's empty source: \(error)")
+        }
+        return path
+    }
+
+    private static func removeTemporaryDirectory(_ path: FilePath) {
+        guard let name = path.lastComponent, let parent = try? Directory(opening: path.removingLastComponent()) else { return }
+        try? parent.removeTree(FilePath(root: nil, [name]))
     }
 
     /// Replaces this process with `berth-stage --supervise`, which supervises `started` and
@@ -280,7 +313,10 @@ public enum Supervisor {
     public static func supervise(_ started: Started) -> Int32 {
         let pid = started.pid
         var setup = started.setup
-        defer { started.cgroup.remove() }
+        defer {
+            started.cgroup.remove()
+            started.temporaryDirectories.forEach(removeTemporaryDirectory)
+        }
         // The machine's ports on ::1, which NAT cannot carry (LoopbackRelay), served from here.
         var loopback: LoopbackRelay?
         if let name = started.network {
@@ -406,6 +442,7 @@ extension Supervisor.Started {
         machineRecord = fields["record"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
         restartsOnReboot = fields["restart"] == "1"
         network = fields["network"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
+        temporaryDirectories = ordered.filter { $0.key == "temporary" }.compactMap { Hex.decode(String($0.value)).map(FilePath.init(bytes:)) }
         if fields["remount-at"] != nil && remount == nil { return nil }
     }
 }

@@ -152,8 +152,9 @@ extension RunCommandLine {
         let parts = Self.splitAtColons(text, most: 3)
         let inImage = parts[0].hasPrefix("+")
         let source = inImage ? String(parts[0].dropFirst()) : parts[0]
-        guard source.hasPrefix("/") else {
-            throw UsageError("--bind takes SRC[:DST[:OPTIONS]] with an absolute SRC (+SRC for one in the tree), not '\(text)'")
+        // An empty source (`:DST`) is nspawn's fresh directory, which the supervisor makes.
+        guard source.hasPrefix("/") || (source.isEmpty && !inImage && parts.count > 1 && !parts[1].isEmpty) else {
+            throw UsageError("--bind takes SRC[:DST[:OPTIONS]] with an absolute SRC (+SRC for one in the tree, nothing for a fresh directory), not '\(text)'")
         }
         let destination = parts.count > 1 && !parts[1].isEmpty ? parts[1] : source
         guard destination.hasPrefix("/") else { throw UsageError("--bind destination must be absolute, not '\(destination)'") }

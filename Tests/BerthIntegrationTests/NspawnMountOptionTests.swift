@@ -28,6 +28,7 @@ extension NspawnOptionTests {
     @Test(arguments: [
         ["--tmpfs=/mnt/t"], ["--tmpfs=/mnt/t:mode=1777,size=1m"], ["--tmpfs=/lnk"], ["--bind=SRC:/lnk/in"], ["--bind=+/data:/mnt/in"],
         ["--bind-ro=+/data:/mnt/in"], ["--bind=COLON:/mnt/c\\:d"], ["--bind=+/data:/mnt/in:norbind", "--tmpfs=/mnt/t"],
+        ["--bind=:/mnt/t"], ["--bind-ro=:/mnt/t"],
     ])
     func aMountOptionGivesWhatNspawnGives(_ options: [String]) throws {
         let scratch = try TemporaryDirectory("mount-options")
@@ -43,6 +44,21 @@ extension NspawnOptionTests {
         #expect(ours.status == 0 && theirs.status == 0, "berth: \(ours)\nnspawn: \(theirs)")
         #expect(ours.stdout == theirs.stdout, "berth:\n\(ours.stdout)\nnspawn:\n\(theirs.stdout)")
         #expect(ours.stdout.contains(" /mnt/") || ours.stdout.contains(" /srv/real"), "\(ours.stdout)")
+    }
+
+    /// `--bind=:DST`: a fresh directory of the host's, under /var/tmp as nspawn makes it, gone
+    /// with what the container wrote there once the container ends, as it is under nspawn.
+    @Test func anEmptyBindSourceIsAFreshDirectoryGoneAfterTheRun() throws {
+        let scratch = try TemporaryDirectory("mount-empty-source")
+        func made() throws -> Set<String> { Set(try FileManager.default.contentsOfDirectory(atPath: "/var/tmp").filter { $0.hasPrefix("berth-bind-") }) }
+        let before = try made()
+        let probe = "ls -A /mnt/fresh; echo data > /mnt/fresh/f && echo wrote; ls /var/tmp 2>/dev/null | grep -c berth-bind; true"
+        let ours = try inBerth(["--bind=:/mnt/fresh"], probe, in: freshTree("tree", in: scratch))
+        #expect(ours.status == 0 && ours.stdout == "wrote\n0\n", "\(ours)")
+        let after = try made()
+        #expect(after == before, "left behind: \(after.subtracting(before))")
+        let refused = try inBerth(["--bind=:"], "echo ran", in: freshTree("tree2", in: scratch))
+        #expect(refused.status == 64 && refused.stderr.hasPrefix("berth: error: --bind") && !refused.stdout.contains("ran"), "\(refused)")
     }
 
     /// A symlink of the image never takes a mount out of the tree: one climbing past the root
