@@ -168,6 +168,7 @@ public enum ContainerStage {
                 try attach(DetachedMount(source), at: bind.destination, in: tree)
             }
         }
+        try placeJournal(in: tree, spec: spec, mount: mount)
         if spec.readOnly { try root.set(.readOnly, recursive: false) }
 
         // The container's /run, the container's root's, shared so that unmounting the pins
@@ -350,6 +351,24 @@ public enum ContainerStage {
         try Mount.make("tmpfs", onto: target("tmp", in: tree), flags: nosuid | nodev, options: tmpfsOwner(spec, mode: "1777"))
 
         try placeHostFiles(in: tree, spec: spec, mount: mount)
+    }
+
+    /// The tree's part of `--link-journal=` (`JournalLink`): its /var/log/journal, the machine's
+    /// directory there, the host's bound onto it. A tree that cannot be written (--read-only,
+    /// before the root is made so, a read-only image) leaves a tolerant link undone, as nspawn.
+    private static func placeJournal(in tree: Directory, spec: LaunchSpec, mount: (String) throws -> DetachedMount) throws {
+        let part = spec.journalTreePart
+        guard part != .nothing else { return }
+        var path: FilePath = "var/log/journal"
+        if part != .directories { path.append(spec.uuid.filter { $0 != "-" }) }
+        let directory: Directory
+        do {
+            directory = try tree.openDirectory(inRoot: path, creating: !spec.readOnly)
+        } catch let error as SystemError where [.readOnlyFileSystem, .noSuchFileOrDirectory].contains(error.errno) {
+            if spec.journalLink.tolerant { return }
+            throw LaunchError("cannot link the machine's journal (--link-journal=\(spec.journalLink.encoded)): the tree has no /\(path) and cannot be given one: \(error)")
+        }
+        if part == .hostDirectory { try mount("journal").attach(onto: directory.descriptor) }
     }
 
     /// tmpfs options for a directory the container's root owns.

@@ -57,6 +57,9 @@ public struct LaunchSpec: Equatable, Sendable {
     /// What happens to the machine's /etc/localtime, and for a symlink the zone it names.
     var timezoneAction = HostFileAction.off
     var timezone: String?
+    /// `--link-journal=`, and what it comes to in the tree once the supervisor did the host's part.
+    public var journalLink = JournalLink.automatic
+    var journalTreePart = JournalLink.TreePart.nothing
     /// The user namespace (the default picks a range for the machine).
     public var privateUsers = PrivateUsers.pick
     /// How the container's console reaches berth's streams (`--console=`, `-P`).
@@ -179,6 +182,8 @@ public struct LaunchSpec: Equatable, Sendable {
         }
         if noNewPrivileges { add("no-new-privileges", "1") }
         if !filterChanges.isEmpty { add("filter-changes", filterChanges.encoded) }
+        add("link-journal", journalLink.encoded)
+        add("journal-tree", journalTreePart.rawValue)
         add("resolv-action", resolvConfAction.rawValue)
         add("resolv-source", resolvConf)
         add("timezone-action", timezoneAction.rawValue)
@@ -270,6 +275,9 @@ public struct LaunchSpec: Equatable, Sendable {
         spec.noNewPrivileges = text("no-new-privileges") == "1"
         guard let changes = SyscallFilterChanges(encoded: text("filter-changes") ?? "") else { return nil }
         spec.filterChanges = changes
+        guard let link = try? JournalLink(parsing: text("link-journal") ?? "auto"),
+              let journal = JournalLink.TreePart(rawValue: text("journal-tree") ?? "nothing") else { return nil }
+        (spec.journalLink, spec.journalTreePart) = (link, journal)
         // Absent, they are off: the image's own files.
         let resolvAction = text("resolv-action").map { HostFileAction(rawValue: $0) } ?? .off
         let timezoneAction = text("timezone-action").map { HostFileAction(rawValue: $0) } ?? .off

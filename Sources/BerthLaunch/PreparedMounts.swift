@@ -64,6 +64,11 @@ struct PreparedMounts {
             if bind.readOnly { try mount.set(.readOnly, recursive: bind.recursive) }
             add("bind", mount.descriptor)
         }
+        if spec.journalTreePart == .hostDirectory {
+            let journal = try DetachedMount.copy(of: JournalLink.hostDirectory(spec.uuid), recursive: false)
+            try Self.map(journal, mapping, what: JournalLink.hostDirectory(spec.uuid).string)
+            add("journal", journal.descriptor)
+        }
         if spec.asPID2 { add("init", try Self.sealedCopy(of: Supervisor.stageExecutable)) }
         if let socket = spec.notifySocket { add("notify", try DetachedMount.copy(of: socket, recursive: false).descriptor) }
     }

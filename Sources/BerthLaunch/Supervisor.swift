@@ -144,6 +144,8 @@ public enum Supervisor {
         (spec.resolvConfAction, spec.resolvConf) = HostFiles.resolvConf(mode: spec.resolvConfMode, ownNetwork: spec.privateNetwork,
                                                                          readOnly: spec.readOnly, generated: resolvConf)
         (spec.timezoneAction, spec.timezone) = HostFiles.timezone(mode: spec.timezoneMode, readOnly: spec.readOnly)
+        spec.journalTreePart = try spec.journalLink.prepareHost(machineID: spec.uuid, treePath: FilePath(spec.displayRoot ?? spec.tree.root.string),
+                                                                ephemeral: spec.ephemeral)
 
         let (socket, childSocket) = try MessageSocket.pair()
         let executable = try Descriptor.open(FilePath(stageExecutable), CBERTH_O_PATH)

@@ -56,6 +56,8 @@ struct RunCommandLine {
     var personality: UInt?
     /// `--resolv-conf=`, `--timezone=`: nspawn's modes.
     var resolvConfMode = "auto"
+    /// `--link-journal=`, `-j`.
+    var journalLink = JournalLink.automatic
     var timezoneMode = "auto"
     /// `--kill-signal=`: what PID 1 is sent when berth is asked to stop the container.
     var killSignal: Int32?
@@ -414,6 +416,11 @@ struct RunCommandLine {
             guard HostFiles.isTimezoneMode($1) else { throw UsageError("--timezone takes auto, off, copy, bind, symlink or delete, not '\($1)'") }
             $0.timezoneMode = $1
         },
+        Option(long: "link-journal", valueName: "MODE",
+               help: "Show the machine's journal on the host's /var/log/journal/ID: no, auto (the default), host, try-host, guest, try-guest.") {
+            line, value in try Self.asUsage { line.journalLink = try JournalLink(parsing: value) }
+        },
+        Option(short: "j", long: nil, help: "--link-journal=try-guest.") { line, _ in line.journalLink = JournalLink(trying: .guest) },
         Option(long: "keep-unit", help: "Accepted, and nothing to do: berth makes no systemd scope to leave.") { _, _ in },
         Option(short: "i", long: "image", valueName: "FILE", help: "Not supported yet: disk images (berth runs directory trees and its store's images).") {
             _, value in

@@ -77,6 +77,7 @@ extension RunCommandLine {
         (spec.addedCapabilities, spec.droppedCapabilities, spec.ambientCapabilities) = (addedCapabilities, droppedCapabilities, ambientCapabilities)
         spec.noNewPrivileges = noNewPrivileges
         spec.filterChanges = filterChanges
+        spec.journalLink = journalLink
         spec.personality = personality
         (spec.resolvConfMode, spec.timezoneMode) = (resolvConfMode, timezoneMode)
         spec.displayRoot = target.displayPath

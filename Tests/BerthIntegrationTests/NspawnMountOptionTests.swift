@@ -1,3 +1,4 @@
+import BerthSystem
 import BerthTestSupport
 import Foundation
 import Testing
@@ -102,5 +103,43 @@ extension NspawnOptionTests {
     @Test(arguments: [["--tmpfs=rel"], ["--tmpfs="], ["--bind=rel:/x"], ["--inaccessible=rel"], ["--bind=+rel:/x"]])
     func aMountValueNspawnRefusesIsRefused(_ options: [String]) throws {
         try aValueNspawnRefusesIsRefused(options)
+    }
+}
+
+extension NspawnOptionTests {
+    /// `--link-journal=` and `-j` beside nspawn's, each tool on a fresh busybox tree of its own
+    /// with the same machine id: what the container finds in /var/log/journal, what the tree
+    /// holds after, and what the host's /var/log/journal/ID is (a symlink into the tree, a
+    /// directory holding what the container wrote there, or nothing). The host's entry goes
+    /// after each run, whichever tool made it.
+    @Test(arguments: [[], ["--link-journal=no"], ["--link-journal=auto"], ["--link-journal=guest"], ["-j"],
+                      ["--link-journal=host"], ["--link-journal=try-host"]])
+    func linkJournalIsNspawns(_ options: [String]) throws {
+        let scratch = try TemporaryDirectory("link-journal")
+        let id = Hex.random(32)
+        let host = "/var/log/journal/\(id)"
+        func removeHostEntry() { _ = try? FileManager.default.removeItem(atPath: host) }
+        defer { removeHostEntry() }
+        let probe = "ls -A /var/log/journal 2>&1; touch /var/log/journal/\(id)/written 2>/dev/null && echo wrote; true"
+        func outcome(_ result: CommandResult, tree: String) throws -> String {
+            var seen = result.stdout + "status \(result.status)\n"
+            seen += "tree: " + ((try? FileManager.default.contentsOfDirectory(atPath: "\(tree)/var/log/journal").sorted().joined(separator: ",")) ?? "none") + "\n"
+            if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: host) {
+                seen += "host: symlink to " + target.replacingOccurrences(of: tree, with: "TREE") + "\n"
+            } else if let entries = try? FileManager.default.contentsOfDirectory(atPath: host) {
+                seen += "host: directory holding \(entries.sorted())\n"
+            }
+            removeHostEntry()
+            return seen
+        }
+        let ourTree = try freshTree("berth", in: scratch), theirTree = try freshTree("nspawn", in: scratch)
+        let ours = try outcome(inBerth(["--uuid=\(id)"] + options, probe, in: ourTree), tree: ourTree)
+        let theirs = try outcome(inNspawn(["--uuid=\(id)"] + options, probe, in: theirTree), tree: theirTree)
+        #expect(ours == theirs, "berth:\n\(ours)\nnspawn:\n\(theirs)")
+        #expect(ours.contains("status 0"), "\(ours)")
+    }
+
+    @Test func aLinkJournalModeNspawnRefusesIsRefused() throws {
+        try aValueNspawnRefusesIsRefused(["--link-journal=sideways"])
     }
 }
