@@ -144,16 +144,19 @@ extension Mount {
     /// that is not allowed, what the process's own mountinfo shows.
     private static func namespaceTable(of pid: pid_t, proc: Directory) -> [MountEntry]? {
         guard let namespace = try? Descriptor.open(FilePath("/proc/\(pid)/ns/mnt"), O_RDONLY) else { return nil }
-        var child: pid_t = -1
-        var reader: Descriptor?
-        if let pipe = try? Pipe() {
-            // The writing end closes here, as the block ends: the child's is then the only one.
-            child = withExtendedLifetime(pipe.writer) {
-                cberth_read_mount_namespace(namespace.rawValue, proc.descriptor.rawValue, pipe.writer.rawValue)
+        // Asked again when a child fails (a fork refused under load): the fallback below cannot
+        // see a copy under a process chrooted away, which would then pass for no use at all.
+        for _ in 0..<3 {
+            var child: pid_t = -1
+            var reader: Descriptor?
+            if let pipe = try? Pipe() {
+                // The writing end closes here, as the block ends: the child's is then the only one.
+                child = withExtendedLifetime(pipe.writer) {
+                    cberth_read_mount_namespace(namespace.rawValue, proc.descriptor.rawValue, pipe.writer.rawValue)
+                }
+                reader = pipe.reader
             }
-            reader = pipe.reader
-        }
-        if child > 0 {
+            guard child > 0 else { continue }
             let bytes = try? reader?.readAll()
             var status: Int32 = 0
             while waitpid(child, &status, 0) < 0 && errno == EINTR {}
