@@ -69,6 +69,10 @@ struct RunCommandLine {
     var timeout: Double = 90
     /// The command and its arguments, or with -b init's arguments.
     var arguments: [String] = []
+    /// `--settings=`: yes, no, trusted or override (RunCommandLine+Settings).
+    var settingsMode: String?
+    /// The groups of settings the command line set, which a settings file's keys leave alone.
+    var givenGroups: Set<String> = []
 
     /// The run or boot line in berth's arguments, or nil when they name another subcommand (or
     /// ask for berth's own help or version), which swift-argument-parser then reads. Run is the
@@ -139,11 +143,14 @@ struct RunCommandLine {
                     throw Self.usageError("unknown option '--\(name)'")
                 }
                 if option.valueName != nil {
-                    try option.apply(&self, value(for: "--\(name)", inline: inline))
+                    let given = try value(for: "--\(name)", inline: inline)
+                    try option.apply(&self, given)
+                    givenGroups.insert(Self.settingsGroup(ofOption: name, value: given))
                 } else if inline != nil {
                     throw Self.usageError("--\(name) takes no value")
                 } else {
                     try option.apply(&self, "")
+                    givenGroups.insert(Self.settingsGroup(ofOption: name, value: ""))
                 }
             } else if argument.hasPrefix("-") && argument.count > 1 {
                 var letters = argument.dropFirst()
@@ -152,10 +159,13 @@ struct RunCommandLine {
                         throw Self.usageError("unknown option '-\(letter)'")
                     }
                     if option.valueName != nil {
-                        try option.apply(&self, value(for: "-\(letter)", inline: letters.isEmpty ? nil : String(letters)))
+                        let given = try value(for: "-\(letter)", inline: letters.isEmpty ? nil : String(letters))
+                        try option.apply(&self, given)
+                        givenGroups.insert(Self.settingsGroup(ofOption: option.long ?? String(letter), value: given))
                         break
                     }
                     try option.apply(&self, "")
+                    givenGroups.insert(Self.settingsGroup(ofOption: option.long ?? String(letter), value: ""))
                 }
             } else {
                 break scan
@@ -173,6 +183,9 @@ struct RunCommandLine {
         }
         arguments = rest
         if help { return }
+        // A command, or the boot verb, is the command line's choice of what starts.
+        if !rest.isEmpty || bootLine { givenGroups.insert("start") }
+        try applySettingsFile()
         if asPID2 && boot { throw UsageError("--as-pid2 and --boot exclude each other: with -b the image's init is PID 1") }
         try checkValues()
     }
@@ -252,7 +265,7 @@ struct RunCommandLine {
         UsageError("\(message) (see 'berth run --help')")
     }
 
-    private struct Option: Sendable {
+    struct Option: Sendable {
         var short: Character?
         var long: String?
         /// What the option takes, for the help; nil for a flag.
@@ -261,7 +274,7 @@ struct RunCommandLine {
         var apply: @Sendable (inout RunCommandLine, String) throws -> Void
     }
 
-    private static let options: [Option] = [
+    static let options: [Option] = [
         Option(short: "D", long: "directory", valueName: "DIR", help: "The directory tree to run.") { $0.directory = $1 },
         Option(short: "M", long: "machine", valueName: "NAME", help: "The image in the store to run.") { $0.machine = $1 },
         Option(short: "b", long: "boot", help: "Boot the image's init; the arguments go to it.") { line, _ in line.boot = true },
@@ -421,6 +434,11 @@ struct RunCommandLine {
             line, value in try Self.asUsage { line.journalLink = try JournalLink(parsing: value) }
         },
         Option(short: "j", long: nil, help: "--link-journal=try-guest.") { line, _ in line.journalLink = JournalLink(trying: .guest) },
+        Option(long: "settings", valueName: "yes|no|trusted|override",
+               help: "Read NAME.nspawn (/etc/systemd/nspawn, /run/systemd/nspawn, else beside the tree): yes (the default), no, trusted, override.") {
+            $0.settingsMode = $1
+            _ = try NspawnSettings.Mode(parsing: $1)
+        },
         Option(long: "keep-unit", help: "Accepted, and nothing to do: berth makes no systemd scope to leave.") { _, _ in },
         Option(short: "i", long: "image", valueName: "FILE", help: "Not supported yet: disk images (berth runs directory trees and its store's images).") {
             _, value in

@@ -41,7 +41,12 @@ extension RunCommandLine {
         // An ephemeral container is a machine of its own: the name gets a random suffix, as nspawn's
         // (a background start picked it already).
         let given = environment(BackgroundStart.nameVariable)
-        let named = directory == nil ? target.name : machine ?? target.name
+        // A directory's name made a valid hostname, as nspawn makes it (my_box runs as mybox).
+        let cleaned = NspawnSettings.machineName(ofDirectory: target.name)
+        if directory != nil && machine == nil && cleaned.isEmpty {
+            throw UsageError("cannot make a machine name of the directory's name '\(target.name)': give one with -M NAME")
+        }
+        let named = directory == nil ? target.name : machine ?? cleaned
         let base = given ?? (ephemeral ? "\(named.prefix(47))-\(Hex.random(16))" : named)
         // A machine's name is its own among running machines. A machine started in the background
         // is found by its name, so it must have it; a run in the foreground whose name is taken (a
