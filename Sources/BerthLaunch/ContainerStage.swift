@@ -149,9 +149,14 @@ public enum ContainerStage {
 
         // Nothing done here reaches the host's mount namespace.
         try Mount.makePrivate("/")
-        let root = try mount("root")
+        var root = try mount("root")
         try root.attach(onto: mount("root-target").descriptor)
+        if spec.volatile == .yes { root = try volatileRoot(over: root, spec: spec) }
         let tree = Directory(root.descriptor, displayPath: spec.tree.root.string)
+        if spec.volatile == .state {
+            // nspawn's: a fresh /var over the read-only image, the container's root's.
+            try Mount.make("tmpfs", onto: target("var", in: tree), flags: UInt(MS_STRICTATIME), options: tmpfsOwner(spec, mode: "755"))
+        }
         try attachPreparedMounts(in: tree, spec: spec, mount: mount)
         var sources = (mounts["bind"] ?? [])[...]
         for bind in spec.bindMounts {
@@ -169,7 +174,7 @@ public enum ContainerStage {
             }
         }
         try placeJournal(in: tree, spec: spec, mount: mount)
-        if spec.readOnly { try root.set(.readOnly, recursive: false) }
+        if spec.readOnly && spec.volatile != .yes { try root.set(.readOnly, recursive: false) }
 
         // The container's /run, the container's root's, shared so that unmounting the pins
         // below reaches PID 1's copy of it.
@@ -363,12 +368,42 @@ public enum ContainerStage {
         if part != .directories { path.append(spec.uuid.filter { $0 != "-" }) }
         let directory: Directory
         do {
-            directory = try tree.openDirectory(inRoot: path, creating: !spec.readOnly)
+            directory = try tree.openDirectory(inRoot: path, creating: !spec.readOnly || spec.volatile == .state || spec.volatile == .yes)
         } catch let error as SystemError where [.readOnlyFileSystem, .noSuchFileOrDirectory].contains(error.errno) {
             if spec.journalLink.tolerant { return }
             throw LaunchError("cannot link the machine's journal (--link-journal=\(spec.journalLink.encoded)): the tree has no /\(path) and cannot be given one: \(error)")
         }
         if part == .hostDirectory { try mount("journal").attach(onto: directory.descriptor) }
+    }
+
+    /// `--volatile=yes`: a fresh tmpfs over `image` (attached already) becomes the root, holding
+    /// the image's /usr read-only and what nspawn makes beside it (systemd's base file system:
+    /// /etc, /var, /root, and /bin, /sbin, /lib, /lib64 as links into /usr). As nspawn, only for
+    /// an image whose /bin, /sbin and /lib are in /usr: otherwise nothing would run.
+    private static func volatileRoot(over image: DetachedMount, spec: LaunchSpec) throws -> DetachedMount {
+        let imageTree = Directory(image.descriptor, displayPath: spec.tree.root.string)
+        for name in ["bin", "sbin", "lib", "lib64"] where try imageTree.status(FilePath(name)).map({ $0.kind != .symlink }) ?? false {
+            throw LaunchError("--volatile=yes needs an image whose /bin, /sbin, /lib and /lib64 are in /usr (merged /usr), as nspawn does; this one has /\(name) of its own: use --volatile=state or overlay")
+        }
+        guard try imageTree.status("usr")?.kind == .directory else {
+            throw LaunchError("--volatile=yes needs an image with /usr, which it keeps; this one has none")
+        }
+        let usr = try DetachedMount.copy(of: imageTree.openPath(beneath: "usr"), recursive: true)
+        try usr.set(.readOnly, recursive: true)
+        let hasLib64 = try imageTree.status("usr/lib64")?.kind == .directory
+        let base = spec.userRange?.base ?? 0
+        let tmpfs = try DetachedMount.fileSystem("tmpfs", options: [("mode", "0755"), ("uid", "\(base)"), ("gid", "\(base)")])
+        try tmpfs.attach(onto: image.descriptor)
+        let root = Directory(tmpfs.descriptor, displayPath: "the volatile root")
+        for (name, mode) in [("usr", 0o755), ("etc", 0o755), ("var", 0o755), ("root", 0o750)] as [(FilePath, mode_t)] {
+            try root.makeDirectory(name, mode: mode)
+            try root.setMode(name, mode)
+        }
+        try usr.attach(onto: root.openFile("usr", CBERTH_O_PATH | O_DIRECTORY))
+        for name in ["bin", "sbin", "lib"] + (hasLib64 ? ["lib64"] : []) {
+            try "usr/\(name)".withCString { try root.makeSymlink(FilePath(name), target: $0) }
+        }
+        return tmpfs
     }
 
     /// tmpfs options for a directory the container's root owns.

@@ -39,6 +39,8 @@ public struct LaunchSpec: Equatable, Sendable {
     public var readOnly = false
     /// Changes go to a tmpfs layer over the tree, gone with the container.
     public var ephemeral = false
+    /// `--volatile=` (`overlay` also sets `ephemeral`, `state` also `readOnly`).
+    public var volatile = VolatileMode.no
     public var privateNetwork = false
     /// A network berth makes for the machine (`--network-veth`, `-bridge`, `-zone`, `--port`):
     /// the supervisor sets it up once PID 1 exists, and PID 1 waits for it (`awaitsNetwork`).
@@ -183,6 +185,7 @@ public struct LaunchSpec: Equatable, Sendable {
         if noNewPrivileges { add("no-new-privileges", "1") }
         if !filterChanges.isEmpty { add("filter-changes", filterChanges.encoded) }
         add("link-journal", journalLink.encoded)
+        if volatile != .no { add("volatile", volatile.rawValue) }
         add("journal-tree", journalTreePart.rawValue)
         add("resolv-action", resolvConfAction.rawValue)
         add("resolv-source", resolvConf)
@@ -278,6 +281,8 @@ public struct LaunchSpec: Equatable, Sendable {
         guard let link = try? JournalLink(parsing: text("link-journal") ?? "auto"),
               let journal = JournalLink.TreePart(rawValue: text("journal-tree") ?? "nothing") else { return nil }
         (spec.journalLink, spec.journalTreePart) = (link, journal)
+        guard let volatile = VolatileMode(rawValue: text("volatile") ?? "no") else { return nil }
+        spec.volatile = volatile
         // Absent, they are off: the image's own files.
         let resolvAction = text("resolv-action").map { HostFileAction(rawValue: $0) } ?? .off
         let timezoneAction = text("timezone-action").map { HostFileAction(rawValue: $0) } ?? .off

@@ -141,11 +141,13 @@ public enum Supervisor {
             try Descriptor.open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(GuestNetworkFiles.resolvConf())
             resolvConf = path
         }
+        // --volatile=yes's /etc is a fresh tmpfs's, which takes a copy.
+        let etcReadOnly = spec.readOnly && spec.volatile != .yes
         (spec.resolvConfAction, spec.resolvConf) = HostFiles.resolvConf(mode: spec.resolvConfMode, ownNetwork: spec.privateNetwork,
-                                                                         readOnly: spec.readOnly, generated: resolvConf)
-        (spec.timezoneAction, spec.timezone) = HostFiles.timezone(mode: spec.timezoneMode, readOnly: spec.readOnly)
+                                                                         readOnly: etcReadOnly, generated: resolvConf)
+        (spec.timezoneAction, spec.timezone) = HostFiles.timezone(mode: spec.timezoneMode, readOnly: etcReadOnly)
         spec.journalTreePart = try spec.journalLink.prepareHost(machineID: spec.uuid, treePath: FilePath(spec.displayRoot ?? spec.tree.root.string),
-                                                                ephemeral: spec.ephemeral)
+                                                                ephemeral: spec.ephemeral && spec.volatile == .no)
 
         let (socket, childSocket) = try MessageSocket.pair()
         let executable = try Descriptor.open(FilePath(stageExecutable), CBERTH_O_PATH)

@@ -16,6 +16,11 @@ struct ImageUser {
         let byName = passwd.first { $0[0] == user }
         let entry = byName ?? passwd.first { fields in UInt32(user).map { fields[2] == String($0) } ?? false }
         guard let entry, let uid = uid_t(entry[2]), let gid = gid_t(entry[3]) else {
+            // root needs no entry, as under nspawn (which looks it up only when asked for it):
+            // an image without /etc/passwd (--volatile=yes's empty /etc) still runs as root.
+            if user == "root" || user == "0" {
+                return ImageUser(name: "root", uid: 0, gid: 0, home: "/root", shell: "/bin/sh", groups: [])
+            }
             throw LaunchError("user '\(user)' is not in the image's /etc/passwd")
         }
         // Given by number, as nspawn 252 takes it: USER is the number, and only the primary

@@ -75,7 +75,7 @@ extension RunCommandLine {
             "OverlayReadOnly": SettingsKey(.unsupported, group: "mounts", privileged: true),
             "PrivateUsersOwnership": SettingsKey(.value("private-users-ownership"), group: "userns", privileged: true),
             "PrivateUsersChown": SettingsKey(.unsupported, group: "userns", privileged: true),
-            "Volatile": SettingsKey(.unsupported, group: "volatile"),
+            "Volatile": SettingsKey(.value("volatile"), group: "volatile"),
             "BindUser": SettingsKey(.unsupported, group: "bind-user", privileged: true),
         ]
         let network: [String: SettingsKey] = [

@@ -56,6 +56,8 @@ struct RunCommandLine {
     var personality: UInt?
     /// `--resolv-conf=`, `--timezone=`: nspawn's modes.
     var resolvConfMode = "auto"
+    /// `--volatile[=MODE]`.
+    var volatile = VolatileMode.no
     /// `--link-journal=`, `-j`.
     var journalLink = JournalLink.automatic
     var timezoneMode = "auto"
@@ -143,7 +145,7 @@ struct RunCommandLine {
                     throw Self.usageError("unknown option '--\(name)'")
                 }
                 if option.valueName != nil {
-                    let given = try value(for: "--\(name)", inline: inline)
+                    let given = option.valueIsOptional ? inline ?? "" : try value(for: "--\(name)", inline: inline)
                     try option.apply(&self, given)
                     givenGroups.insert(Self.settingsGroup(ofOption: name, value: given))
                 } else if inline != nil {
@@ -270,6 +272,8 @@ struct RunCommandLine {
         var long: String?
         /// What the option takes, for the help; nil for a flag.
         var valueName: String?
+        /// Given only as `--name=VALUE`: `--name` alone is the flag (nspawn's optional_argument).
+        var valueIsOptional = false
         var help: String
         var apply: @Sendable (inout RunCommandLine, String) throws -> Void
     }
@@ -282,6 +286,10 @@ struct RunCommandLine {
             line.ephemeral = true
         },
         Option(long: "read-only", help: "Mount the tree read-only.") { line, _ in line.readOnly = true },
+        Option(long: "volatile", valueName: "MODE", valueIsOptional: true,
+               help: "Keep no change: yes (a tmpfs root with the image's /usr), state (a tmpfs /var over the read-only image), overlay (a tmpfs layer), no.") {
+            line, value in try Self.asUsage { line.volatile = try VolatileMode(parsing: value.isEmpty ? "yes" : value) }
+        },
         Option(short: "E", long: "setenv", valueName: "NAME[=VALUE]", help: "Set NAME=VALUE (NAME alone copies berth's own).") {
             $0.setenv.append($1)
         },
@@ -475,7 +483,7 @@ struct RunCommandLine {
             """
         let labels = options.map { option in
             [option.short.map { "-\($0)" + (option.long == nil ? "" : ", ") } ?? "    ", option.long.map { "--\($0)" } ?? "",
-             option.valueName.map { " \($0)" } ?? ""].joined()
+             option.valueName.map { option.valueIsOptional ? "[=\($0)]" : " \($0)" } ?? ""].joined()
         }
         let width = labels.map(\.count).max() ?? 0
         for (label, option) in zip(labels, options) {

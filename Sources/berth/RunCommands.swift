@@ -21,7 +21,9 @@ extension RunCommandLine {
     /// Starts the container and returns its exit status (in the background: 0 once it is up).
     func launch() throws -> Int32 {
         if detach && environment(BackgroundStart.childVariable) == nil { return try BackgroundStart(self).run() }
-        let access: ImageAccess = ephemeral ? .ephemeral : readOnly ? .readOnly : .writable
+        // --volatile: the image is only read (overlay: under a throwaway layer, as -x).
+        let access: ImageAccess = ephemeral || volatile == .overlay ? .ephemeral
+            : readOnly || volatile == .state || volatile == .yes ? .readOnly : .writable
         // -D DIR -M NAME: the directory, run as machine NAME (nspawn's --machine).
         if directory != nil, let machine, let problem = RunValueChecks.hostnameProblem(machine) {
             throw UsageError("-M '\(machine)' is not a valid machine name: \(problem)")
@@ -69,7 +71,8 @@ extension RunCommandLine {
         spec.arguments = (boot ? Self.ownIdentity(target, spec) : []) + arguments
         spec.boot = boot
         spec.readOnly = target.readOnly
-        spec.ephemeral = ephemeral
+        spec.ephemeral = ephemeral || volatile == .overlay
+        spec.volatile = volatile
         spec.asPID2 = asPID2
         spec.privateNetwork = privateNetwork
         spec.network = try networkRequest()

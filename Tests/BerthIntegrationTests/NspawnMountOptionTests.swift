@@ -143,3 +143,38 @@ extension NspawnOptionTests {
         try aValueNspawnRefusesIsRefused(["--link-journal=sideways"])
     }
 }
+
+extension NspawnOptionTests {
+    /// What the root holds and which of it takes a write, and that the image keeps none of it.
+    static let volatileProbe = """
+        for p in /*; do echo "$p $(stat -c '%F %a' $p) $(readlink $p)"; done
+        sed -nE 's,^[^ ]+ [^ ]+ [^ ]+ [^ ]+ (/|/usr|/var) .* - ([^ ]+) .*,\\1 \\2,p' /proc/self/mountinfo
+        for p in /etc /var /usr; do touch $p/volatile-probe 2>/dev/null && echo "wrote $p"; done; ls -A /var | head -n 3
+        test -s /etc/resolv.conf && echo resolv.conf; test -e /etc/localtime && echo localtime
+        """
+
+    /// `--volatile=`, as nspawn's, on the Debian tree (whose /bin, /sbin and /lib are in /usr):
+    /// yes, a tmpfs root with the image's /usr read-only; state, a tmpfs /var over the read-only
+    /// image; overlay, a tmpfs layer over all of it; and none of their writes reach the image.
+    @Test(arguments: [["--volatile=yes"], ["--volatile"], ["--volatile=state"], ["--volatile=overlay"], ["--volatile=no"]])
+    func volatileIsNspawns(_ options: [String]) throws {
+        let ours = try inBerth(options, Self.volatileProbe, in: Self.debian)
+        let theirs = try inNspawn(options, Self.volatileProbe, in: Self.debian)
+        #expect(ours.status == 0 && ours.stdout == theirs.stdout, "berth:\n\(ours)\nnspawn:\n\(theirs.stdout)")
+        let volatile = options != ["--volatile=no"]
+        for place in ["etc", "var", "usr"] {
+            let probe = "\(Self.debian)/\(place)/volatile-probe"
+            #expect(!volatile || !FileManager.default.fileExists(atPath: probe), "\(place) kept a volatile write")
+            try? FileManager.default.removeItem(atPath: probe)  // --volatile=no's, which the image keeps
+        }
+        #expect(ours.stdout.contains(volatile ? "/ " : "wrote /etc"), "\(ours.stdout)")
+    }
+
+    /// An image whose /bin is its own (busybox's) cannot run with --volatile=yes, under either.
+    @Test func volatileYesNeedsAMergedUsr() throws {
+        let ours = try inBerth(["--volatile=yes"], "echo ran"), theirs = try inNspawn(["--volatile=yes"], "echo ran")
+        #expect(!theirs.stdout.contains("ran") && theirs.status != 0, "\(theirs)")
+        #expect(ours.status != 0 && !ours.stdout.contains("ran") && ours.stderr.contains("--volatile=yes needs")
+                && ours.stderr.split(separator: "\n").count == 1, "\(ours)")
+    }
+}
