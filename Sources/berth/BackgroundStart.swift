@@ -9,7 +9,7 @@ import SystemPackage
 /// own, its console's output in the machine's log (`berth logs`), and berth returns once the
 /// machine is up: when systemd inside says `READY=1` on the notify socket it is given (nspawn's
 /// `NOTIFY_SOCKET`, `/run/host/notify` inside); for a command, or an init that is not systemd,
-/// once it runs. It fails, with the console's last lines, when the machine ends first or is not
+/// once it runs, unless `--notify-ready=yes` asks for its READY=1 too. It fails, with the console's last lines, when the machine ends first or is not
 /// up within `--timeout` (it is then stopped).
 struct BackgroundStart {
     /// Set for the background half, which runs the machine as `berth run` does.
@@ -28,7 +28,7 @@ struct BackgroundStart {
         }
         let log = try Descriptor.open(MachineRecord.logPath(name), O_WRONLY | O_CREAT | O_TRUNC | O_APPEND, mode: 0o600)
         let notifyPath = try MachineRecord.notifyPath(name)
-        let notify = try line.boot
+        let notify = try line.boot || line.notifyReady
             ? Descriptor(owning: notifyPath.withPlatformString { path in
                 try retryingInterrupts("bind the notify socket", path: notifyPath.string) { cberth_bind_datagram_socket(path) }
             })
@@ -58,7 +58,7 @@ struct BackgroundStart {
             base = machine
         } else if let directory = line.directory, let real = realpath(directory, nil) {
             defer { free(real) }
-            base = FilePath(String(cString: real)).lastComponent?.string ?? directory
+            base = NspawnSettings.machineName(ofDirectory: String(cString: real))
         } else {
             throw UsageError("give the tree to run: -D DIR, or -M NAME for an image in the store (see 'berth run --help')")
         }
@@ -76,7 +76,7 @@ struct BackgroundStart {
                 try fail(name, "it ended before it was up, with status \(ExitStatus(waitStatus: status, boot: line.boot).code)")
             }
             if let notify, Self.saysReady(notify) { return 0 }
-            if let record = try MachineRecord.running(name), let command = record.leaderCommand,
+            if !line.notifyReady, let record = try MachineRecord.running(name), let command = record.leaderCommand,
                !["berth-stage", "berth", "(berth-init)"].contains(command), !line.boot || command != "systemd" {
                 return 0  // no systemd to say so: up once its own program runs
             }

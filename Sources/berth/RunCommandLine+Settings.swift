@@ -58,7 +58,7 @@ extension RunCommandLine {
             "Timezone": SettingsKey(.value("timezone"), group: "timezone"),
             "SuppressSync": SettingsKey(.value("suppress-sync"), group: "suppress-sync"),
             "Ephemeral": SettingsKey(.flag("ephemeral"), group: "ephemeral", privileged: true),
-            "NotifyReady": SettingsKey(.unsupported, group: "notify-ready"),
+            "NotifyReady": SettingsKey(.value("notify-ready"), group: "notify-ready"),
             "PivotRoot": SettingsKey(.unsupported, group: "pivot-root"),
         ]
         for name in ["CPU", "FSIZE", "DATA", "STACK", "CORE", "RSS", "NOFILE", "AS", "NPROC", "MEMLOCK", "LOCKS", "SIGPENDING",

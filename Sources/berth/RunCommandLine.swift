@@ -56,6 +56,8 @@ struct RunCommandLine {
     var personality: UInt?
     /// `--resolv-conf=`, `--timezone=`: nspawn's modes.
     var resolvConfMode = "auto"
+    /// `--notify-ready=yes`: a machine in the background is up only once it says READY=1.
+    var notifyReady = false
     /// `--volatile[=MODE]`.
     var volatile = VolatileMode.no
     /// `--link-journal=`, `-j`.
@@ -446,6 +448,10 @@ struct RunCommandLine {
                help: "Read NAME.nspawn (/etc/systemd/nspawn, /run/systemd/nspawn, else beside the tree): yes (the default), no, trusted, override.") {
             $0.settingsMode = $1
             _ = try NspawnSettings.Mode(parsing: $1)
+        },
+        Option(long: "notify-ready", valueName: "BOOL",
+               help: "With yes, a machine in the background (-d, start) is up only when its payload says READY=1 on $NOTIFY_SOCKET, whatever it is.") {
+            $0.notifyReady = try Self.boolean($1, for: "--notify-ready")
         },
         Option(long: "keep-unit", help: "Accepted, and nothing to do: berth makes no systemd scope to leave.") { _, _ in },
         Option(short: "i", long: "image", valueName: "FILE", help: "Not supported yet: disk images (berth runs directory trees and its store's images).") {

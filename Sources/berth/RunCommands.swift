@@ -89,7 +89,7 @@ extension RunCommandLine {
         spec.personality = personality
         (spec.resolvConfMode, spec.timezoneMode) = (resolvConfMode, timezoneMode)
         spec.displayRoot = target.displayPath
-        if detach && boot { spec.notifySocket = try MachineRecord.notifyPath(name) }
+        if detach && (boot || notifyReady) { spec.notifySocket = try MachineRecord.notifyPath(name) }
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
         spec.workingDirectory = chdir.map { FilePath($0) }
         spec.user = user

@@ -152,3 +152,23 @@ extension NspawnOptionTests {
         #expect(ours.stdout.contains("container=berth\n"))
     }
 }
+
+extension NspawnOptionTests {
+    /// `--notify-ready=yes`: a machine in the background is up when its payload says READY=1 on
+    /// $NOTIFY_SOCKET, not as soon as it runs: what it did just before saying so is done once
+    /// the start returns; one that never says so is not up, and is stopped at the timeout.
+    @Test func notifyReadyWaitsForTheMachinesWord() throws {
+        let name = "nspawn-ready-\(Hex.random(4))"
+        let script = "sleep 1; touch /run/said-ready; systemd-notify --ready; exec sleep 60"
+        let started = try berth(["run", "-d", "-q", "--read-only", "--notify-ready=yes", "-M", name, "-D", Self.debian,
+                                 "/bin/sh", "-c", script], store: Self.shared)
+        #expect(started.status == 0, "\(started)")
+        defer { _ = try? berth(["terminate", name], store: Self.shared) }
+        let looked = try berth(["shell", name, "/bin/test", "-e", "/run/said-ready"], store: Self.shared)
+        #expect(looked.status == 0, "it was taken for up before it said READY=1: \(looked)")
+        let silent = try berth(["run", "-d", "-q", "--read-only", "--notify-ready=yes", "--timeout=2", "-M", "\(name)-silent",
+                                "-D", Self.debian, "/bin/sleep", "60"], store: Self.shared)
+        #expect(silent.status != 0 && silent.stderr.contains("not up within 2 s"), "\(silent)")
+        #expect(!(try berth(["ps"], store: Self.shared).stdout.contains("\(name)-silent")))
+    }
+}
