@@ -1,3 +1,4 @@
+import BerthArchive
 import BerthSystem
 import Glibc
 import SystemPackage
@@ -99,5 +100,41 @@ extension ImageStore {
         }
         try mountTree(name)
         return RunTarget(keptTreeOf: use, at: path(of: name))
+    }
+}
+
+extension RunTarget {
+    /// nspawn's `--template=DIR`: where the run's directory `path` does not exist yet, it is made
+    /// a copy of `template` (owners, modes, times, ACLs and extended attributes kept, as an
+    /// import copies a directory), staged beside it under a hidden name and renamed into place
+    /// once whole, so a copy that fails leaves nothing behind. An existing `path` is run as it is.
+    public static func make(_ path: String, from template: String) throws {
+        let target = FilePath(path)
+        guard (try FileStatus.of(target)) == nil else { return }
+        guard let source = realpath(template, nil) else {
+            throw StoreError(.notFound, "--template \(template) does not exist; give the directory tree to copy")
+        }
+        let templateRoot = FilePath(String(cString: source))
+        free(source)
+        try requireOSTree(Directory(opening: templateRoot), templateRoot.string)
+        guard let name = target.lastComponent else { throw StoreError(.invalidInput, "-D \(path) names no directory to make") }
+        let parentPath = target.removingLastComponent().isEmpty ? FilePath(".") : target.removingLastComponent()
+        let parent: Directory
+        do {
+            parent = try Directory(opening: parentPath)
+        } catch {
+            throw StoreError(.notFound, "cannot make \(path) from --template: \(parentPath) does not exist; make it first")
+        }
+        let staged = FilePath(".#\(name.string)-berth-\(Hex.random(8))")
+        try parent.makeDirectory(staged, mode: 0o700)
+        do {
+            try Extractor(into: parent.openDirectory(beneath: staged)).extract(from: TreeReader(templateRoot))
+            try parent.setMode(staged, 0o755)  // nspawn's new root, not the template's
+            try parent.sync()
+            try parent.rename(staged, to: FilePath(root: nil, [name]), .noReplace)
+        } catch {
+            try? parent.removeTree(staged)
+            throw StoreError.wrapping(error, "cannot make \(path) from --template \(template)")
+        }
     }
 }

@@ -56,6 +56,8 @@ struct RunCommandLine {
     var personality: UInt?
     /// `--resolv-conf=`, `--timezone=`: nspawn's modes.
     var resolvConfMode = "auto"
+    /// `--template=DIR`: what a missing -D directory is made a copy of.
+    var template: String?
     /// `--notify-ready=yes`: a machine in the background is up only once it says READY=1.
     var notifyReady = false
     /// `--volatile[=MODE]`.
@@ -288,6 +290,9 @@ struct RunCommandLine {
             line.ephemeral = true
         },
         Option(long: "read-only", help: "Mount the tree read-only.") { line, _ in line.readOnly = true },
+        Option(long: "template", valueName: "DIR", help: "Make the -D directory, where it does not exist, a copy of DIR first.") {
+            $0.template = $1
+        },
         Option(long: "volatile", valueName: "MODE", valueIsOptional: true,
                help: "Keep no change: yes (a tmpfs root with the image's /usr), state (a tmpfs /var over the read-only image), overlay (a tmpfs layer), no.") {
             line, value in try Self.asUsage { line.volatile = try VolatileMode(parsing: value.isEmpty ? "yes" : value) }

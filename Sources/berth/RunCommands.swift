@@ -29,6 +29,14 @@ extension RunCommandLine {
             throw UsageError("-M '\(machine)' is not a valid machine name: \(problem)")
         }
         let image = directory == nil ? machine : nil
+        if let template {
+            // As nspawn: a copy made for a run that throws it away would be thrown away unseen.
+            guard let directory else {
+                throw UsageError("--template makes the -D directory from a tree; for an image of the store, 'berth clone TEMPLATE NAME' makes it")
+            }
+            guard !ephemeral else { throw UsageError("--template and --ephemeral exclude each other: an ephemeral run keeps no tree to make") }
+            try RunTarget.make(directory, from: template)
+        }
         let target: RunTarget
         switch (directory, machine) {
         case (let path?, _): target = try RunTarget.directory(path, access)  // with -M, nspawn's: it names the machine

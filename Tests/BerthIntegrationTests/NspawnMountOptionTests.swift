@@ -178,3 +178,27 @@ extension NspawnOptionTests {
                 && ours.stderr.split(separator: "\n").count == 1, "\(ours)")
     }
 }
+
+extension NspawnOptionTests {
+    /// `--template=DIR`: a missing -D directory is made a copy of DIR, as nspawn makes it (the
+    /// same entries, owners, modes, sizes and links), then run; an existing one is run as it is;
+    /// nothing is left beside it.
+    @Test func aTemplateMakesTheMissingDirectoryAsNspawnDoes() throws {
+        let scratch = try TemporaryDirectory("template")
+        let template = try freshTree("template", in: scratch)
+        let ours = scratch.appending("ours").string, theirs = scratch.appending("theirs").string
+        let first = try inBerth(["--template=\(template)"], "cat /data/x", in: ours)
+        #expect(first.status == 0 && first.stdout == "d\n", "\(first)")
+        #expect(try inNspawn(["--template=\(template)"], "cat /data/x", in: theirs).stdout == "d\n")
+        func listing(_ root: String) throws -> String { try shell("cd '\(root)' && find . -printf '%p %M %u %g %s %l\\n' | sort").stdout }
+        let (made, nspawnMade) = (try listing(ours), try listing(theirs))
+        #expect(made == nspawnMade && made.contains("./data/x -rw-r--r-- root root 2"), "berth:\n\(made)\nnspawn:\n\(nspawnMade)")
+        // Made once: a second run finds it, and what the first wrote.
+        try Data("mine\n".utf8).write(to: URL(fileURLWithPath: "\(ours)/data/x"))
+        #expect(try inBerth(["--template=\(template)"], "cat /data/x", in: ours).stdout == "mine\n")
+        let left = try FileManager.default.contentsOfDirectory(atPath: scratch.string).filter { $0.hasPrefix(".#") }
+        #expect(left.isEmpty, "left beside it: \(left)")
+        let refused = try berth(["run", "-q", "--template=\(template)", "-M", "bb", "/bin/true"], store: Self.shared)
+        #expect(refused.status == 64 && refused.stderr.contains("berth clone"), "\(refused)")
+    }
+}
