@@ -173,6 +173,11 @@ public enum ContainerStage {
                 try attach(DetachedMount(source), at: bind.destination, in: tree)
             }
         }
+        var overlays = (mounts["overlay"] ?? [])[...]
+        for overlay in spec.overlayMounts {
+            guard let made = overlays.popFirst() else { break }
+            try attach(DetachedMount(made), at: overlay.destination, in: tree)
+        }
         try placeJournal(in: tree, spec: spec, mount: mount)
         if spec.readOnly && spec.volatile != .yes { try root.set(.readOnly, recursive: false) }
 

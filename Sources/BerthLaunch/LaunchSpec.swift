@@ -113,6 +113,23 @@ public struct LaunchSpec: Equatable, Sendable {
         public var file: FilePath?
         public init(id: String, value: String? = nil, file: FilePath? = nil) { (self.id, self.value, self.file) = (id, value, file) }
     }
+    /// `--overlay=` and `--overlay-ro=`: an overlay of host directories (or the tree's own, `+`)
+    /// at a path in the container.
+    public var overlayMounts: [OverlayMount] = []
+    public struct OverlayMount: Equatable, Sendable {
+        /// The layers, lowest first, as nspawn lists them; the last is the writable one unless
+        /// `readOnly`. An empty path is a fresh directory of the host's (nspawn's empty upper).
+        public var layers: [FilePath]
+        /// Which layers are paths in the container's tree (`+PATH`), not the host's.
+        public var layersInImage: [Bool]
+        public var destination: FilePath
+        public var readOnly: Bool
+        /// The overlay's work directory beside the writable layer, made by the supervisor.
+        var work: FilePath?
+        public init(layers: [FilePath], layersInImage: [Bool], destination: FilePath, readOnly: Bool) {
+            (self.layers, self.layersInImage, self.destination, self.readOnly) = (layers, layersInImage, destination, readOnly)
+        }
+    }
     /// `--inaccessible=PATH`: each covered by an empty, mode-0 entry of its kind, read-only.
     public var inaccessiblePaths: [FilePath] = []
     public var workingDirectory: FilePath?
@@ -177,6 +194,7 @@ public struct LaunchSpec: Equatable, Sendable {
             add("tmpfs-options", tmpfs.options)
         }
         inaccessiblePaths.forEach { add("inaccessible", $0) }
+        overlayMounts.forEach { add("overlay", $0.destination) }  // the setup process attaches them
         for credential in credentials {
             add("credential", credential.id)
             if let value = credential.value { add("credential-value", value) }
@@ -240,6 +258,8 @@ public struct LaunchSpec: Equatable, Sendable {
                 guard !spec.tmpfsMounts.isEmpty else { return nil }
                 spec.tmpfsMounts[spec.tmpfsMounts.count - 1].options = text
             case "inaccessible": spec.inaccessiblePaths.append(FilePath(bytes: value))
+            case "overlay":
+                spec.overlayMounts.append(OverlayMount(layers: [], layersInImage: [], destination: FilePath(bytes: value), readOnly: false))
             case "credential": spec.credentials.append(Credential(id: text))
             case "credential-value", "credential-file":
                 guard !spec.credentials.isEmpty else { return nil }

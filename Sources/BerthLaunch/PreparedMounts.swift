@@ -32,7 +32,8 @@ struct PreparedMounts {
         // (a copy of the host's): looked up through its own root.
         add("root-target", try Descriptor.open(FilePath("/proc/\(setup)/root").appending(spec.tree.root.components),
                                                CBERTH_O_PATH | O_DIRECTORY))
-        add("root", try Self.root(for: spec, mapping: mapping).descriptor)
+        let root = try Self.root(for: spec, mapping: mapping)
+        add("root", root.descriptor)
         add("dev", try Self.devices(owner: range?.base ?? 0, console: console != nil).descriptor)
         if !spec.privateNetwork {
             // A fresh sysfs shows the network namespace of its mounter: with the host's network,
@@ -64,6 +65,7 @@ struct PreparedMounts {
             if bind.readOnly { try mount.set(.readOnly, recursive: bind.recursive) }
             add("bind", mount.descriptor)
         }
+        for overlay in spec.overlayMounts { add("overlay", try Self.overlay(overlay, in: root, mapping: mapping).descriptor) }
         if spec.journalTreePart == .hostDirectory {
             let journal = try DetachedMount.copy(of: JournalLink.hostDirectory(spec.uuid), recursive: false)
             try Self.map(journal, mapping, what: JournalLink.hostDirectory(spec.uuid).string)
@@ -125,6 +127,50 @@ struct PreparedMounts {
         let overlay = try mapping.map { try $0.0.asRoot(mount) } ?? mount()
         withExtendedLifetime(scratch) {}
         return overlay
+    }
+
+    /// nspawn's `--overlay=`: its layers, each the host's directory shown through the container's
+    /// mapping or a path of the tree as the container finds it (mapped with the tree already),
+    /// and the writable one with its work directory on one mount (overlayfs wants them so).
+    /// Mounted as the mapped root, as the root's overlay is.
+    private static func overlay(_ overlay: LaunchSpec.OverlayMount, in root: DetachedMount, mapping: (IDRange, Descriptor)?) throws -> DetachedMount {
+        var held: [DetachedMount] = []
+        func shown(_ path: FilePath, inImage: Bool) throws -> DetachedMount {
+            let copy: DetachedMount
+            if inImage {
+                let tree = Directory(root.descriptor, displayPath: "the container's tree")
+                do {
+                    copy = try DetachedMount.copy(of: tree.openPath(inRoot: path), recursive: false)
+                } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
+                    throw LaunchError("--overlay layer +\(path) is not in the image: give a path of its tree after the +")
+                }
+            } else {
+                guard try FileStatus.of(path)?.kind == .directory else { throw LaunchError("--overlay layer \(path) is not a directory of the host's") }
+                copy = try DetachedMount.copy(of: path, recursive: false)
+                try map(copy, mapping, what: "--overlay layer \(path)")
+            }
+            held.append(copy)
+            return copy
+        }
+        let writable = !overlay.readOnly && overlay.work != nil
+        let lowerCount = overlay.layers.count - (writable ? 1 : 0)
+        // overlayfs takes its lower layers top first; nspawn lists them lowest first.
+        let lowers = try (0..<lowerCount).reversed().map { try shown(overlay.layers[$0], inImage: overlay.layersInImage[$0]).descriptor.procPath }
+        var upper: (layer: FilePath, work: FilePath)?
+        if writable, let top = overlay.layers.last, let work = overlay.work {
+            let holder = commonDirectory(of: [top, work])
+            let copy = try shown(holder, inImage: false)
+            func beneath(_ path: FilePath) -> FilePath {
+                var relative = path
+                _ = relative.removePrefix(holder)
+                return copy.descriptor.procPath.appending(relative.components)
+            }
+            upper = (beneath(top), beneath(work))
+        }
+        let mount = { try DetachedMount.overlay(lowers: lowers, upper: upper) }
+        let made = try mapping.map { try $0.0.asRoot(mount) } ?? mount()
+        withExtendedLifetime(held) {}
+        return made
     }
 
     /// The deepest directory that holds every one of `paths`.

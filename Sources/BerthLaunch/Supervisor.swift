@@ -180,6 +180,26 @@ public enum Supervisor {
                 spec.bindMounts[i].source = try makeTemporaryDirectory()
                 temporaries.append(spec.bindMounts[i].source)
             }
+            // An overlay's writable layer needs a work directory on its file system: beside it,
+            // or with a fresh layer (an empty path, nspawn's) both in a directory of their own.
+            for i in spec.overlayMounts.indices where !spec.overlayMounts[i].readOnly {
+                guard let top = spec.overlayMounts[i].layers.last else { continue }
+                if top.isEmpty {
+                    let directory = try makeTemporaryDirectory()
+                    temporaries.append(directory)
+                    for name in ["upper", "work"] { try Directory(opening: directory).makeDirectory(FilePath(name), mode: 0o755) }
+                    spec.overlayMounts[i].layers[spec.overlayMounts[i].layers.count - 1] = directory.appending("upper")
+                    spec.overlayMounts[i].work = directory.appending("work")
+                } else {
+                    guard let name = top.lastComponent, try FileStatus.of(top)?.kind == .directory else {
+                        throw LaunchError("--overlay's writable layer \(top) is not a directory; make it first")
+                    }
+                    let work = top.removingLastComponent().appending(".#\(name.string)-berth-work-\(Hex.random(8))")
+                    try Directory(opening: top.removingLastComponent()).makeDirectory(FilePath(root: nil, [work.lastComponent ?? name]), mode: 0o700)
+                    temporaries.append(work)
+                    spec.overlayMounts[i].work = work
+                }
+            }
             if let users { try cgroup.delegate(to: users.range.base) }
             let mounts = try PreparedMounts(for: spec, setup: setup, userNamespace: userNamespace, range: users?.range, console: console)
             spec.descriptorRoles = mounts.roles

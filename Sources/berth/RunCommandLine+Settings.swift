@@ -71,8 +71,8 @@ extension RunCommandLine {
             "BindReadOnly": SettingsKey(.value("bind-ro"), group: "mounts", privileged: true),
             "TemporaryFileSystem": SettingsKey(.value("tmpfs"), group: "mounts", privileged: true),
             "Inaccessible": SettingsKey(.value("inaccessible"), group: "mounts", privileged: true),
-            "Overlay": SettingsKey(.unsupported, group: "mounts", privileged: true),
-            "OverlayReadOnly": SettingsKey(.unsupported, group: "mounts", privileged: true),
+            "Overlay": SettingsKey(.value("overlay"), group: "mounts", privileged: true),
+            "OverlayReadOnly": SettingsKey(.value("overlay-ro"), group: "mounts", privileged: true),
             "PrivateUsersOwnership": SettingsKey(.value("private-users-ownership"), group: "userns", privileged: true),
             "PrivateUsersChown": SettingsKey(.unsupported, group: "userns", privileged: true),
             "Volatile": SettingsKey(.value("volatile"), group: "volatile"),
@@ -101,7 +101,7 @@ extension RunCommandLine {
         case "user", "u": return "user"
         case "capability", "drop-capability", "ambient-capability": return "capability"
         case "private-users", "private-users-ownership", "U": return "userns"
-        case "bind", "bind-ro", "tmpfs", "inaccessible": return "mounts"
+        case "bind", "bind-ro", "tmpfs", "inaccessible", "overlay", "overlay-ro": return "mounts"
         case "private-network", "network-veth", "n", "network-bridge", "network-zone": return "network"
         case "port", "p": return "port"
         case "link-journal", "j": return "link-journal"
@@ -196,7 +196,7 @@ extension RunCommandLine {
     private mutating func resetSettingsGroup(_ group: String) {
         switch group {
         case "environment": setenv = []
-        case "mounts": (bind, bindReadOnly, tmpfs, inaccessible) = ([], [], [], [])
+        case "mounts": (bind, bindReadOnly, tmpfs, inaccessible, overlays) = ([], [], [], [], [])
         case "capability": (addedCapabilities, droppedCapabilities, ambientCapabilities) = (Capabilities(), Capabilities(), Capabilities())
         case "network": (network, privateNetwork) = (nil, false)
         case "port": ports = []

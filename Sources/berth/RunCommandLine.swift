@@ -27,6 +27,8 @@ struct RunCommandLine {
     /// `--set-credential=`, `--load-credential=`.
     var credentials: [LaunchSpec.Credential] = []
     var inaccessible: [String] = []
+    /// `--overlay=`, `--overlay-ro=`, with whether each is read-only.
+    var overlays: [(spec: String, readOnly: Bool)] = []
     var chdir: String?
     var user: String?
     var hostname: String?
@@ -307,6 +309,13 @@ struct RunCommandLine {
         Option(long: "bind-ro", valueName: "SRC[:DST[:OPTIONS]]", help: "Bind SRC from the host, read-only.") { $0.bindReadOnly.append($1) },
         Option(long: "tmpfs", valueName: "PATH[:OPTIONS]", help: "A fresh tmpfs at PATH in the container (mode=0755 unless OPTIONS say).") {
             $0.tmpfs.append($1)
+        },
+        Option(long: "overlay", valueName: "LOWER[:...]:UPPER[:DST]",
+               help: "An overlay of host directories (+PATH: the tree's) at DST, lowest first, writes going to UPPER (empty: a fresh directory).") {
+            $0.overlays.append(($1, false))
+        },
+        Option(long: "overlay-ro", valueName: "LOWER[:...]:TOP[:DST]", help: "A read-only overlay of these directories at DST.") {
+            $0.overlays.append(($1, true))
         },
         Option(long: "inaccessible", valueName: "PATH", help: "Cover PATH in the container with an empty entry nobody may open.") {
             $0.inaccessible.append($1)

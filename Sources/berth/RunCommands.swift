@@ -112,6 +112,7 @@ extension RunCommandLine {
             guard path.hasPrefix("/") else { throw UsageError("--inaccessible takes an absolute path, not '\(path)'") }
             return FilePath(path)
         }
+        spec.overlayMounts = try overlays.map { try Self.overlayMount($0.spec, readOnly: $0.readOnly) }
         spec.bindMounts = try bind.map { try bindMount($0, readOnly: false) } + bindReadOnly.map { try bindMount($0, readOnly: true) }
         let remount = target.remountAfterExit.map { TreeRemount(target: $0, tree: target.tree) }
         var started: Supervisor.Started
@@ -207,6 +208,35 @@ extension RunCommandLine {
             }
         }
         return parts
+    }
+
+    /// `--overlay=` and `--overlay-ro=`, as nspawn reads them: paths split at colons (`\:` one
+    /// in a path), lowest layer first, the last the destination when there are three or more,
+    /// else the second both the top layer and the destination; `+PATH` a path of the tree; for
+    /// a writable overlay an empty top layer is a fresh directory.
+    static func overlayMount(_ text: String, readOnly: Bool) throws -> LaunchSpec.OverlayMount {
+        let option = readOnly ? "--overlay-ro" : "--overlay"
+        let parts = splitAtColons(text, most: Int.max)
+        guard parts.count >= 2 else { throw UsageError("\(option) takes at least two paths, LOWER:UPPER or LOWER...:UPPER:DST, not '\(text)'") }
+        let destination = parts[parts.count - 1]
+        let layers = parts.count == 2 ? parts : Array(parts.dropLast())
+        guard destination.hasPrefix("/") || destination.hasPrefix("+/") else {
+            throw UsageError("\(option) destination must be absolute, not '\(destination)' in '\(text)'")
+        }
+        for (index, layer) in layers.enumerated() {
+            let top = index == layers.count - 1
+            if layer.isEmpty && top && !readOnly && parts.count > 2 { continue }
+            if layer.hasPrefix("+/") && top && !readOnly {
+                throw UsageError("\(option)'s writable layer '\(layer)' is in the tree, which berth does not support yet: give a host directory, or an empty one for a fresh directory")
+            }
+            guard layer.hasPrefix("/") || layer.hasPrefix("+/") else {
+                throw UsageError("\(option) takes absolute paths (+PATH for one in the tree), not '\(layer)' in '\(text)'")
+            }
+        }
+        return LaunchSpec.OverlayMount(layers: layers.map { FilePath($0.hasPrefix("+") ? String($0.dropFirst()) : $0) },
+                                       layersInImage: layers.map { $0.hasPrefix("+") },
+                                       destination: FilePath(destination.hasPrefix("+") ? String(destination.dropFirst()) : destination),
+                                       readOnly: readOnly)
     }
 
     /// `--tmpfs=PATH[:OPTIONS]`, as nspawn reads it.

@@ -202,3 +202,41 @@ extension NspawnOptionTests {
         #expect(refused.status == 64 && refused.stderr.contains("berth clone"), "\(refused)")
     }
 }
+
+extension NspawnOptionTests {
+    /// `--overlay=` and `--overlay-ro=` beside nspawn's, each tool with a fresh tree and fresh host
+    /// directories of its own: what the container sees at the destination, whether it may write
+    /// there, and where a write lands (the writable layer, never a lower one, nor the tree; a
+    /// fresh layer is gone after the run with nothing left under /var/tmp).
+    @Test(arguments: [["--overlay=LOW:UP:/mnt/o"], ["--overlay-ro=LOW:UP:/mnt/o"], ["--overlay=+/data::/mnt/o"],
+                      ["--overlay=+/data:LOW::/mnt/o"], ["--overlay=LOW:UP"]])
+    func anOverlayIsNspawns(_ options: [String]) throws {
+        func made() throws -> Set<String> { Set(try FileManager.default.contentsOfDirectory(atPath: "/var/tmp").filter { $0.hasPrefix("berth-") }) }
+        let before = try made()
+        var seen: [String] = []
+        for tool in ["berth", "nspawn"] {
+            // Under /var/tmp: a destination under /tmp would be in the container's own /tmp.
+            let scratch = try TemporaryDirectory("overlay-\(tool)", base: "/var/tmp")
+            let low = scratch.appending("low").string, up = scratch.appending("up").string
+            for (directory, file) in [(low, "from-low"), (up, "from-up")] {
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: false)
+                try Data("\(file)\n".utf8).write(to: URL(fileURLWithPath: "\(directory)/\(file)"))
+            }
+            let given = options.map { $0.replacingOccurrences(of: "LOW", with: low).replacingOccurrences(of: "UP", with: up) }
+            let destination = options == ["--overlay=LOW:UP"] ? up : "/mnt/o"
+            let probe = "ls \(destination) | sort; touch \(destination)/new 2>/dev/null && echo wrote; true"
+            let tree = try freshTree("tree", in: scratch)
+            // nspawn 252 cannot make an overlay's mount point (berth can): it is there for both.
+            try FileManager.default.createDirectory(atPath: tree + destination, withIntermediateDirectories: true)
+            let result = tool == "berth" ? try inBerth(given, probe, in: tree) : try inNspawn(given, probe, in: tree)
+            let upper = (try? FileManager.default.contentsOfDirectory(atPath: up).sorted()) ?? []
+            let lower = (try? FileManager.default.contentsOfDirectory(atPath: low).sorted()) ?? []
+            let data = (try? FileManager.default.contentsOfDirectory(atPath: "\(tree)/data").sorted()) ?? []
+            seen.append("status \(result.status)\n\(result.stdout)up \(upper.filter { !$0.hasPrefix(".#") })\nlow \(lower)\ndata \(data)\n")
+        }
+        #expect(seen[0] == seen[1], "berth:\n\(seen[0])\nnspawn:\n\(seen[1])")
+        #expect(seen[0].hasPrefix("status 0\n"), "\(seen[0])")
+        let after = try made()
+        #expect(after.isSubset(of: before), "left under /var/tmp: \(after.subtracting(before))")
+    }
+}
