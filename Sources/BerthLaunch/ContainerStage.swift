@@ -426,6 +426,25 @@ public enum ContainerStage {
         }
     }
 
+    /// /sys of the container's own network namespace, as nspawn shows it there: a read-only
+    /// tmpfs holding only block, bus, class, dev, devices and kernel of a fresh sysfs, and
+    /// fs/cgroup and fs/selinux to mount on (as nspawn makes them); the host's firmware tables, modules, power and hypervisor stay out.
+    private static func mountOwnSysfs(in tree: Directory) throws {
+        let flags = UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        try Mount.make("tmpfs", onto: target("sys", in: tree), flags: flags, options: "mode=555")
+        let sys = try tree.openDirectory(beneath: "sys", crossingMounts: true)
+        let full = try DetachedMount.fileSystem("sysfs", attributes: [.readOnly, .noSetUID, .noDevices, .noExec])
+        let fresh = Directory(full.descriptor, displayPath: "the container's sysfs")
+        for name in ["block", "bus", "class", "dev", "devices", "kernel"] where try fresh.status(FilePath(name))?.kind == .directory {
+            try sys.makeDirectory(FilePath(name), mode: 0o755)
+            let part = try DetachedMount.copy(of: fresh.openPath(beneath: FilePath(name)), recursive: false)
+            try part.attach(onto: sys.openFile(FilePath(name), CBERTH_O_PATH | O_DIRECTORY))
+        }
+        try sys.makeDirectory("fs", mode: 0o755)
+        for name in ["cgroup", "selinux"] { try sys.openDirectory(beneath: "fs").makeDirectory(FilePath(name), mode: 0o755) }
+        try Mount.remountReadOnly(sys.descriptor.procPath, extraFlags: flags)
+    }
+
     /// PID 1's mounts, made from inside its namespaces: /proc of its PID namespace, masked as
     /// nspawn masks it; /sys of its network namespace with --private-network; cgroup2 of its
     /// cgroup namespace; devpts, shm and mqueue of its own.
@@ -455,10 +474,7 @@ public enum ContainerStage {
                            flags: UInt(MS_RDONLY) | nosuid | nodev | noexec, options: "mode=555")
         }
 
-        if spec.privateNetwork {
-            try Mount.make("sysfs", onto: target("sys", in: tree), flags: UInt(MS_RDONLY) | nosuid | nodev | noexec)
-            try maskFirmware(in: tree)
-        }
+        if spec.privateNetwork { try mountOwnSysfs(in: tree) }
         let sys = try tree.openDirectory(beneath: "sys", pathOnly: true, crossingMounts: true)
         if ContainerCgroup.unifiedHierarchy() != nil, try sys.status("fs/cgroup")?.kind == .directory {
             let cgroup = try sys.openDirectory(beneath: "fs/cgroup", pathOnly: true, crossingMounts: true)

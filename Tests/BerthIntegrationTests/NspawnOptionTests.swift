@@ -172,3 +172,16 @@ extension NspawnOptionTests {
         #expect(!(try berth(["ps"], store: Self.shared).stdout.contains("\(name)-silent")))
     }
 }
+
+extension NspawnOptionTests {
+    /// With --private-network, /sys is the container's own as nspawn shows it: a read-only tmpfs
+    /// holding only block, bus, class, dev, devices and kernel of its network namespace's sysfs,
+    /// and fs/cgroup, fs/selinux to mount on; the host's firmware, modules and power stay out.
+    @Test(arguments: [["--private-network"], ["--private-network", "--private-users=no"]])
+    func ownSysfsIsNspawns(_ options: [String]) throws {
+        let probe = "ls /sys | tr '\\n' ' '; echo; ls /sys/fs | tr '\\n' ' '; echo; ls /sys/class/net; stat -c '%a' /sys; touch /sys/x 2>&1; true"
+        let ours = try inBerth(options, probe), theirs = try inNspawn(["--private-network"], probe)
+        #expect(ours.status == 0 && ours.stdout == theirs.stdout, "berth:\n\(ours)\nnspawn:\n\(theirs.stdout)")
+        #expect(ours.stdout.hasPrefix("block bus class dev devices fs kernel \n"), "\(ours.stdout)")
+    }
+}
