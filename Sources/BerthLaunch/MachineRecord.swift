@@ -146,7 +146,8 @@ public struct MachineRecord: Equatable, Sendable {
         var record = MachineRecord(name: name, leader: leader, leaderStart: start, supervisor: supervisor, boot: field("boot") == "1",
                                    image: text("image"), root: root, since: since, cgroup: text("cgroup"))
         record.killSignal = field("kill-signal").flatMap { Int32($0) }
-        guard let changes = SyscallFilterChanges(encoded: text("filter-changes") ?? "") else { return nil }
+        guard var changes = SyscallFilterChanges(encoded: text("filter-changes") ?? "") else { return nil }
+        if field("suppress-sync") == "1" { changes.suppressSync = true }  // as the berth before wrote it
         record.filterChanges = changes
         return record
     }

@@ -147,7 +147,7 @@ public enum Supervisor {
                                                                          readOnly: etcReadOnly, generated: resolvConf)
         (spec.timezoneAction, spec.timezone) = HostFiles.timezone(mode: spec.timezoneMode, readOnly: etcReadOnly)
         spec.journalTreePart = try spec.journalLink.prepareHost(machineID: spec.uuid, treePath: FilePath(spec.displayRoot ?? spec.tree.root.string),
-                                                                ephemeral: spec.ephemeral && spec.volatile == .no)
+                                                                ephemeral: spec.ephemeral && spec.volatile != .overlay)
 
         let (socket, childSocket) = try MessageSocket.pair()
         let executable = try Descriptor.open(FilePath(stageExecutable), CBERTH_O_PATH)

@@ -138,3 +138,26 @@ extension RunTarget {
         }
     }
 }
+
+extension RunTarget {
+    /// The machine id the tree holds in /etc/machine-id (as 8-4-4-4-12), which nspawn makes the
+    /// container's uuid (`container_uuid`, and the journal's directory for --link-journal); nil
+    /// where it has none of its own: none, "uninitialized", not 32 hexadecimal digits, all
+    /// zero, or one a clone still shares with the image it came from (its boot gets a new one).
+    public var machineID: String? {
+        guard !inheritedIdentity.contains("etc/machine-id") else { return nil }
+        // Layers top first: the first that has an entry decides (a whiteout hides the rest).
+        let places = tree.isLayered ? (tree.upper.map { [$0.layer] } ?? []) + tree.lowerLayers : [tree.root]
+        for place in places {
+            guard let etc = try? Directory(opening: place).openDirectory(beneath: "etc"),
+                  let status = try? etc.status("machine-id") else { continue }
+            guard status.kind == .regular, let bytes = try? etc.openFile("machine-id", O_RDONLY).readAll(limit: 64) else { return nil }
+            let text = String(decoding: bytes, as: UTF8.self).filter { !$0.isWhitespace }.lowercased()
+            guard text.count == 32, text.allSatisfy(\.isHexDigit), text.contains(where: { $0 != "0" }) else { return nil }
+            var digits = Array(text)
+            for dash in [20, 16, 12, 8] { digits.insert("-", at: dash) }
+            return String(digits)
+        }
+        return nil
+    }
+}

@@ -56,9 +56,8 @@ struct BackgroundStart {
         let base: String
         if let machine = line.machine {
             base = machine
-        } else if let directory = line.directory, let real = realpath(directory, nil) {
-            defer { free(real) }
-            base = NspawnSettings.machineName(ofDirectory: String(cString: real))
+        } else if let directory = line.directory, let path = RunCommandLine.absolutePath(directory) {
+            base = NspawnSettings.machineName(ofDirectory: path)
         } else {
             throw UsageError("give the tree to run: -D DIR, or -M NAME for an image in the store (see 'berth run --help')")
         }

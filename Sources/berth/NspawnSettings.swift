@@ -65,17 +65,23 @@ struct NspawnSettings {
         }
         var section: String?
         var pending = "", pendingLine = 0
-        for (index, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // "\r\n" is one Character to Swift: lines end at either.
+        var lines = text.split(omittingEmptySubsequences: false, whereSeparator: { $0 == "\n" || $0 == "\r\n" })
+        lines.append("")  // a continuation on the last line ends with the file
+        for (index, raw) in lines.enumerated() {
             var line = raw.drop { $0 == " " || $0 == "\t" }
             while line.last == " " || line.last == "\t" || line.last == "\r" { line = line.dropLast() }
-            if pending.isEmpty && (line.isEmpty || line.first == "#" || line.first == ";") { continue }
+            // Comments are passed over, inside a continued line too (as systemd reads them).
+            if line.first == "#" || line.first == ";" || (pending.isEmpty && line.isEmpty) { continue }
             if pending.isEmpty { pendingLine = index + 1 }
-            if line.last == "\\" {
+            // An odd number of backslashes at the end continues the line; "\\" is one backslash.
+            if line.reversed().prefix(while: { $0 == "\\" }).count % 2 == 1 {
                 pending += line.dropLast() + " "
                 continue
             }
             let whole = pending + line
             pending = ""
+            if whole.isEmpty { continue }
             if whole.first == "[" {
                 guard whole.last == "]", !whole.dropFirst().dropLast().contains(where: { $0 == "[" || $0 == "]" }) else {
                     throw UsageError("\(path):\(pendingLine): '\(whole)' is not a section header; fix it, or run with --settings=no")
@@ -130,18 +136,26 @@ struct NspawnSettings {
         return words
     }
 
-    /// nspawn's machine name for a directory: its last component with only letters, digits, `-`
-    /// and `.` kept, no dot or hyphen at either end and no two dots together, at most 64
-    /// characters (systemd's hostname_cleanup).
+    /// nspawn's machine name for a directory: its last component as systemd's hostname_cleanup
+    /// makes it, letters, digits, `-` and `.` kept, none of them first, no `.` after `-` or `.`,
+    /// no `-` after `.`, at most 64 characters, no `-` or `.` last.
     static func machineName(ofDirectory path: String) -> String {
         let last = path.split(separator: "/").last.map(String.init) ?? ""
-        var kept = ""
-        for character in last where character.isASCII && (character.isLetter || character.isNumber || character == "-" || character == ".") {
-            if character == "." && (kept.isEmpty || kept.last == ".") { continue }
+        var kept = "", dot = true, hyphen = true
+        for character in last where kept.count < 64 {
+            if character == "." {
+                if dot || hyphen { continue }
+                (dot, hyphen) = (true, false)
+            } else if character == "-" {
+                if dot { continue }
+                (dot, hyphen) = (false, true)
+            } else if character.isASCII && (character.isLetter || character.isNumber) {
+                (dot, hyphen) = (false, false)
+            } else {
+                continue
+            }
             kept.append(character)
         }
-        while let first = kept.first, first == "-" || first == "." { kept.removeFirst() }
-        kept = String(kept.prefix(64))
         while let final = kept.last, final == "-" || final == "." { kept.removeLast() }
         return kept
     }

@@ -121,9 +121,8 @@ extension RunCommandLine {
         let mode = try settingsMode.map { try NspawnSettings.Mode(parsing: $0) } ?? .yes
         var name: String, beside: String?
         if let directory {
-            guard let real = realpath(directory, nil) else { return }  // the run says it is missing
-            let path = String(cString: real)
-            free(real)
+            // A directory --template is yet to make is found by its name as given.
+            guard let path = Self.absolutePath(directory) else { return }
             name = machine ?? NspawnSettings.machineName(ofDirectory: path)
             let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
             beside = path == "/" ? nil : parent.isEmpty ? "/" : parent
@@ -138,19 +137,39 @@ extension RunCommandLine {
         try apply(file, override: mode == .override)
     }
 
+    /// `path` without symlinks where it exists; else its parent's real path and its last name
+    /// (a directory --template will make); nil when neither is there.
+    static func absolutePath(_ path: String) -> String? {
+        if let real = realpath(path, nil) {
+            defer { free(real) }
+            return String(cString: real)
+        }
+        let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
+        let slash = trimmed.lastIndex(of: "/")
+        let parent = slash.map { trimmed[..<$0].isEmpty ? "/" : String(trimmed[..<$0]) } ?? "."
+        let name = slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
+        guard !name.isEmpty, let real = realpath(parent, nil) else { return nil }
+        defer { free(real) }
+        let base = String(cString: real)
+        return (base == "/" ? "" : base) + "/" + name
+    }
+
     private static func warn(_ message: String) {
         _ = "berth: warning: \(message)\n".withCString { write(2, $0, strlen($0)) }
     }
 
     private mutating func apply(_ file: NspawnSettings, override: Bool) throws {
         var replaced: Set<String> = []
-        let startKeys = Set(file.settings.filter { $0.section == "Exec" && ($0.key == "Boot" || $0.key == "ProcessTwo") }.map(\.key))
         for setting in file.settings where !setting.key.hasPrefix("X-") && !setting.section.hasPrefix("X-") {
             let place = "\(file.path):\(setting.line)"
             guard let keys = Self.settingsKeys[setting.section] else { continue }  // warned of as it was read
             // Parameters= counts only beside Boot= or ProcessTwo=, as in nspawn.
             if setting.section == "Exec" && setting.key == "Parameters" {
-                guard !startKeys.isEmpty, override || !givenGroups.contains("start") else { continue }
+                // The command only beside a Boot= or ProcessTwo= that reads as a boolean.
+                let starts = file.settings.contains {
+                    $0.section == "Exec" && ($0.key == "Boot" || $0.key == "ProcessTwo") && RunValueChecks.boolean($0.value) != nil
+                }
+                guard starts, override || !givenGroups.contains("start") else { continue }
                 arguments = NspawnSettings.words(setting.value)
                 continue
             }
@@ -166,6 +185,8 @@ extension RunCommandLine {
             }
             if override && givenGroups.contains(key.group) && replaced.insert(key.group).inserted { resetSettingsGroup(key.group) }
             do {
+                // A value the run would refuse is this key's warning, never the run's end.
+                try Self.checkSettingValue(key.translation, setting.value)
                 try applySetting(key.translation, setting.value, place: place, key: setting.key)
             } catch let error as UsageError {
                 Self.warn("\(place): \(setting.key)=\(setting.value) ignored: \(error.message)")
@@ -175,18 +196,50 @@ extension RunCommandLine {
         }
     }
 
+    /// What the command line checks once it is read (checkValues), checked here key by key.
+    private static func checkSettingValue(_ translation: SettingsTranslation, _ value: String) throws {
+        switch translation {
+        case .value("hostname"):
+            if let problem = RunValueChecks.hostnameProblem(value) { throw UsageError("not a valid hostname: \(problem)") }
+        case .value("chdir"):
+            if let problem = RunValueChecks.chdirProblem(value) { throw UsageError(problem) }
+        case .value("volatile") where value.isEmpty:
+            throw UsageError("takes yes, no, state or overlay")
+        case .value("hostname") where value.isEmpty, .value("chdir") where value.isEmpty:
+            break
+        default: break
+        }
+    }
+
     private mutating func applySetting(_ translation: SettingsTranslation, _ value: String, place: String, key: String) throws {
         func option(_ name: String, _ value: String) throws {
             guard let option = Self.options.first(where: { $0.long == name }) else { return }
             try option.apply(&self, value)
         }
         switch translation {
+        case .value(let name) where value.isEmpty:
+            // An empty value is the default again, as systemd reads one.
+            switch name {
+            case "user": user = nil
+            case "chdir": chdir = nil
+            case "hostname": hostname = nil
+            default: break
+            }
         case .value(let name): try option(name, value)
         case .flag(let name):
             guard let on = RunValueChecks.boolean(value) else { throw UsageError("takes yes or no") }
             if on { try option(name, "") } else if name == "boot" { boot = false } else if name == "read-only" { readOnly = false }
         case .commaList(let name): try option(name, NspawnSettings.words(value).joined(separator: ","))
-        case .each(let name): for word in NspawnSettings.words(value) { try option(name, word) }
+        case .each(let name):
+            for word in NspawnSettings.words(value) {
+                // NAME=VALUE only: a bare NAME would copy berth's own environment (the caller's,
+                // as root) into the container on a file's word, which nspawn never does.
+                guard name != "setenv" || (word.contains("=") && RunValueChecks.isEnvironmentName(word.prefix { $0 != "=" })) else {
+                    Self.warn("\(place): '\(word)' in \(key)= ignored: it is not NAME=VALUE")
+                    continue
+                }
+                try option(name, word)
+            }
         case .limit(let resource): try option("rlimit", "\(resource)=\(value)")
         case .unsupported: Self.warn("\(place): \(key)= is not supported by berth, ignored")
         }

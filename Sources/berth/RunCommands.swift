@@ -73,7 +73,7 @@ extension RunCommandLine {
         }
         // TERM is the caller's, as nspawn passes it, terminal or not; a machine in the background
         // writes its console to a log, which is no terminal of anyone's.
-        var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: uuid ?? LaunchSpec.randomUUID(),
+        var spec = LaunchSpec(tree: target.tree, machineName: name, uuid: uuid ?? target.machineID ?? LaunchSpec.randomUUID(),
                               term: detach ? "dumb" : environment("TERM") ?? (onTerminal ? "vt220" : ""))
         spec.hostname = hostname ?? base
         spec.arguments = (boot ? Self.ownIdentity(target, spec) : []) + arguments

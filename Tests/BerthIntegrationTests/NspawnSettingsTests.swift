@@ -118,3 +118,25 @@ extension NspawnOptionTests {
                 && ours.stderr.split(separator: "\n").count == 1, "\(ours)")
     }
 }
+
+extension NspawnOptionTests {
+    /// What nspawn passes over in a file berth passes over too, with a warning, and runs: a
+    /// hostname that is none, a bare name in Environment= (which would copy berth's own
+    /// environment in), a key continued onto the end of the file; lines may end in CR LF.
+    @Test func aBadValueInAFileIsAWarningNotTheRunsEnd() throws {
+        let file = "[Exec]\r\nHostname=bad_name\r\nEnvironment=A=1 PATH\r\nEnvironment=B=2\r\nUser=\\\r\n"
+        let (ours, theirs) = try withSettings(file, [], "echo \"A=$A B=$B\"; hostname")
+        #expect(ours.status == 0 && ours.stdout == "A=1 B=2\nmybox\n", "\(ours)")
+        #expect(theirs.stdout.hasPrefix("A=1 B=2\nmybox\n") || theirs.status != 0, "nspawn: \(theirs)")
+        #expect(ours.stderr.contains("Hostname=bad_name ignored") && ours.stderr.contains("'PATH' in Environment= ignored"), "\(ours.stderr)")
+    }
+
+    /// Without --uuid, the machine's id is the image's own /etc/machine-id, as nspawn reads it.
+    @Test func theMachinesIDIsTheImagesOwn() throws {
+        let scratch = try TemporaryDirectory("machine-id")
+        let root = try freshTree("tree", in: scratch)
+        try Data("0123456789abcdef0123456789ABCDEF\n".utf8).write(to: URL(fileURLWithPath: "\(root)/etc/machine-id"))
+        let ours = try inBerth([], "echo $container_uuid", in: root), theirs = try inNspawn([], "echo $container_uuid", in: root)
+        #expect(ours.stdout == "01234567-89ab-cdef-0123-456789abcdef\n" && ours.stdout == theirs.stdout, "berth: \(ours)\nnspawn: \(theirs)")
+    }
+}
