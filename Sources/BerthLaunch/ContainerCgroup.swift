@@ -148,6 +148,14 @@ struct ContainerCgroup {
     }
 
     /// Where the unified hierarchy is mounted, or nil when the host has none.
+    /// How the host mounts its cgroups: `unified`, `hybrid`, `legacy` or empty (LaunchSpec).
+    static var hostLayout: String {
+        if access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0 { return "unified" }
+        let v1 = access("/sys/fs/cgroup/memory", F_OK) == 0 || access("/sys/fs/cgroup/cpu", F_OK) == 0
+        if access("/sys/fs/cgroup/unified/cgroup.controllers", F_OK) == 0 { return v1 ? "hybrid" : "unified" }
+        return v1 ? "legacy" : ""
+    }
+
     static func unifiedHierarchy() -> FilePath? {
         for candidate in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
             if access(candidate + "/cgroup.procs", F_OK) == 0, access(candidate + "/cgroup.controllers", F_OK) == 0 {

@@ -59,6 +59,9 @@ public struct LaunchSpec: Equatable, Sendable {
     /// What happens to the machine's /etc/localtime, and for a symlink the zone it names.
     var timezoneAction = HostFileAction.off
     var timezone: String?
+    /// The host's cgroup hierarchies, as the supervisor finds them: `unified` (cgroup v2 alone),
+    /// `hybrid` (v1 controllers and v2 at unified/), `legacy` (v1 alone), or empty.
+    var cgroupLayout = ""
     /// `--link-journal=`, and what it comes to in the tree once the supervisor did the host's part.
     public var journalLink = JournalLink.automatic
     var journalTreePart = JournalLink.TreePart.nothing
@@ -203,6 +206,7 @@ public struct LaunchSpec: Equatable, Sendable {
         if noNewPrivileges { add("no-new-privileges", "1") }
         if !filterChanges.isEmpty { add("filter-changes", filterChanges.encoded) }
         add("link-journal", journalLink.encoded)
+        if !cgroupLayout.isEmpty { add("cgroup-layout", cgroupLayout) }
         if volatile != .no { add("volatile", volatile.rawValue) }
         add("journal-tree", journalTreePart.rawValue)
         add("resolv-action", resolvConfAction.rawValue)
@@ -301,6 +305,7 @@ public struct LaunchSpec: Equatable, Sendable {
         guard let link = try? JournalLink(parsing: text("link-journal") ?? "auto"),
               let journal = JournalLink.TreePart(rawValue: text("journal-tree") ?? "nothing") else { return nil }
         (spec.journalLink, spec.journalTreePart) = (link, journal)
+        spec.cgroupLayout = text("cgroup-layout") ?? ""
         guard let volatile = VolatileMode(rawValue: text("volatile") ?? "no") else { return nil }
         spec.volatile = volatile
         // Absent, they are off: the image's own files.

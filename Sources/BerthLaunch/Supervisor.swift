@@ -141,6 +141,7 @@ public enum Supervisor {
             try Descriptor.open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o644).writeAll(GuestNetworkFiles.resolvConf())
             resolvConf = path
         }
+        spec.cgroupLayout = ContainerCgroup.hostLayout
         // --volatile=yes's /etc is a fresh tmpfs's, which takes a copy.
         let etcReadOnly = spec.readOnly && spec.volatile != .yes
         (spec.resolvConfAction, spec.resolvConf) = HostFiles.resolvConf(mode: spec.resolvConfMode, ownNetwork: spec.privateNetwork,

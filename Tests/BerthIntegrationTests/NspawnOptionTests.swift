@@ -185,3 +185,20 @@ extension NspawnOptionTests {
         #expect(ours.stdout.hasPrefix("block bus class dev devices fs kernel \n"), "\(ours.stdout)")
     }
 }
+
+extension NspawnOptionTests {
+    /// The cgroup tree a command sees is nspawn's, of its own cgroup namespace: on this host's
+    /// cgroup v1 a tmpfs with each hierarchy (read-only but name=systemd), and cgroup2 at
+    /// unified/ where the image has systemd; on a cgroup v2 host cgroup2 itself.
+    @Test(arguments: [("bb", [String]()), ("bb", ["--private-users=no"]), ("debian", [String]())])
+    func theCgroupTreeIsNspawns(_ image: String, _ options: [String]) throws {
+        let probe = """
+            ls /sys/fs/cgroup | tr '\\n' ' '; echo; grep ' /sys/fs/cgroup' /proc/self/mountinfo | cut -d' ' -f5,6 | sort
+            grep -c . /proc/self/cgroup; touch /sys/fs/cgroup/memory/x 2>/dev/null || echo read-only; true
+            """
+        let root = image == "debian" ? Self.debian : tree
+        let ours = try inBerth(options, probe, in: root), theirs = try inNspawn([], probe, in: root)
+        #expect(ours.status == 0 && ours.stdout == theirs.stdout, "berth:\n\(ours)\nnspawn:\n\(theirs.stdout)")
+        #expect(ours.stdout.contains("/sys/fs/cgroup"), "\(ours.stdout)")
+    }
+}
