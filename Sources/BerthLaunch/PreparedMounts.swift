@@ -17,6 +17,9 @@ struct PreparedMounts {
     /// What each descriptor holds, in order: `LaunchSpec.descriptorRoles`.
     private(set) var roles: [String] = []
     private(set) var descriptors: [Descriptor] = []
+    /// Host paths made for the container, removed when it ends (an overlay's work directory
+    /// in the tree).
+    private(set) var temporaryDirectories: [FilePath] = []
 
     private mutating func add(_ role: String, _ descriptor: Descriptor) {
         roles.append(role)
@@ -65,7 +68,11 @@ struct PreparedMounts {
             if bind.readOnly { try mount.set(.readOnly, recursive: bind.recursive) }
             add("bind", mount.descriptor)
         }
-        for overlay in spec.overlayMounts { add("overlay", try Self.overlay(overlay, in: root, mapping: mapping).descriptor) }
+        for overlay in spec.overlayMounts {
+            let (made, work) = try Self.overlay(overlay, in: root, mapping: mapping, treePath: FilePath(spec.displayRoot ?? spec.tree.root.string))
+            add("overlay", made.descriptor)
+            temporaryDirectories += work.map { [$0] } ?? []
+        }
         if spec.journalTreePart == .hostDirectory {
             let journal = try DetachedMount.copy(of: JournalLink.hostDirectory(spec.uuid), recursive: false)
             try Self.map(journal, mapping, what: JournalLink.hostDirectory(spec.uuid).string)
@@ -133,7 +140,10 @@ struct PreparedMounts {
     /// mapping or a path of the tree as the container finds it (mapped with the tree already),
     /// and the writable one with its work directory on one mount (overlayfs wants them so).
     /// Mounted as the mapped root, as the root's overlay is.
-    private static func overlay(_ overlay: LaunchSpec.OverlayMount, in root: DetachedMount, mapping: (IDRange, Descriptor)?) throws -> DetachedMount {
+    /// A writable layer in the tree (`+PATH`) gets its work directory beside it there, made as
+    /// the container's root; its host path (under `treePath`) is returned for removal.
+    private static func overlay(_ overlay: LaunchSpec.OverlayMount, in root: DetachedMount, mapping: (IDRange, Descriptor)?,
+                                treePath: FilePath) throws -> (DetachedMount, FilePath?) {
         var held: [DetachedMount] = []
         func shown(_ path: FilePath, inImage: Bool) throws -> DetachedMount {
             let copy: DetachedMount
@@ -152,12 +162,37 @@ struct PreparedMounts {
             held.append(copy)
             return copy
         }
-        let writable = !overlay.readOnly && overlay.work != nil
+        let upperInTree = !overlay.readOnly && overlay.layersInImage.last == true
+        let writable = !overlay.readOnly && (overlay.work != nil || upperInTree)
         let lowerCount = overlay.layers.count - (writable ? 1 : 0)
         // overlayfs takes its lower layers top first; nspawn lists them lowest first.
         let lowers = try (0..<lowerCount).reversed().map { try shown(overlay.layers[$0], inImage: overlay.layersInImage[$0]).descriptor.procPath }
         var upper: (layer: FilePath, work: FilePath)?
-        if writable, let top = overlay.layers.last, let work = overlay.work {
+        var madeWork: FilePath?
+        if upperInTree, let top = overlay.layers.last, let name = top.lastComponent {
+            // The layer's parent, as the container finds it, holds both (one mount, as overlayfs wants).
+            let tree = Directory(root.descriptor, displayPath: "the container's tree")
+            let parentPath = FilePath(root: nil, top.removingLastComponent().components)
+            let parent: Directory
+            do {
+                parent = try tree.openDirectory(inRoot: parentPath, creating: false)
+                guard try parent.status(FilePath(root: nil, [name]))?.kind == .directory else { throw SystemError("stat", .noSuchFileOrDirectory) }
+            } catch {
+                throw LaunchError("--overlay's writable layer +\(top) is not a directory of the image: give one it has")
+            }
+            let work = FilePath(".#\(name.string)-berth-work-\(Hex.random(8))")
+            let make = { try parent.makeDirectory(work, mode: 0o700) }
+            try mapping.map { try $0.0.asRoot(make) } ?? make()
+            madeWork = treePath.appending(parentPath.components).appending(work.components)
+            do {
+                let copy = try DetachedMount.copy(of: parentPath.isEmpty ? root.descriptor : tree.openPath(inRoot: parentPath), recursive: false)
+                held.append(copy)
+                upper = (copy.descriptor.procPath.appending(name.string), copy.descriptor.procPath.appending(work.components))
+            } catch {
+                try? parent.removeTree(work)
+                throw error
+            }
+        } else if writable, let top = overlay.layers.last, let work = overlay.work {
             let holder = commonDirectory(of: [top, work])
             let copy = try shown(holder, inImage: false)
             func beneath(_ path: FilePath) -> FilePath {
@@ -168,9 +203,16 @@ struct PreparedMounts {
             upper = (beneath(top), beneath(work))
         }
         let mount = { try DetachedMount.overlay(lowers: lowers, upper: upper) }
-        let made = try mapping.map { try $0.0.asRoot(mount) } ?? mount()
-        withExtendedLifetime(held) {}
-        return made
+        do {
+            let made = try mapping.map { try $0.0.asRoot(mount) } ?? mount()
+            withExtendedLifetime(held) {}
+            return (made, madeWork)
+        } catch {
+            if let madeWork, let name = madeWork.lastComponent {
+                try? Directory(opening: madeWork.removingLastComponent()).removeTree(FilePath(root: nil, [name]))
+            }
+            throw error
+        }
     }
 
     /// The deepest directory that holds every one of `paths`.

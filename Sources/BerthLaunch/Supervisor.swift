@@ -183,7 +183,8 @@ public enum Supervisor {
             }
             // An overlay's writable layer needs a work directory on its file system: beside it,
             // or with a fresh layer (an empty path, nspawn's) both in a directory of their own.
-            for i in spec.overlayMounts.indices where !spec.overlayMounts[i].readOnly {
+            // (A writable layer in the tree gets its work directory there, from PreparedMounts.)
+            for i in spec.overlayMounts.indices where !spec.overlayMounts[i].readOnly && spec.overlayMounts[i].layersInImage.last != true {
                 guard let top = spec.overlayMounts[i].layers.last else { continue }
                 if top.isEmpty {
                     let directory = try makeTemporaryDirectory()
@@ -203,6 +204,7 @@ public enum Supervisor {
             }
             if let users { try cgroup.delegate(to: users.range.base) }
             let mounts = try PreparedMounts(for: spec, setup: setup, userNamespace: userNamespace, range: users?.range, console: console)
+            temporaries += mounts.temporaryDirectories
             spec.descriptorRoles = mounts.roles
             let sent = Result { try socket.send(try spec.encoded(), descriptors: mounts.descriptors.map(\.rawValue)) }
             let execed = cberth_spawn_result(setup, report) == 0

@@ -226,9 +226,6 @@ extension RunCommandLine {
         for (index, layer) in layers.enumerated() {
             let top = index == layers.count - 1
             if layer.isEmpty && top && !readOnly && parts.count > 2 { continue }
-            if layer.hasPrefix("+/") && top && !readOnly {
-                throw UsageError("\(option)'s writable layer '\(layer)' is in the tree, which berth does not support yet: give a host directory, or an empty one for a fresh directory")
-            }
             guard layer.hasPrefix("/") || layer.hasPrefix("+/") else {
                 throw UsageError("\(option) takes absolute paths (+PATH for one in the tree), not '\(layer)' in '\(text)'")
             }

@@ -209,7 +209,7 @@ extension NspawnOptionTests {
     /// there, and where a write lands (the writable layer, never a lower one, nor the tree; a
     /// fresh layer is gone after the run with nothing left under /var/tmp).
     @Test(arguments: [["--overlay=LOW:UP:/mnt/o"], ["--overlay-ro=LOW:UP:/mnt/o"], ["--overlay=+/data::/mnt/o"],
-                      ["--overlay=+/data:LOW::/mnt/o"], ["--overlay=LOW:UP"]])
+                      ["--overlay=+/data:LOW::/mnt/o"], ["--overlay=LOW:UP"], ["--overlay=LOW:+/data:/mnt/o"]])
     func anOverlayIsNspawns(_ options: [String]) throws {
         func made() throws -> Set<String> { Set(try FileManager.default.contentsOfDirectory(atPath: "/var/tmp").filter { $0.hasPrefix("berth-") }) }
         let before = try made()
@@ -232,7 +232,8 @@ extension NspawnOptionTests {
             let upper = (try? FileManager.default.contentsOfDirectory(atPath: up).sorted()) ?? []
             let lower = (try? FileManager.default.contentsOfDirectory(atPath: low).sorted()) ?? []
             let data = (try? FileManager.default.contentsOfDirectory(atPath: "\(tree)/data").sorted()) ?? []
-            seen.append("status \(result.status)\n\(result.stdout)up \(upper.filter { !$0.hasPrefix(".#") })\nlow \(lower)\ndata \(data)\n")
+            let leftInTree = ((try? FileManager.default.contentsOfDirectory(atPath: tree)) ?? []).filter { $0.hasPrefix(".#") }
+            seen.append("status \(result.status)\n\(result.stdout)up \(upper.filter { !$0.hasPrefix(".#") })\nlow \(lower)\ndata \(data)\nleft \(leftInTree)\n")
         }
         #expect(seen[0] == seen[1], "berth:\n\(seen[0])\nnspawn:\n\(seen[1])")
         #expect(seen[0].hasPrefix("status 0\n"), "\(seen[0])")
