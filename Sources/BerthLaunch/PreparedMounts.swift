@@ -183,7 +183,15 @@ struct PreparedMounts {
             let work = FilePath(".#\(name.string)-berth-work-\(Hex.random(8))")
             let make = { try parent.makeDirectory(work, mode: 0o700) }
             try mapping.map { try $0.0.asRoot(make) } ?? make()
-            madeWork = treePath.appending(parentPath.components).appending(work.components)
+            // Its host path: the parent found the same way from the tree's host path (symlinks
+            // of the image followed inside it), read back from that descriptor; none where the
+            // host path shows no tree (an overlay's, which cannot hold a writable layer anyway).
+            if let onHost = try? Directory(opening: treePath).openDirectory(inRoot: parentPath, creating: false) {
+                var resolved = [CChar](repeating: 0, count: Int(PATH_MAX))
+                let length = onHost.descriptor.procPath.withPlatformString { readlink($0, &resolved, resolved.count - 1) }
+                let real = FilePath(String(decoding: resolved[..<max(length, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self))
+                if length > 0, real.starts(with: treePath), ((try? onHost.status(work)) ?? nil) != nil { madeWork = real.appending(work.components) }
+            }
             do {
                 let copy = try DetachedMount.copy(of: parentPath.isEmpty ? root.descriptor : tree.openPath(inRoot: parentPath), recursive: false)
                 held.append(copy)

@@ -263,8 +263,13 @@ public enum Supervisor {
         return path
     }
 
+    /// Removes what `path` names, its way there opened from / without following a symlink: a
+    /// container may have replaced a directory of its tree on the way to a work directory made
+    /// there, and a symlink would take the removal elsewhere on the host. Such a path is left.
     private static func removeTemporaryDirectory(_ path: FilePath) {
-        guard let name = path.lastComponent, let parent = try? Directory(opening: path.removingLastComponent()) else { return }
+        guard let name = path.lastComponent, let root = try? Directory(opening: "/"),
+              let parent = try? root.openDirectory(beneath: FilePath(root: nil, path.removingLastComponent().components), crossingMounts: true)
+        else { return }
         try? parent.removeTree(FilePath(root: nil, [name]))
     }
 
