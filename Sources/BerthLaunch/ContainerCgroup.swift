@@ -147,7 +147,6 @@ struct ContainerCgroup {
         for cgroup in legacy { _ = cgroup.withPlatformString { rmdir($0) } }
     }
 
-    /// Where the unified hierarchy is mounted, or nil when the host has none.
     /// How the host mounts its cgroups: `unified`, `hybrid`, `legacy` or empty (LaunchSpec).
     static var hostLayout: String {
         if access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0 { return "unified" }
@@ -156,6 +155,7 @@ struct ContainerCgroup {
         return v1 ? "legacy" : ""
     }
 
+    /// Where the unified hierarchy is mounted, or nil when the host has none.
     static func unifiedHierarchy() -> FilePath? {
         for candidate in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
             if access(candidate + "/cgroup.procs", F_OK) == 0, access(candidate + "/cgroup.controllers", F_OK) == 0 {

@@ -445,44 +445,6 @@ public enum ContainerStage {
         try Mount.remountReadOnly(sys.descriptor.procPath, extraFlags: flags)
     }
 
-    /// nspawn's cgroup tree on a host with cgroup v1: a tmpfs holding each v1 hierarchy PID 1 is
-    /// in (read-only, but name=systemd), links for controllers mounted together (cpu and cpuacct
-    /// to cpu,cpuacct), and with `hybrid` cgroup2 at unified/ where the image has a systemd
-    /// that knows it (nspawn asks the image's systemd's version; a systemd of this century
-    /// does); made read-only.
-    private static func mountLegacyCgroups(in sys: Directory, hybrid: Bool) throws {
-        let flags = UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        try Mount.make("tmpfs", onto: sys.openDirectory(beneath: "fs/cgroup", pathOnly: true, crossingMounts: true).descriptor,
-                       flags: flags | UInt(MS_STRICTATIME), options: "mode=755")
-        // Opened again by its path: the descriptor from before names the directory beneath.
-        let root = try sys.openDirectory(beneath: "fs/cgroup", crossingMounts: true)
-        let lines = String(decoding: try Descriptor.open("/proc/self/cgroup", O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
-        for line in lines.split(separator: "\n") {
-            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3 else { continue }
-            let controllers = String(fields[1])
-            if fields[0] == "0" && controllers.isEmpty {
-                guard hybrid, access("/usr/lib/systemd/systemd", X_OK) == 0 || access("/lib/systemd/systemd", X_OK) == 0 else { continue }
-                try root.makeDirectory("unified", mode: 0o755)
-                try Mount.make("cgroup2", at: root.procPath("unified"), flags: flags)
-                continue
-            }
-            guard !controllers.isEmpty, !controllers.contains("/") else { continue }
-            let named = controllers.hasPrefix("name=")
-            let directory = FilePath(named ? String(controllers.dropFirst(5)) : controllers)
-            try root.makeDirectory(directory, mode: 0o755)
-            try Mount.make("cgroup", source: "cgroup", at: root.procPath(directory), flags: flags,
-                           options: named ? "none,\(controllers)" : controllers)
-            if !named {
-                try Mount.remountReadOnly(root.procPath(directory), extraFlags: flags)
-                for single in controllers.split(separator: ",") where controllers.contains(",") {
-                    try controllers.withCString { try root.makeSymlink(FilePath(String(single)), target: $0) }
-                }
-            }
-        }
-        try Mount.remountReadOnly(root.descriptor.procPath, extraFlags: flags)
-    }
-
     /// PID 1's mounts, made from inside its namespaces: /proc of its PID namespace, masked as
     /// nspawn masks it; /sys of its network namespace with --private-network; cgroup2 of its
     /// cgroup namespace; devpts, shm and mqueue of its own.
@@ -514,15 +476,14 @@ public enum ContainerStage {
 
         if spec.privateNetwork { try mountOwnSysfs(in: tree) }
         let sys = try tree.openDirectory(beneath: "sys", pathOnly: true, crossingMounts: true)
-        // A command gets the host's kind of cgroup tree, of its own cgroup namespace, as nspawn
-        // gives it; a booted systemd mounts the tree it wants itself.
-        if !spec.boot, try sys.status("fs/cgroup")?.kind == .directory {
+        // On a cgroup v2 host a command gets cgroup2 of its own cgroup namespace, rooted at the
+        // machine's own cgroup, as nspawn gives it. On a v1 host nothing: the container is in a
+        // cgroup of its own only in the hierarchies berth limits, and in the others a mount
+        // would show the host's tree above it (nspawn, with systemd on the host, has a scope
+        // in each). A booted systemd mounts the tree it wants itself.
+        if !spec.boot, spec.cgroupLayout == "unified", try sys.status("fs/cgroup")?.kind == .directory {
             let cgroup = try sys.openDirectory(beneath: "fs/cgroup", pathOnly: true, crossingMounts: true)
-            switch spec.cgroupLayout {
-            case "unified": try Mount.make("cgroup2", onto: cgroup.descriptor, flags: nosuid | nodev | noexec)
-            case "hybrid", "legacy": try mountLegacyCgroups(in: sys, hybrid: spec.cgroupLayout == "hybrid")
-            default: break
-            }
+            try Mount.make("cgroup2", onto: cgroup.descriptor, flags: nosuid | nodev | noexec)
         }
 
         let dev = try tree.openDirectory(beneath: "dev", pathOnly: true, crossingMounts: true)

@@ -69,7 +69,7 @@ struct PreparedMounts {
             add("bind", mount.descriptor)
         }
         for overlay in spec.overlayMounts {
-            let (made, work) = try Self.overlay(overlay, in: root, mapping: mapping, treePath: FilePath(spec.displayRoot ?? spec.tree.root.string))
+            let (made, work) = try Self.overlay(overlay, in: root, mapping: mapping, spec: spec)
             add("overlay", made.descriptor)
             temporaryDirectories += work.map { [$0] } ?? []
         }
@@ -143,7 +143,8 @@ struct PreparedMounts {
     /// A writable layer in the tree (`+PATH`) gets its work directory beside it there, made as
     /// the container's root; its host path (under `treePath`) is returned for removal.
     private static func overlay(_ overlay: LaunchSpec.OverlayMount, in root: DetachedMount, mapping: (IDRange, Descriptor)?,
-                                treePath: FilePath) throws -> (DetachedMount, FilePath?) {
+                                spec: LaunchSpec) throws -> (DetachedMount, FilePath?) {
+        let treePath = FilePath(spec.displayRoot ?? spec.tree.root.string)
         var held: [DetachedMount] = []
         func shown(_ path: FilePath, inImage: Bool) throws -> DetachedMount {
             let copy: DetachedMount
@@ -169,7 +170,16 @@ struct PreparedMounts {
         let lowers = try (0..<lowerCount).reversed().map { try shown(overlay.layers[$0], inImage: overlay.layersInImage[$0]).descriptor.procPath }
         var upper: (layer: FilePath, work: FilePath)?
         var madeWork: FilePath?
-        if upperInTree, let top = overlay.layers.last, let name = top.lastComponent {
+        var removeWork: () -> Void = {}
+        if upperInTree {
+            // Its writes go to the image: not for a run that keeps the image as it is, and not
+            // onto a root that is itself an overlay, which overlayfs refuses as a writable layer.
+            guard !spec.readOnly, spec.volatile == .no, !spec.ephemeral, !spec.tree.isLayered else {
+                throw LaunchError("--overlay's writable layer +\(overlay.layers.last ?? "/") is in the image, which this run does not write (read-only, volatile, ephemeral, or a layered image's tree): give a host directory, or an empty one for a fresh directory")
+            }
+        }
+        if upperInTree, let top = overlay.layers.last {
+            guard let name = top.lastComponent else { throw LaunchError("--overlay's writable layer cannot be the tree's root: give a directory in it") }
             // The layer's parent, as the container finds it, holds both (one mount, as overlayfs wants).
             let tree = Directory(root.descriptor, displayPath: "the container's tree")
             let parentPath = FilePath(root: nil, top.removingLastComponent().components)
@@ -183,6 +193,7 @@ struct PreparedMounts {
             let work = FilePath(".#\(name.string)-berth-work-\(Hex.random(8))")
             let make = { try parent.makeDirectory(work, mode: 0o700) }
             try mapping.map { try $0.0.asRoot(make) } ?? make()
+            removeWork = { try? parent.removeTree(work) }
             // Its host path: the parent found the same way from the tree's host path (symlinks
             // of the image followed inside it), read back from that descriptor; none where the
             // host path shows no tree (an overlay's, which cannot hold a writable layer anyway).
@@ -216,9 +227,7 @@ struct PreparedMounts {
             withExtendedLifetime(held) {}
             return (made, madeWork)
         } catch {
-            if let madeWork, let name = madeWork.lastComponent {
-                try? Directory(opening: madeWork.removingLastComponent()).removeTree(FilePath(root: nil, [name]))
-            }
+            removeWork()
             throw error
         }
     }

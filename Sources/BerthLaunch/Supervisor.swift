@@ -157,7 +157,8 @@ public enum Supervisor {
         defer { argv.forEach { free($0) } }
         var setup: pid_t = 0
         var report: Int32 = -1
-        let cgroup = try ContainerCgroup.make(name: spec.uuid, limits: spec.limits) { cgroup in
+        // The uuid may be the image's (its /etc/machine-id), which two runs of one tree share.
+        let cgroup = try ContainerCgroup.make(name: "\(spec.uuid)-\(Hex.random(8))", limits: spec.limits) { cgroup in
             setup = cberth_spawn(Namespaces.mount.rawValue, executable.rawValue, nil, argv, envp, childSocket.descriptor.rawValue,
                                  cgroup.intoCgroup?.rawValue ?? -1, 0, &report)
             guard setup > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
@@ -196,8 +197,14 @@ public enum Supervisor {
                     guard let name = top.lastComponent, try FileStatus.of(top)?.kind == .directory else {
                         throw LaunchError("--overlay's writable layer \(top) is not a directory; make it first")
                     }
-                    let work = top.removingLastComponent().appending(".#\(name.string)-berth-work-\(Hex.random(8))")
-                    try Directory(opening: top.removingLastComponent()).makeDirectory(FilePath(root: nil, [work.lastComponent ?? name]), mode: 0o700)
+                    // Beside the layer's real path: its removal follows no symlink (removeTemporaryDirectory).
+                    guard let real = realpath(top.removingLastComponent().string, nil) else {
+                        throw LaunchError("--overlay's writable layer \(top) is not a directory; make it first")
+                    }
+                    let parent = FilePath(String(cString: real))
+                    free(real)
+                    let work = parent.appending(".#\(name.string)-berth-work-\(Hex.random(8))")
+                    try Directory(opening: parent).makeDirectory(FilePath(root: nil, [work.lastComponent ?? name]), mode: 0o700)
                     temporaries.append(work)
                     spec.overlayMounts[i].work = work
                 }

@@ -199,14 +199,14 @@ extension RunCommandLine {
     /// What the command line checks once it is read (checkValues), checked here key by key.
     private static func checkSettingValue(_ translation: SettingsTranslation, _ value: String) throws {
         switch translation {
+        case .value("hostname") where value.isEmpty, .value("chdir") where value.isEmpty:
+            break  // the default again (applySetting)
         case .value("hostname"):
             if let problem = RunValueChecks.hostnameProblem(value) { throw UsageError("not a valid hostname: \(problem)") }
         case .value("chdir"):
             if let problem = RunValueChecks.chdirProblem(value) { throw UsageError(problem) }
         case .value("volatile") where value.isEmpty:
             throw UsageError("takes yes, no, state or overlay")
-        case .value("hostname") where value.isEmpty, .value("chdir") where value.isEmpty:
-            break
         default: break
         }
     }

@@ -61,9 +61,21 @@ import Testing
         let nspawn = try run("/usr/bin/systemd-nspawn", ["--register=no", "--keep-unit", "-q", "-D", tree(tmp, "c").string,
                                                          "/bin/sh", "-c", "cat /from-berth; echo nspawn > /from-nspawn"])
         #expect(nspawn.status == 0 && nspawn.stdout.hasPrefix("berth"), "\(nspawn)")
-        #expect(try inImage("c", "cat /from-nspawn", store: tmp).stdout == "nspawn\n")
+        // Another suite's nspawn, copying every host mount as it starts, may hold a tree for a
+        // moment (and is named as the holder): tried again while it says so.
+        func whileHeld(_ body: () throws -> CommandResult) throws -> CommandResult {
+            var result = try body()
+            _ = try waitUntil(timeout: 20, polling: 0.2) {
+                if result.status != 0 && result.stderr.contains("is in use") { result = try body() }
+                return !(result.status != 0 && result.stderr.contains("is in use"))
+            }
+            return result
+        }
+        let seen = try whileHeld { try inImage("c", "cat /from-nspawn", store: tmp) }
+        #expect(seen.stdout == "nspawn\n", "\(seen)")
         #expect(try readFile(upperLayer(tmp, "c").appending("from-nspawn")) == Array("nspawn\n".utf8))
-        #expect(try inImage("bb", "test ! -e /from-nspawn && test ! -e /from-berth", store: tmp).status == 0)
+        let parent = try whileHeld { try inImage("bb", "test ! -e /from-nspawn && test ! -e /from-berth", store: tmp) }
+        #expect(parent.status == 0, "\(parent)")
         #expect(try readFile(tree(tmp, "c").appending("from-berth")) == Array("berth\n".utf8))
         #expect(mounts(under: tmp.string).isEmpty, "\(mounts(under: tmp.string))")
     }
