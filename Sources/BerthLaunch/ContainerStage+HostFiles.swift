@@ -12,7 +12,7 @@ extension ContainerStage {
     static func placeHostFiles(in tree: Directory, spec: LaunchSpec, mount: (String) throws -> DetachedMount) throws {
         guard spec.resolvConfAction != .off || spec.timezoneAction != .off,
               let etc = try? tree.openDirectory(inRoot: "etc", creating: false) else { return }
-        let writable = !spec.readOnly || spec.volatile == .yes  // its /etc is a fresh tmpfs's
+        let writable = spec.rootIsWritable
         let owner = spec.userRange?.base ?? 0
         switch spec.resolvConfAction {
         case .delete where writable: try ignoringRefusal { try etc.remove("resolv.conf", isDirectory: false) }

@@ -179,7 +179,7 @@ public enum ContainerStage {
             try attach(DetachedMount(made), at: overlay.destination, in: tree)
         }
         try placeJournal(in: tree, spec: spec, mount: mount)
-        if spec.readOnly && spec.volatile != .yes { try root.set(.readOnly, recursive: false) }
+        if !spec.rootIsWritable { try root.set(.readOnly, recursive: false) }
 
         // The container's /run, the container's root's, shared so that unmounting the pins
         // below reaches PID 1's copy of it.
@@ -373,7 +373,7 @@ public enum ContainerStage {
         if part != .directories { path.append(spec.uuid.filter { $0 != "-" }) }
         let directory: Directory
         do {
-            directory = try tree.openDirectory(inRoot: path, creating: !spec.readOnly || spec.volatile == .state || spec.volatile == .yes)
+            directory = try tree.openDirectory(inRoot: path, creating: spec.rootIsWritable || spec.volatile == .state)
         } catch let error as SystemError where [.readOnlyFileSystem, .noSuchFileOrDirectory].contains(error.errno) {
             if spec.journalLink.tolerant { return }
             throw LaunchError("cannot link the machine's journal (--link-journal=\(spec.journalLink.encoded)): the tree has no /\(path) and cannot be given one: \(error)")

@@ -39,8 +39,11 @@ public struct LaunchSpec: Equatable, Sendable {
     public var readOnly = false
     /// Changes go to a tmpfs layer over the tree, gone with the container.
     public var ephemeral = false
-    /// `--volatile=` (`overlay` also sets `ephemeral`, `state` also `readOnly`).
+    /// `--volatile=` (`overlay` also sets `ephemeral`, `state` and `yes` also `readOnly`).
     public var volatile = VolatileMode.no
+    /// Whether the container's root takes writes: not a read-only run's, but `--volatile=yes`'s
+    /// fresh tmpfs (its image, under /usr, is what stays read-only).
+    var rootIsWritable: Bool { !readOnly || volatile == .yes }
     public var privateNetwork = false
     /// A network berth makes for the machine (`--network-veth`, `-bridge`, `-zone`, `--port`):
     /// the supervisor sets it up once PID 1 exists, and PID 1 waits for it (`awaitsNetwork`).

@@ -145,11 +145,11 @@ struct PreparedMounts {
     private static func overlay(_ overlay: LaunchSpec.OverlayMount, in root: DetachedMount, mapping: (IDRange, Descriptor)?,
                                 spec: LaunchSpec) throws -> (DetachedMount, FilePath?) {
         let treePath = FilePath(spec.displayRoot ?? spec.tree.root.string)
+        let tree = Directory(root.descriptor, displayPath: "the container's tree")
         var held: [DetachedMount] = []
         func shown(_ path: FilePath, inImage: Bool) throws -> DetachedMount {
             let copy: DetachedMount
             if inImage {
-                let tree = Directory(root.descriptor, displayPath: "the container's tree")
                 do {
                     copy = try DetachedMount.copy(of: tree.openPath(inRoot: path), recursive: false)
                 } catch let error as SystemError where error.errno == .noSuchFileOrDirectory {
@@ -170,7 +170,10 @@ struct PreparedMounts {
         let lowers = try (0..<lowerCount).reversed().map { try shown(overlay.layers[$0], inImage: overlay.layersInImage[$0]).descriptor.procPath }
         var upper: (layer: FilePath, work: FilePath)?
         var madeWork: FilePath?
+        // A work directory made in the tree goes again unless the overlay is made.
         var removeWork: () -> Void = {}
+        var made = false
+        defer { if !made { removeWork() } }
         if upperInTree {
             // Its writes go to the image: not for a run that keeps the image as it is, and not
             // onto a root that is itself an overlay, which overlayfs refuses as a writable layer.
@@ -181,7 +184,6 @@ struct PreparedMounts {
         if upperInTree, let top = overlay.layers.last {
             guard let name = top.lastComponent else { throw LaunchError("--overlay's writable layer cannot be the tree's root: give a directory in it") }
             // The layer's parent, as the container finds it, holds both (one mount, as overlayfs wants).
-            let tree = Directory(root.descriptor, displayPath: "the container's tree")
             let parentPath = FilePath(root: nil, top.removingLastComponent().components)
             let parent: Directory
             do {
@@ -203,14 +205,9 @@ struct PreparedMounts {
                 let real = FilePath(String(decoding: resolved[..<max(length, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self))
                 if length > 0, real.starts(with: treePath), ((try? onHost.status(work)) ?? nil) != nil { madeWork = real.appending(work.components) }
             }
-            do {
-                let copy = try DetachedMount.copy(of: parentPath.isEmpty ? root.descriptor : tree.openPath(inRoot: parentPath), recursive: false)
-                held.append(copy)
-                upper = (copy.descriptor.procPath.appending(name.string), copy.descriptor.procPath.appending(work.components))
-            } catch {
-                try? parent.removeTree(work)
-                throw error
-            }
+            let copy = try DetachedMount.copy(of: parentPath.isEmpty ? root.descriptor : tree.openPath(inRoot: parentPath), recursive: false)
+            held.append(copy)
+            upper = (copy.descriptor.procPath.appending(name.string), copy.descriptor.procPath.appending(work.components))
         } else if writable, let top = overlay.layers.last, let work = overlay.work {
             let holder = commonDirectory(of: [top, work])
             let copy = try shown(holder, inImage: false)
@@ -222,14 +219,10 @@ struct PreparedMounts {
             upper = (beneath(top), beneath(work))
         }
         let mount = { try DetachedMount.overlay(lowers: lowers, upper: upper) }
-        do {
-            let made = try mapping.map { try $0.0.asRoot(mount) } ?? mount()
-            withExtendedLifetime(held) {}
-            return (made, madeWork)
-        } catch {
-            removeWork()
-            throw error
-        }
+        let overlayMount = try mapping.map { try $0.0.asRoot(mount) } ?? mount()
+        withExtendedLifetime(held) {}
+        made = true
+        return (overlayMount, madeWork)
     }
 
     /// The deepest directory that holds every one of `paths`.

@@ -46,8 +46,8 @@ public enum Supervisor {
         public var machineRecord: String? = nil
         /// The machine whose network (`MachineNetwork`) berth made, torn down when it ends.
         var network: String? = nil
-        /// The host's directories made for binds without a source (`--bind=:DST`), removed
-        /// with everything in them when it ends.
+        /// The host's directories made for the container (`--bind=:DST`'s, an overlay's fresh
+        /// layer and work directories), removed with everything in them when it ends.
         var temporaryDirectories: [FilePath] = []
         /// Lets `berth login` attach to the console through the socket listening on `listener`
         /// (a machine in the background).
@@ -142,11 +142,9 @@ public enum Supervisor {
             resolvConf = path
         }
         spec.cgroupLayout = ContainerCgroup.hostLayout
-        // --volatile=yes's /etc is a fresh tmpfs's, which takes a copy.
-        let etcReadOnly = spec.readOnly && spec.volatile != .yes
         (spec.resolvConfAction, spec.resolvConf) = HostFiles.resolvConf(mode: spec.resolvConfMode, ownNetwork: spec.privateNetwork,
-                                                                         readOnly: etcReadOnly, generated: resolvConf)
-        (spec.timezoneAction, spec.timezone) = HostFiles.timezone(mode: spec.timezoneMode, readOnly: etcReadOnly)
+                                                                         readOnly: !spec.rootIsWritable, generated: resolvConf)
+        (spec.timezoneAction, spec.timezone) = HostFiles.timezone(mode: spec.timezoneMode, readOnly: !spec.rootIsWritable)
         spec.journalTreePart = try spec.journalLink.prepareHost(machineID: spec.uuid, treePath: FilePath(spec.displayRoot ?? spec.tree.root.string),
                                                                 ephemeral: spec.ephemeral && spec.volatile != .overlay)
 
@@ -190,23 +188,22 @@ public enum Supervisor {
                 if top.isEmpty {
                     let directory = try makeTemporaryDirectory()
                     temporaries.append(directory)
-                    for name in ["upper", "work"] { try Directory(opening: directory).makeDirectory(FilePath(name), mode: 0o755) }
+                    let opened = try Directory(opening: directory)
+                    for name in ["upper", "work"] { try opened.makeDirectory(FilePath(name), mode: 0o755) }
                     spec.overlayMounts[i].layers[spec.overlayMounts[i].layers.count - 1] = directory.appending("upper")
                     spec.overlayMounts[i].work = directory.appending("work")
                 } else {
-                    guard let name = top.lastComponent, try FileStatus.of(top)?.kind == .directory else {
+                    // By its real path, the work directory beside it: on its file system, and
+                    // removed by a path that has no symlink (removeTemporaryDirectory).
+                    let real = realpath(top.string, nil).map { path in defer { free(path) }; return FilePath(String(cString: path)) }
+                    guard let real, let name = real.lastComponent, try FileStatus.of(real)?.kind == .directory else {
                         throw LaunchError("--overlay's writable layer \(top) is not a directory; make it first")
                     }
-                    // Beside the layer's real path: its removal follows no symlink (removeTemporaryDirectory).
-                    guard let real = realpath(top.removingLastComponent().string, nil) else {
-                        throw LaunchError("--overlay's writable layer \(top) is not a directory; make it first")
-                    }
-                    let parent = FilePath(String(cString: real))
-                    free(real)
-                    let work = parent.appending(".#\(name.string)-berth-work-\(Hex.random(8))")
-                    try Directory(opening: parent).makeDirectory(FilePath(root: nil, [work.lastComponent ?? name]), mode: 0o700)
-                    temporaries.append(work)
-                    spec.overlayMounts[i].work = work
+                    let workName = FilePath(".#\(name.string)-berth-work-\(Hex.random(8))")
+                    try Directory(opening: real.removingLastComponent()).makeDirectory(workName, mode: 0o700)
+                    temporaries.append(real.removingLastComponent().appending(workName.components))
+                    spec.overlayMounts[i].layers[spec.overlayMounts[i].layers.count - 1] = real
+                    spec.overlayMounts[i].work = real.removingLastComponent().appending(workName.components)
                 }
             }
             if let users { try cgroup.delegate(to: users.range.base) }
@@ -253,19 +250,19 @@ public enum Supervisor {
         }
     }
 
-    /// nspawn's fresh directory for `--bind=:DST`: made on the host, under /var/tmp (on disk, as
+    /// nspawn's fresh directory for `--bind=:DST` and an empty `--overlay` layer: made on the host, under /var/tmp (on disk, as
     /// the container's writes to it may be large), mode 0755 and root's (the container's root
     /// through the bind's id mapping).
     private static func makeTemporaryDirectory() throws -> FilePath {
         var template = Array("/var/tmp/berth-bind-XXXXXX".utf8CString)
         guard template.withUnsafeMutableBufferPointer({ buffer in buffer.baseAddress.flatMap { mkdtemp($0) } }) != nil else {
-            throw LaunchError("cannot make a directory for --bind's empty source: \(SystemError.last("mkdtemp /var/tmp"))")
+            throw LaunchError("cannot make a fresh directory for the container: \(SystemError.last("mkdtemp /var/tmp"))")
         }
         let path = FilePath(platformString: template)
         guard chmod(path.string, 0o755) == 0 else {
             let error = SystemError.last("chmod \(path)")
             removeTemporaryDirectory(path)
-            throw LaunchError("cannot make a directory for --bind's empty source: \(error)")
+            throw LaunchError("cannot make a fresh directory for the container: \(error)")
         }
         return path
     }
