@@ -17,23 +17,20 @@ struct ContainerCgroup {
     /// `<unified>/berth/<uuid>`, or nil where the host has no unified hierarchy.
     let unified: FilePath?
     /// The unified cgroup, open for CLONE_INTO_CGROUP, when the BPF policy holds there.
-    let intoCgroup: Descriptor?
-    /// `devices/berth/<uuid>`, when the v1 controller holds the policy.
-    let devices: FilePath?
-    /// `<controller>/berth/<uuid>` in each v1 hierarchy that holds one of the limits
-    /// (`--property=`), where the unified hierarchy lacks the controller.
-    var limited: [FilePath] = []
-
-    /// Every v1 cgroup of the container's: the device policy's and the limits'.
-    private var legacy: [FilePath] { (devices.map { [$0] } ?? []) + limited }
+    var intoCgroup: Descriptor?
+    /// `<hierarchy>/berth/<uuid>` in every v1 hierarchy: the devices controller's holds the
+    /// device policy where BPF cannot, the controllers' hold the limits (`--property=`) the
+    /// unified hierarchy lacks, and each roots the container's cgroup namespace at its own
+    /// cgroup there (`LegacyCgroupHierarchy`).
+    var legacy: [FilePath] = []
+    /// The one of these in name=systemd, given to the container's root with the unified one.
+    var legacySystemd: FilePath?
 
     static let parentName = "berth"
 
     /// `BERTH_LEGACY_DEVICES=1` makes berth use the v1 devices controller even where BPF device
     /// programs work, so the tests cover both ways on a hybrid host.
     private static let legacyForced = getenv("BERTH_LEGACY_DEVICES").map { String(cString: $0) == "1" } ?? false
-
-    static let devicesHierarchy: FilePath = "/sys/fs/cgroup/devices"
 
     /// Makes the container's cgroups, named `name`. Runs `body` (which starts the container's
     /// setup process in them) under a shared lock that keeps a concurrent sweep of stale
@@ -48,103 +45,123 @@ struct ContainerCgroup {
         defer { lock.unlock() }
 
         let hierarchy = unifiedHierarchy()
-        let unified = try hierarchy.map { try makeDirectory($0.appending(parentName)).appending(name) }
-        if let unified { try makeDirectory(unified) }
-        var limited: [FilePath] = []
+        var made = ContainerCgroup(unified: try hierarchy.map { try makeDirectory($0.appending(parentName)).appending(name) }, intoCgroup: nil)
         do {
-            limited = try applyLimits(limits, name: name, unified: unified)
+            if let unified = made.unified { try makeDirectory(unified) }
+            var bpf = false
             if !legacyForced, let hierarchy {
-                let parent = try Descriptor.open(hierarchy.appending(parentName), O_RDONLY | O_DIRECTORY)
-                if (try? DevicePolicy.attach(to: parent)) != nil, let unified {
-                    return try body(ContainerCgroup(unified: unified, intoCgroup: try Descriptor.open(unified, O_RDONLY | O_DIRECTORY), devices: nil,
-                                                    limited: limited))
-                }
+                bpf = (try? DevicePolicy.attach(to: try Descriptor.open(hierarchy.appending(parentName), O_RDONLY | O_DIRECTORY))) != nil
             }
-            guard try FileStatus.of(devicesHierarchy.appending("devices.deny")) != nil else {
+            let hierarchies = try LegacyCgroupHierarchy.all()
+            guard bpf || hierarchies.contains(where: { $0.holds("devices") }) else {
                 throw LaunchError("this host has neither BPF device programs on cgroup v2 nor the v1 devices controller; berth cannot keep a container from the host's devices")
             }
-            let parent = try makeDirectory(devicesHierarchy.appending(parentName))
+            var placed: [(hierarchy: LegacyCgroupHierarchy, cgroup: FilePath)] = []
+            for hierarchy in hierarchies {
+                let parent = try makeDirectory(hierarchy.mountPoint.appending(parentName))
+                if hierarchy.holds("cpuset") { try inheritCPUSet(parent) }
+                if hierarchy.holds("devices") {
+                    // Where BPF holds the policy, this one is a second wall, when it can be had.
+                    do { try setLegacyDevicePolicy(parent) } catch where bpf {}
+                }
+                // A new v1 devices cgroup starts with its parent's rules.
+                let cgroup = try makeDirectory(parent.appending(name))
+                made.legacy.append(cgroup)
+                if hierarchy.holds("cpuset") { try inheritCPUSet(cgroup) }
+                if hierarchy.holds("name=systemd") { made.legacySystemd = cgroup }
+                placed.append((hierarchy, cgroup))
+            }
+            try applyLimits(limits, unified: made.unified, legacy: placed)
+            if bpf, let unified = made.unified { made.intoCgroup = try Descriptor.open(unified, O_RDONLY | O_DIRECTORY) }
+            return try body(made)
+        } catch {
+            made.remove()
+            throw error
+        }
+    }
+
+    /// Gives the v1 devices cgroup `berth` nspawn's set, unless it has it. The kernel takes a
+    /// "deny all" only from a cgroup with no child, as `berth` is when it is made: a later start
+    /// finds the rules in place, the running machines' cgroups below them.
+    private static func setLegacyDevicePolicy(_ parent: FilePath) throws {
+        let list = try Descriptor.open(parent.appending("devices.list"), O_RDONLY).readAll(limit: 1 << 16)
+        let rules = String(decoding: list, as: UTF8.self).split(separator: "\n").map(String.init)
+        guard Set(rules) != Set(DevicePolicy.legacyRules) else { return }
+        do {
             try write(parent.appending("devices.deny"), "a")
             for rule in DevicePolicy.legacyRules { try write(parent.appending("devices.allow"), rule) }
-            // A new v1 devices cgroup starts with its parent's rules.
-            let devices = try makeDirectory(parent.appending(name))
-            return try body(ContainerCgroup(unified: unified, intoCgroup: nil, devices: devices, limited: limited))
         } catch {
-            ContainerCgroup(unified: unified, intoCgroup: nil, devices: nil, limited: limited).remove()
-            throw error
+            throw LaunchError("cannot give \(parent) the device policy (\(error)): machines started without it still run below it; stop them ('berth ps' lists them) and start this one again")
+        }
+    }
+
+    /// A v1 cpuset cgroup starts with no CPUs and no memory nodes, and takes no process until
+    /// it has some: it gets its parent's.
+    private static func inheritCPUSet(_ cgroup: FilePath) throws {
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            func value(_ path: FilePath) throws -> String {
+                String(decoding: try Descriptor.open(path.appending(file), O_RDONLY).readAll(limit: 4096), as: UTF8.self).filter { !$0.isWhitespace }
+            }
+            if try value(cgroup).isEmpty { try write(cgroup.appending(file), try value(cgroup.removingLastComponent())) }
         }
     }
 
     /// Writes `limits` to the container's cgroup `unified` where the unified hierarchy has
-    /// their controller (enabling it for the cgroups below `berth`), else to a cgroup of the
-    /// container's own, `name`, in the controller's v1 hierarchy; returns those v1 cgroups.
-    /// A limit that cannot be applied stops the start with one error, before anything runs.
-    private static func applyLimits(_ limits: [CgroupLimit], name: String, unified: FilePath?) throws -> [FilePath] {
-        var made: [FilePath] = []
-        do {
-            let available = unified.flatMap { try? Descriptor.open($0.removingLastComponent().removingLastComponent().appending("cgroup.controllers"), O_RDONLY).readAll(limit: 4096) }
-                .map { String(decoding: $0, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init) } ?? []
-            for limit in limits {
-                let (controller, file, value) = limit.unified
-                if let unified, available.contains(controller) {
-                    let parent = unified.removingLastComponent()
-                    for level in [parent.removingLastComponent(), parent] {
-                        try write(level.appending("cgroup.subtree_control"), "+\(controller)")
-                    }
-                    try write(unified.appending(file), value)
-                    continue
+    /// their controller (enabling it for the cgroups below `berth`), else to its cgroup in the
+    /// v1 hierarchy that holds the controller. A limit that cannot be applied stops the start
+    /// with one error, before anything runs.
+    private static func applyLimits(_ limits: [CgroupLimit], unified: FilePath?, legacy: [(hierarchy: LegacyCgroupHierarchy, cgroup: FilePath)]) throws {
+        let available = unified.flatMap { try? Descriptor.open($0.removingLastComponent().removingLastComponent().appending("cgroup.controllers"), O_RDONLY).readAll(limit: 4096) }
+            .map { String(decoding: $0, as: UTF8.self).split(whereSeparator: { $0 == " " || $0 == "\n" }).map(String.init) } ?? []
+        for limit in limits {
+            let (controller, file, value) = limit.unified
+            if let unified, available.contains(controller) {
+                let parent = unified.removingLastComponent()
+                for level in [parent.removingLastComponent(), parent] {
+                    try write(level.appending("cgroup.subtree_control"), "+\(controller)")
                 }
-                let (hierarchyName, files) = limit.legacy
-                let hierarchy = FilePath("/sys/fs/cgroup").appending(hierarchyName)
-                guard (try? FileStatus.of(hierarchy.appending("cgroup.procs"))) != nil else {
-                    throw LaunchError("cannot apply --property=\(limit.property.rawValue): this host's cgroups have no \(controller) controller, on cgroup v2 or v1")
-                }
-                let cgroup = hierarchy.appending(parentName).appending(name)
-                if !made.contains(cgroup) {
-                    try makeDirectory(hierarchy.appending(parentName))
-                    try makeDirectory(cgroup)
-                    made.append(cgroup)
-                }
-                for (file, value) in files {
-                    guard (try? FileStatus.of(cgroup.appending(file))) != nil else {
-                        throw LaunchError("cannot apply --property=\(limit.property.rawValue): the v1 \(hierarchyName) controller has no \(file) here"
-                            + (hierarchyName == "blkio" ? " (IOWeight on cgroup v1 needs the BFQ I/O scheduler)" : ""))
-                    }
-                    try write(cgroup.appending(file), value)
-                }
+                try write(unified.appending(file), value)
+                continue
             }
-            return made
-        } catch {
-            for cgroup in made { _ = cgroup.withPlatformString { rmdir($0) } }
-            throw error
+            let (hierarchyName, files) = limit.legacy
+            guard let cgroup = legacy.first(where: { $0.hierarchy.holds(hierarchyName) })?.cgroup else {
+                throw LaunchError("cannot apply --property=\(limit.property.rawValue): this host's cgroups have no \(controller) controller, on cgroup v2 or v1")
+            }
+            for (file, value) in files {
+                guard (try? FileStatus.of(cgroup.appending(file))) != nil else {
+                    throw LaunchError("cannot apply --property=\(limit.property.rawValue): the v1 \(hierarchyName) controller has no \(file) here"
+                        + (hierarchyName == "blkio" ? " (IOWeight on cgroup v1 needs the BFQ I/O scheduler)" : ""))
+                }
+                try write(cgroup.appending(file), value)
+            }
         }
     }
 
-    /// The v1 hierarchies `--property=` limits may use, for the sweep of stale cgroups.
-    private static let limitHierarchies = ["memory", "cpu", "pids", "blkio"]
-
-    /// Moves `pid` into the cgroups it was not made in.
+    /// Moves `pid` into the unified cgroup where it could not be made there. (The v1 ones the
+    /// setup process enters itself, LaunchSpec.legacyCgroups.)
     func place(_ pid: pid_t) throws {
-        for cgroup in legacy { try Self.write(cgroup.appending("cgroup.procs"), "\(pid)") }
         if intoCgroup == nil, let unified { try Self.write(unified.appending("cgroup.procs"), "\(pid)") }
     }
 
     /// Gives the unified cgroup to the container's root (host id `owner`), as nspawn delegates
     /// it: the directory and the files a manager inside writes.
+    /// On a v1 host, name=systemd's cgroup likewise (nspawn's hierarchy for a manager).
     func delegate(to owner: UInt32) throws {
-        guard let unified else { return }
-        for file in ["", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"] {
-            let path = file.isEmpty ? unified : unified.appending(file)
-            let rc = path.withPlatformString { chown($0, owner, owner) }
-            if rc != 0 && errno != ENOENT { throw SystemError.last("chown", path: path.string) }
+        let files = [(unified, ["", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control"]),
+                     (legacySystemd, ["", "cgroup.procs", "tasks", "notify_on_release", "cgroup.clone_children"])]
+        for case let (cgroup?, names) in files {
+            for file in names {
+                let path = file.isEmpty ? cgroup : cgroup.appending(file)
+                let rc = path.withPlatformString { chown($0, owner, owner) }
+                if rc != 0 && errno != ENOENT { throw SystemError.last("chown", path: path.string) }
+            }
         }
     }
 
     /// Removes the cgroups and whatever a manager made inside, deepest first. rmdir fails on a
     /// cgroup that still has processes, so nothing alive is touched.
     func remove() {
-        if let unified { Self.removeTree(unified) }
-        for cgroup in legacy { _ = cgroup.withPlatformString { rmdir($0) } }
+        for cgroup in (unified.map { [$0] } ?? []) + legacy { Self.removeTree(cgroup) }
     }
 
     /// How the host mounts its cgroups: `unified`, `hybrid`, `legacy` or empty (LaunchSpec).
@@ -170,18 +187,21 @@ struct ContainerCgroup {
     private static func removeStale() {
         if let hierarchy = unifiedHierarchy() {
             let parent = hierarchy.appending(parentName)
-            for name in (try? Directory(opening: parent).entryNames()) ?? [] {
+            for name in (try? Directory(opening: parent).subdirectoryNames()) ?? [] {
                 let cgroup = parent.appending(name.components)
                 guard let events = try? Descriptor.open(cgroup.appending("cgroup.events"), O_RDONLY).readAll(limit: 4096),
                       String(decoding: events, as: UTF8.self).contains("populated 0") else { continue }
                 removeTree(cgroup)
             }
         }
-        // A v1 cgroup with a process in it cannot be removed: only the empty ones go.
-        for hierarchy in [devicesHierarchy] + limitHierarchies.map({ FilePath("/sys/fs/cgroup").appending($0) }) {
-            let parent = hierarchy.appending(parentName)
-            for name in (try? Directory(opening: parent).entryNames()) ?? [] {
-                _ = parent.appending(name.components).withPlatformString { rmdir($0) }
+        // v1 has no `populated` for a whole subtree: every cgroup in it is looked at.
+        for hierarchy in (try? LegacyCgroupHierarchy.all()) ?? [] {
+            let parent = hierarchy.mountPoint.appending(parentName)
+            for name in (try? Directory(opening: parent).subdirectoryNames()) ?? [] {
+                let cgroup = parent.appending(name.components)
+                if subtree(of: cgroup).allSatisfy({ (try? Descriptor.open($0.appending("cgroup.procs"), O_RDONLY).readAll(limit: 16)) == [] }) {
+                    removeTree(cgroup)
+                }
             }
         }
     }
@@ -189,13 +209,17 @@ struct ContainerCgroup {
     /// Removes the cgroup directory `top` and every one below it, deepest first, without
     /// recursion: a manager inside may nest them deeply.
     private static func removeTree(_ top: FilePath) {
+        for path in subtree(of: top).reversed() { _ = path.withPlatformString { rmdir($0) } }
+    }
+
+    /// The cgroup directory `top` and every one below it, each before those below it.
+    private static func subtree(of top: FilePath) -> [FilePath] {
         var pending = [top], order: [FilePath] = []
         while let path = pending.popLast() {
             order.append(path)
-            guard let dir = try? Directory(opening: path), let names = try? dir.entryNames() else { continue }
-            for name in names where (try? dir.status(name))??.kind == .directory { pending.append(path.appending(name.components)) }
+            for name in (try? Directory(opening: path).subdirectoryNames()) ?? [] { pending.append(path.appending(name.components)) }
         }
-        for path in order.reversed() { _ = path.withPlatformString { rmdir($0) } }
+        return order
     }
 
     @discardableResult

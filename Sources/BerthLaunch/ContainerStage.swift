@@ -135,6 +135,11 @@ public enum ContainerStage {
     /// the idmapped root can store.
     private static func setUp(reportingOn socket: MessageSocket) throws -> Handshake {
         let (spec, mounts) = try receive(on: socket)
+        // Into the machine's v1 cgroups first, as the host's root: PID 1 is made from this
+        // thread, in a cgroup namespace rooted at them. A thread that moves itself (`tasks`,
+        // "0") takes no global lock; the supervisor's move of this process by its pid would wait
+        // out an RCU grace period (8 ms here).
+        for cgroup in spec.legacyCgroups { try Descriptor.open(cgroup.appending("tasks"), O_WRONLY).writeAll("0") }
         return try spec.userRange.map { range in try range.asRoot { try setUp(spec, mounts, reportingOn: socket) } }
             ?? setUp(spec, mounts, reportingOn: socket)
     }
@@ -476,14 +481,15 @@ public enum ContainerStage {
 
         if spec.privateNetwork { try mountOwnSysfs(in: tree) }
         let sys = try tree.openDirectory(beneath: "sys", pathOnly: true, crossingMounts: true)
-        // On a cgroup v2 host a command gets cgroup2 of its own cgroup namespace, rooted at the
-        // machine's own cgroup, as nspawn gives it. On a v1 host nothing: the container is in a
-        // cgroup of its own only in the hierarchies berth limits, and in the others a mount
-        // would show the host's tree above it (nspawn, with systemd on the host, has a scope
-        // in each). A booted systemd mounts the tree it wants itself.
-        if !spec.boot, spec.cgroupLayout == "unified", try sys.status("fs/cgroup")?.kind == .directory {
+        // A command gets nspawn's cgroup tree, each hierarchy rooted at the machine's own cgroup
+        // (its cgroup namespace's root). A booted systemd mounts the tree it wants itself.
+        if !spec.boot, try sys.status("fs/cgroup")?.kind == .directory {
             let cgroup = try sys.openDirectory(beneath: "fs/cgroup", pathOnly: true, crossingMounts: true)
-            try Mount.make("cgroup2", onto: cgroup.descriptor, flags: nosuid | nodev | noexec)
+            switch spec.cgroupLayout {
+            case "unified": try Mount.make("cgroup2", onto: cgroup.descriptor, flags: nosuid | nodev | noexec)
+            case "legacy", "hybrid": try mountLegacyCgroups(onto: cgroup, in: sys, unified: spec.cgroupLayout == "hybrid" && imageTakesHybridCgroups())
+            default: break
+            }
         }
 
         let dev = try tree.openDirectory(beneath: "dev", pathOnly: true, crossingMounts: true)
@@ -491,6 +497,52 @@ public enum ContainerStage {
                        options: "newinstance,ptmxmode=0666,mode=620,gid=5")
         try Mount.make("tmpfs", at: dev.procPath("shm"), flags: nosuid | nodev, options: "mode=1777")
         try Mount.make("mqueue", at: dev.procPath("mqueue"), flags: nosuid | nodev | noexec)
+    }
+
+    /// nspawn's tree on a cgroup v1 host: a tmpfs, read-only once made; in it each kernel
+    /// controller's hierarchy read-only (a joined one, "cpu,cpuacct", with a symlink for each
+    /// controller), name=systemd writable, and on a hybrid host the unified hierarchy writable
+    /// when `unified`. The hierarchies are those PID 1 is in, from its own /proc/self/cgroup.
+    private static func mountLegacyCgroups(onto mountPoint: Directory, in sys: Directory, unified: Bool) throws {
+        let flags = UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        let size = "mode=755,size=4096k,nr_inodes=1024"
+        try Mount.make("tmpfs", onto: mountPoint.descriptor, flags: flags | UInt(MS_STRICTATIME), options: size)
+        let top = try sys.openDirectory(beneath: "fs/cgroup", pathOnly: true, crossingMounts: true)
+        let own = String(decoding: try Descriptor.open("/proc/self/cgroup", O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
+        let hierarchies = LegacyCgroupHierarchy.memberships(own).map(\.controllers)
+        for controllers in hierarchies where !controllers.hasPrefix("name=") {
+            try top.makeDirectory(FilePath(controllers), mode: 0o755)
+            let path = top.procPath(FilePath(controllers))
+            try Mount.make("cgroup", at: path, flags: flags, options: controllers)
+            try Mount.remountReadOnly(path, extraFlags: flags)
+            let joined = controllers.split(separator: ",")
+            for controller in joined where joined.count > 1 { try top.makeSymlink(FilePath(String(controller)), target: controllers) }
+        }
+        if unified {
+            try top.makeDirectory("unified", mode: 0o755)
+            try Mount.make("cgroup2", source: "cgroup", at: top.procPath("unified"), flags: flags)
+        }
+        if hierarchies.contains("name=systemd") {
+            try top.makeDirectory("systemd", mode: 0o755)
+            try Mount.make("cgroup", at: top.procPath("systemd"), flags: flags, options: "none,name=systemd")
+        }
+        try Mount.make("tmpfs", at: top.descriptor.procPath, flags: UInt(MS_REMOUNT | MS_RDONLY | MS_STRICTATIME) | flags, options: size)
+    }
+
+    /// Whether the image's systemd takes a hybrid host's cgroup tree (version 233 or later), as
+    /// nspawn decides it: by the version in its libsystemd-shared's name. Read in the image.
+    private static func imageTakesHybridCgroups() -> Bool {
+        let patterns = ["lib", "lib64", "usr/lib", "usr/lib64", "usr/lib/*"].map { "/\($0)/systemd/libsystemd-shared-*.so" }
+        return patterns.contains { pattern in
+            var found = glob_t()
+            defer { globfree(&found) }
+            guard glob(pattern, 0, nil, &found) == 0 else { return false }
+            return (0..<Int(found.gl_pathc)).contains { i in
+                guard let path = found.gl_pathv[i].map({ String(cString: $0) }),
+                      let version = path.split(separator: "/").last?.dropFirst("libsystemd-shared-".count).prefix(while: \.isNumber) else { return false }
+                return (Int(version) ?? 0) >= 233
+            }
+        }
     }
 
     // MARK: The payload

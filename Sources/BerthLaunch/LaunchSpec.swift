@@ -65,6 +65,8 @@ public struct LaunchSpec: Equatable, Sendable {
     /// The host's cgroup hierarchies, as the supervisor finds them: `unified` (cgroup v2 alone),
     /// `hybrid` (v1 controllers and v2 at unified/), `legacy` (v1 alone), or empty.
     var cgroupLayout = ""
+    /// The machine's cgroup in each v1 hierarchy, which the setup process moves itself into.
+    var legacyCgroups: [FilePath] = []
     /// `--link-journal=`, and what it comes to in the tree once the supervisor did the host's part.
     public var journalLink = JournalLink.automatic
     var journalTreePart = JournalLink.TreePart.nothing
@@ -210,6 +212,7 @@ public struct LaunchSpec: Equatable, Sendable {
         if !filterChanges.isEmpty { add("filter-changes", filterChanges.encoded) }
         add("link-journal", journalLink.encoded)
         if !cgroupLayout.isEmpty { add("cgroup-layout", cgroupLayout) }
+        legacyCgroups.forEach { add("v1-cgroup", $0) }
         if volatile != .no { add("volatile", volatile.rawValue) }
         add("journal-tree", journalTreePart.rawValue)
         add("resolv-action", resolvConfAction.rawValue)
@@ -265,6 +268,7 @@ public struct LaunchSpec: Equatable, Sendable {
                 guard !spec.tmpfsMounts.isEmpty else { return nil }
                 spec.tmpfsMounts[spec.tmpfsMounts.count - 1].options = text
             case "inaccessible": spec.inaccessiblePaths.append(FilePath(bytes: value))
+            case "v1-cgroup": spec.legacyCgroups.append(FilePath(bytes: value))
             case "overlay":
                 spec.overlayMounts.append(OverlayMount(layers: [], layersInImage: [], destination: FilePath(bytes: value), readOnly: false))
             case "credential": spec.credentials.append(Credential(id: text))

@@ -150,12 +150,13 @@ public enum MachineShell {
             .program(capabilities: bounding, changes: changes)
 
         // Its cgroups first, by the host's paths, while this is still the host's root. The
-        // command is made in the unified one (clone3 below); a v1 hierarchy's is joined here, by
-        // a migration, which the command inherits.
+        // command is made in the unified one (clone3 below); a v1 hierarchy's is joined here by
+        // this thread, which the command is cloned from (`tasks`, "0": a thread that moves
+        // itself takes no global lock, as a move by pid does).
         let cgroups = try leaderCgroups(leader)
         let unified = try cgroups.unified.map { try Descriptor.open($0, O_RDONLY | O_DIRECTORY) }
         for cgroup in cgroups.legacy {
-            try Descriptor.open(cgroup.appending("cgroup.procs"), O_WRONLY).writeAll("\(getpid())")
+            try Descriptor.open(cgroup.appending("tasks"), O_WRONLY).writeAll("0")
         }
         // The namespaces, the user namespace first: in it, the others may be entered.
         let kinds: [(String, Int32)] = [("user", Int32(CBERTH_CLONE_NEWUSER)), ("mnt", Int32(CBERTH_CLONE_NEWNS)),
@@ -238,21 +239,19 @@ public enum MachineShell {
     }
 
     /// PID 1's cgroups as the host sees them: in the unified hierarchy, and the machine's own in
-    /// the v1 hierarchies (the device policy's, the limits'), which hold what enters it too.
+    /// every v1 hierarchy (the device policy's, the limits'), which hold what enters it too.
     private static func leaderCgroups(_ leader: pid_t) throws -> (unified: FilePath?, legacy: [FilePath]) {
         let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/cgroup"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
-        var cgroups: (unified: FilePath?, legacy: [FilePath]) = (nil, [])
-        for line in text.split(separator: "\n") {
-            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3 else { continue }
-            if fields[1].isEmpty {
-                cgroups.unified = ContainerCgroup.unifiedHierarchy().map { FilePath($0.string + String(fields[2])) }
-            } else if fields[2].hasPrefix("/\(ContainerCgroup.parentName)/"),
-                      let controller = fields[1].split(separator: ",").first(where: { !$0.hasPrefix("name=") }) {
-                cgroups.legacy.append(FilePath("/sys/fs/cgroup/\(controller)\(fields[2])"))
-            }
+        let unified = text.split(separator: "\n").first { $0.hasPrefix("0::") }.flatMap { line in
+            ContainerCgroup.unifiedHierarchy().map { FilePath($0.string + line.dropFirst(3)) }
         }
-        return cgroups
+        let hierarchies = try LegacyCgroupHierarchy.all()
+        let legacy = LegacyCgroupHierarchy.memberships(text).compactMap { membership -> FilePath? in
+            guard membership.path.hasPrefix("/\(ContainerCgroup.parentName)/"),
+                  let hierarchy = hierarchies.first(where: { $0.controllers == membership.controllers }) else { return nil }
+            return FilePath(hierarchy.mountPoint.string + membership.path)
+        }
+        return (unified, legacy)
     }
 
     /// In the machine's namespaces: becomes the user, gets the pty, execs.

@@ -66,8 +66,7 @@ public enum Supervisor {
             if let killSignal { fields.append("kill-signal=\(killSignal)") }
             if let machineName { fields.append("machine=\(Hex.encode(Array(machineName.utf8)))") }
             if let unified = cgroup.unified { fields.append("cgroup=\(unified)") }
-            if let devices = cgroup.devices { fields.append("devices-cgroup=\(devices)") }
-            if !cgroup.limited.isEmpty { fields.append("limits-cgroups=" + cgroup.limited.map(\.string).joined(separator: ",")) }
+            if !cgroup.legacy.isEmpty { fields.append("v1-cgroups=" + cgroup.legacy.map { Hex.encode(Array($0.string.utf8)) }.joined(separator: ",")) }
             if let console {
                 fields += ["console=\(console.master.rawValue)", "console-slave=\(console.slave.rawValue)",
                            "console-output=\(console.output)", "console-input=\(console.input ? 1 : 0)"]
@@ -172,6 +171,7 @@ public enum Supervisor {
             return cgroup
         }
         withExtendedLifetime(childSocket) {}
+        spec.legacyCgroups = cgroup.legacy
         var pid: pid_t = 0
         var networked = false
         var temporaries: [FilePath] = []
@@ -462,9 +462,10 @@ extension Supervisor.Started {
         asPID2 = fields["as-pid2"] == "1"
         killSignal = fields["kill-signal"].flatMap { Int32($0) }
         machineName = fields["machine"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
-        cgroup = ContainerCgroup(unified: fields["cgroup"].map { FilePath(String($0)) }, intoCgroup: nil,
-                                 devices: fields["devices-cgroup"].map { FilePath(String($0)) },
-                                 limited: fields["limits-cgroups"].map { $0.split(separator: ",").map { FilePath(String($0)) } } ?? [])
+        // An earlier berth's record names the devices and limits cgroups apart, by plain paths.
+        let legacy = fields["v1-cgroups"].map { $0.split(separator: ",").compactMap { Hex.decode(String($0)) }.map { FilePath(String(decoding: $0, as: UTF8.self)) } }
+            ?? (fields["devices-cgroup"].map { [FilePath(String($0))] } ?? []) + (fields["limits-cgroups"].map { $0.split(separator: ",").map { FilePath(String($0)) } } ?? [])
+        cgroup = ContainerCgroup(unified: fields["cgroup"].map { FilePath(String($0)) }, intoCgroup: nil, legacy: legacy)
         let savedTerminal = fields["terminal"].flatMap { Hex.decode(String($0)) }
         let output = fields["console-output"].flatMap { Int32($0) } ?? -1, input = fields["console-input"] == "1"
         let slave = fields["console-slave"].flatMap { Int32($0) }

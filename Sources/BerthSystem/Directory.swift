@@ -99,7 +99,17 @@ public final class Directory {
     }
 
     /// The names in this directory, without `.` and `..`.
-    public func entryNames() throws -> [FilePath] {
+    public func entryNames() throws -> [FilePath] { try names { _, _ in true } }
+
+    /// The names of the directories in this one, by the type readdir gives (asked of fstatat
+    /// where the file system gives none).
+    public func subdirectoryNames() throws -> [FilePath] {
+        try names { type, name in
+            type == UInt8(DT_DIR) || (type == UInt8(DT_UNKNOWN) && (try? status(name))??.kind == .directory)
+        }
+    }
+
+    private func names(where wanted: (_ type: UInt8, _ name: FilePath) -> Bool) throws -> [FilePath] {
         let fd = try retryingInterrupts("openat", path: displayPath) {
             Glibc.openat(rawValue, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         }
@@ -115,7 +125,7 @@ public final class Directory {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
                 raw.baseAddress.map { FilePath(platformString: $0.assumingMemoryBound(to: CChar.self)) }
             }
-            if let name, name != "." && name != ".." { names.append(name) }
+            if let name, name != "." && name != "..", wanted(entry.pointee.d_type, name) { names.append(name) }
         }
         return names
     }

@@ -8,9 +8,13 @@ public struct MountEntry: Sendable {
     public let parentID: Int
     /// The file system's device, as mountinfo writes it ("major:minor").
     public let device: String
+    /// The directory of its file system that is mounted ("/" for the whole of it).
+    public let root: FilePath
     /// Where it is mounted, seen from the reader's root.
     public let point: FilePath
     public let type: String
+    /// The file system's own options ("rw,memory" for a cgroup v1 hierarchy).
+    public let superOptions: String
     /// The peer group it shares mount and unmount events with (`shared:N`), and the one it
     /// receives them from (`master:N`).
     public let peerGroup: Int?
@@ -33,7 +37,9 @@ public struct MountEntry: Sendable {
                 if tag.starts(with: Array("master:".utf8)) { master = number(tag.dropFirst(7)) }
             }
             return MountEntry(id: id, parentID: parent, device: String(decoding: fields[2], as: UTF8.self),
-                              point: unescapedPath(fields[4]), type: String(decoding: fields[dash + 1], as: UTF8.self),
+                              root: unescapedPath(fields[3]), point: unescapedPath(fields[4]),
+                              type: String(decoding: fields[dash + 1], as: UTF8.self),
+                              superOptions: dash + 3 < fields.count ? String(decoding: fields[dash + 3], as: UTF8.self) : "",
                               peerGroup: peerGroup, master: master)
         }
     }

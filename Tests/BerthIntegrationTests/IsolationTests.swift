@@ -80,6 +80,56 @@ import Testing
         #expect(refused, "a write from inside reached the host's power/state (only EPERM, EACCES or EROFS come before its handler): \(result)")
     }
 
+    /// The host's cgroup v1 `release_agent` files, by path: what the kernel runs as the host's
+    /// root when a cgroup of the hierarchy with notify_on_release empties.
+    static func hostReleaseAgents() -> [String: String] {
+        var agents: [String: String] = [:]
+        for entry in (try? Mount.entries()) ?? [] where entry.type == "cgroup" && entry.root == "/" {
+            let path = entry.point.appending("release_agent").string
+            if let value = try? readFile(FilePath(path)) { agents[path] = String(decoding: value, as: UTF8.self) }
+        }
+        return agents
+    }
+
+    /// CVE-2022-0492 and its kin: root inside mounts each cgroup v1 hierarchy it is in (a user
+    /// namespace's root may) and sets the hierarchy's release_agent, written to the file or
+    /// given as a mount option, to a program of its choosing, which the host's kernel would run
+    /// as the host's root. Each hierarchy shows root inside only the machine's own cgroup, and
+    /// release_agent is only in a hierarchy's root: it never finds one, and the host's stay.
+    @Test(.enabled(if: !hostReleaseAgents().isEmpty, "this host has no cgroup v1 hierarchy"), arguments: isolationRunModes, ImageKind.allCases)
+    func rootInsideCannotSetTheHostsReleaseAgent(_ options: [String], _ kind: ImageKind) throws {
+        let lab = try IsolationLab("release-agent")
+        defer { withExtendedLifetime(lab) {} }
+        let saved = Self.hostReleaseAgents()
+        defer {
+            for (path, value) in saved where Self.hostReleaseAgents()[path] != value { try? writeFile(FilePath(path), Array(value.utf8)) }
+        }
+        let agent = "/berth-isolation-agent-\(randomTag())"
+        let result = try lab.inside(kind, options, """
+            echo attack-ran
+            n=0
+            for h in $(sed -n 's/^[0-9]*:\\([^:][^:]*\\):.*/\\1/p' /proc/self/cgroup); do
+              n=$((n+1)); m=/tmp/cgroup$n; mkdir -p $m
+              case $h in name=*) o=none,$h;; *) o=$h;; esac
+              mount -t cgroup -o $o cgroup $m; echo "mount $h=$?"
+              find $m -name release_agent | sed 's/^/found /'
+              echo 1 > $m/notify_on_release
+              /probe/trywrite $m/release_agent \(agent)
+              umount $m
+              mount -t cgroup -o $o,release_agent=\(agent) cgroup $m && umount $m
+            done
+            find /sys/fs/cgroup -name release_agent | sed 's/^/found /'
+            for f in /sys/fs/cgroup/*/release_agent; do [ -e $f ] && /probe/trywrite $f \(agent); done
+            true
+            """)
+        expectRan(result)
+        let after = Self.hostReleaseAgents()
+        #expect(after == saved, "root inside changed the host's release_agent: \(after.filter { saved[$0.key] != $0.value }): \(result)")
+        // The attack got as far as it can: it mounted the hierarchies, and found no agent to set.
+        #expect(result.stdout.contains("mount name=systemd=0") || !saved.keys.contains { $0.hasSuffix("/systemd/release_agent") }, "\(result)")
+        #expect(!result.stdout.contains("found ") && !result.stdout.contains("write=ok"), "\(result)")
+    }
+
     // MARK: 3. Device policy
 
     enum DevicePolicy: String, CaseIterable, Sendable {

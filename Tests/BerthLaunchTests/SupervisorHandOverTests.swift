@@ -7,23 +7,24 @@ import Testing
 /// berth hands a started container to `berth-stage --supervise` as that command's arguments;
 /// what the stage reads back must be what berth started, and damaged arguments refused.
 @Suite struct SupervisorHandOverTests {
-    private static func cgroup(_ unified: FilePath?, devices: FilePath?) -> ContainerCgroup {
-        ContainerCgroup(unified: unified, intoCgroup: nil, devices: devices)
+    private static func cgroup(_ unified: FilePath?, legacy: [FilePath]) -> ContainerCgroup {
+        ContainerCgroup(unified: unified, intoCgroup: nil, legacy: legacy)
     }
 
+    // A joined v1 hierarchy's path holds a comma.
     @Test(arguments: [
-        (pid_t(1), false, false, "deb" as String?, "/sys/fs/cgroup/berth/0123" as FilePath?, nil as FilePath?),
-        (pid_t(4_194_304), true, false, "a machine with spaces, = and ünï", nil, "/sys/fs/cgroup/devices/berth/0123"),
-        (pid_t(77), false, true, nil, "/sys/fs/cgroup/berth/x", "/sys/fs/cgroup/devices/berth/x"),
-        (pid_t(2), true, true, "", nil, nil),
+        (pid_t(1), false, false, "deb" as String?, "/sys/fs/cgroup/berth/0123" as FilePath?, [FilePath]()),
+        (pid_t(4_194_304), true, false, "a machine with spaces, = and ünï", nil, ["/sys/fs/cgroup/devices/berth/0123"]),
+        (pid_t(77), false, true, nil, "/sys/fs/cgroup/berth/x", ["/sys/fs/cgroup/devices/berth/x", "/sys/fs/cgroup/cpu,cpuacct/berth/x"]),
+        (pid_t(2), true, true, "", nil, []),
     ])
-    func withoutAConsoleItRoundTrips(_ pid: pid_t, _ boot: Bool, _ asPID2: Bool, _ machine: String?, _ unified: FilePath?, _ devices: FilePath?) throws {
+    func withoutAConsoleItRoundTrips(_ pid: pid_t, _ boot: Bool, _ asPID2: Bool, _ machine: String?, _ unified: FilePath?, _ legacy: [FilePath]) throws {
         let started = Supervisor.Started(pid: pid, setup: pid + 1, boot: boot, asPID2: asPID2, machineName: machine,
-                                         cgroup: Self.cgroup(unified, devices: devices), console: nil, userRangeLocks: [])
+                                         cgroup: Self.cgroup(unified, legacy: legacy), console: nil, userRangeLocks: [])
         let back = try #require(Supervisor.Started(arguments: started.arguments))
         #expect(back.pid == pid && back.setup == pid + 1 && back.boot == boot && back.asPID2 == asPID2)
         #expect(back.machineName == machine)
-        #expect(back.cgroup.unified == unified && back.cgroup.devices == devices && back.cgroup.intoCgroup == nil)
+        #expect(back.cgroup.unified == unified && back.cgroup.legacy == legacy && back.cgroup.intoCgroup == nil)
         #expect(back.console == nil)
         #expect(back.arguments == started.arguments)
         #expect(started.descriptors.isEmpty)
@@ -43,7 +44,7 @@ import Testing
         let terminal: [UInt8]? = saved ? withUnsafeBytes(of: settings) { Array($0) } : nil
         let relay = ConsoleRelay(master: master, slave: slave, output: output, input: input, savedTerminal: terminal)
         let lock = try Descriptor.open("/dev/null", O_RDONLY)
-        let started = Supervisor.Started(pid: 1234, setup: 0, boot: true, asPID2: false, machineName: "m", cgroup: Self.cgroup(nil, devices: nil),
+        let started = Supervisor.Started(pid: 1234, setup: 0, boot: true, asPID2: false, machineName: "m", cgroup: Self.cgroup(nil, legacy: []),
                                          console: relay, userRangeLocks: [lock])
         #expect(started.descriptors == [masterFD, slaveFD, lock.rawValue])
         let back = try #require(Supervisor.Started(arguments: started.arguments))
