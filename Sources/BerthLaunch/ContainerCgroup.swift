@@ -34,15 +34,22 @@ struct ContainerCgroup {
 
     /// Makes the container's cgroups, named `name`. Runs `body` (which starts the container's
     /// setup process in them) under a shared lock that keeps a concurrent sweep of stale
-    /// cgroups from taking the fresh, still empty ones.
-    static func make<T>(name: String, limits: [CgroupLimit] = [], _ body: (ContainerCgroup) throws -> T) throws -> T {
+    /// cgroups from taking the fresh, still empty ones. The lock is handed to `sweepGuard`: the
+    /// v1 cgroups stay empty until the setup process moves itself in, and the caller closes it
+    /// once it has.
+    static func make<T>(name: String, limits: [CgroupLimit] = [], sweepGuard: inout Descriptor?, _ body: (ContainerCgroup) throws -> T) throws -> T {
         let lock = try Descriptor.open(try RuntimeDirectory.path("cgroup").appending("lock"), O_RDWR | O_CREAT, mode: 0o600)
         if try lock.lock(.exclusive, wait: false) {
             removeStale()
             lock.unlock()
         }
         _ = try lock.lock(.shared, wait: true)
-        defer { lock.unlock() }
+        var made = false
+        defer { if made { sweepGuard = lock } else { lock.unlock() } }
+        return try make(name: name, limits: limits, made: &made, body)
+    }
+
+    private static func make<T>(name: String, limits: [CgroupLimit], made done: inout Bool, _ body: (ContainerCgroup) throws -> T) throws -> T {
 
         let hierarchy = unifiedHierarchy()
         var made = ContainerCgroup(unified: try hierarchy.map { try makeDirectory($0.appending(parentName)).appending(name) }, intoCgroup: nil)
@@ -73,7 +80,9 @@ struct ContainerCgroup {
             }
             try applyLimits(limits, unified: made.unified, legacy: placed)
             if bpf, let unified = made.unified { made.intoCgroup = try Descriptor.open(unified, O_RDONLY | O_DIRECTORY) }
-            return try body(made)
+            let result = try body(made)
+            done = true
+            return result
         } catch {
             made.remove()
             throw error

@@ -79,8 +79,10 @@ public struct LaunchSpec: Equatable, Sendable {
     /// Where the user knows the tree to be (an image's path in the store), for the status line.
     public var displayRoot: String?
     /// A datagram socket on the host that the container's init tells it is up on, as nspawn's
-    /// `NOTIFY_SOCKET` (`/run/host/notify` inside): for a machine started in the background.
-    public var notifySocket: FilePath?
+    /// When berth's own manager hears READY=1 (NotifyListener); nil: it hears nothing.
+    public var readyWord: NotifyListener.Ready?
+    /// The socket the supervisor binds for the run (`/run/host/notify` inside).
+    var notifySocket: FilePath?
     /// Resource limits on the container's cgroup (`--property=`), applied by the supervisor
     /// before the container's first process runs.
     public var limits: [CgroupLimit] = []

@@ -68,18 +68,25 @@ struct PreparedMounts {
             if bind.readOnly { try mount.set(.readOnly, recursive: bind.recursive) }
             add("bind", mount.descriptor)
         }
-        for overlay in spec.overlayMounts {
-            let (made, work) = try Self.overlay(overlay, in: root, mapping: mapping, spec: spec)
-            add("overlay", made.descriptor)
-            temporaryDirectories += work.map { [$0] } ?? []
+        // What is made in the tree goes again when a later mount fails: the start throws, and
+        // nobody else knows of it.
+        do {
+            for overlay in spec.overlayMounts {
+                let (made, work) = try Self.overlay(overlay, in: root, mapping: mapping, spec: spec)
+                add("overlay", made.descriptor)
+                temporaryDirectories += work.map { [$0] } ?? []
+            }
+            if spec.journalTreePart == .hostDirectory {
+                let journal = try DetachedMount.copy(of: JournalLink.hostDirectory(spec.uuid), recursive: false)
+                try Self.map(journal, mapping, what: JournalLink.hostDirectory(spec.uuid).string)
+                add("journal", journal.descriptor)
+            }
+            if spec.asPID2 { add("init", try Self.sealedCopy(of: Supervisor.stageExecutable)) }
+            if let socket = spec.notifySocket { add("notify", try DetachedMount.copy(of: socket, recursive: false).descriptor) }
+        } catch {
+            temporaryDirectories.forEach(Supervisor.removeTemporaryDirectory)
+            throw error
         }
-        if spec.journalTreePart == .hostDirectory {
-            let journal = try DetachedMount.copy(of: JournalLink.hostDirectory(spec.uuid), recursive: false)
-            try Self.map(journal, mapping, what: JournalLink.hostDirectory(spec.uuid).string)
-            add("journal", journal.descriptor)
-        }
-        if spec.asPID2 { add("init", try Self.sealedCopy(of: Supervisor.stageExecutable)) }
-        if let socket = spec.notifySocket { add("notify", try DetachedMount.copy(of: socket, recursive: false).descriptor) }
     }
 
     // MARK: The root
@@ -199,11 +206,13 @@ struct PreparedMounts {
             // Its host path: the parent found the same way from the tree's host path (symlinks
             // of the image followed inside it), read back from that descriptor; none where the
             // host path shows no tree (an overlay's, which cannot hold a writable layer anyway).
-            if let onHost = try? Directory(opening: treePath).openDirectory(inRoot: parentPath, creating: false) {
-                var resolved = [CChar](repeating: 0, count: Int(PATH_MAX))
+            // Paths by their bytes (a tree's name need not be UTF-8), the tree's by its real one.
+            if let onHost = try? Directory(opening: treePath).openDirectory(inRoot: parentPath, creating: false),
+               let realTree = realpath(treePath.string, nil).map({ path in defer { free(path) }; return FilePath(platformString: path) }) {
+                var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
                 let length = onHost.descriptor.procPath.withPlatformString { readlink($0, &resolved, resolved.count - 1) }
-                let real = FilePath(String(decoding: resolved[..<max(length, 0)].map { UInt8(bitPattern: $0) }, as: UTF8.self))
-                if length > 0, real.starts(with: treePath), ((try? onHost.status(work)) ?? nil) != nil { madeWork = real.appending(work.components) }
+                let real = FilePath(platformString: resolved)
+                if length > 0, real.starts(with: realTree), ((try? onHost.status(work)) ?? nil) != nil { madeWork = real.appending(work.components) }
             }
             let copy = try DetachedMount.copy(of: parentPath.isEmpty ? root.descriptor : tree.openPath(inRoot: parentPath), recursive: false)
             held.append(copy)

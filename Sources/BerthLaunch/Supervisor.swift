@@ -57,6 +57,8 @@ public enum Supervisor {
         public var hasConsole: Bool { console != nil }
         /// The container's cgroup in the unified hierarchy.
         public var cgroupPath: String? { cgroup.unified?.string }
+        /// The container's notify socket, read while it runs.
+        var notify: NotifyListener?
         /// A machine started in the background that reboots (exit 133) is started again, as
         /// systemd-nspawn@.service's `RestartForceExitStatus=133` does.
         public var restartsOnReboot = false
@@ -76,12 +78,13 @@ public enum Supervisor {
             return fields + (remount?.arguments ?? []) + (machineRecord.map { ["record=\(Hex.encode(Array($0.utf8)))"] } ?? [])
                 + (restartsOnReboot ? ["restart=1"] : []) + (network.map { ["network=\(Hex.encode(Array($0.utf8)))"] } ?? [])
                 + temporaryDirectories.map { "temporary=\(Hex.encode($0.bytes))" }
+                + (notify.map { ["notify=\($0.socket.rawValue)", "notify-ready=\($0.ready?.rawValue ?? "none")"] } ?? [])
         }
 
         /// The descriptors the supervisor keeps across its exec.
         var descriptors: [Int32] {
             (console.map { [$0.master.rawValue, $0.slave.rawValue] + ($0.logins.map { [$0.listener.rawValue] } ?? []) } ?? [])
-                + userRangeLocks.map(\.rawValue)
+                + userRangeLocks.map(\.rawValue) + (notify.map { [$0.socket.rawValue] } ?? [])
         }
     }
 
@@ -132,6 +135,9 @@ public enum Supervisor {
         let networkSettings = try spec.network.map { _ in try NetworkSettings.host() }
         var resolvConf: FilePath?
         defer { _ = resolvConf?.withPlatformString { unlink($0) } }  // its mount holds it from there
+        let notify = try NotifyListener.bind(ready: spec.readyWord)
+        spec.notifySocket = notify.path
+        defer { _ = notify.path.withPlatformString { unlink($0) } }  // as resolv.conf's
         if let request = spec.network, let settings = networkSettings {
             try request.validate(machine: spec.machineName)
             spec.privateNetwork = true
@@ -155,7 +161,8 @@ public enum Supervisor {
         var setup: pid_t = 0
         var report: Int32 = -1
         // The uuid may be the image's (its /etc/machine-id), which two runs of one tree share.
-        let cgroup = try ContainerCgroup.make(name: "\(spec.uuid)-\(Hex.random(8))", limits: spec.limits) { cgroup in
+        var sweepGuard: Descriptor?
+        let cgroup = try ContainerCgroup.make(name: "\(spec.uuid)-\(Hex.random(8))", limits: spec.limits, sweepGuard: &sweepGuard) { cgroup in
             setup = cberth_spawn(Namespaces.mount.rawValue, executable.rawValue, nil, argv, envp, childSocket.descriptor.rawValue,
                                  cgroup.intoCgroup?.rawValue ?? -1, 0, &report)
             guard setup > 0 else { throw LaunchError("cannot start the container: \(SystemError.last("clone"))") }
@@ -219,6 +226,7 @@ public enum Supervisor {
             }
             try sent.get()
             pid = try ContainerStage.SetupReport.receive(on: socket)
+            sweepGuard = nil  // the setup process is in its v1 cgroups, and a sweep leaves them
             if let request = spec.network, let settings = networkSettings {
                 // PID 1 is in its network namespace, and waits for this before its payload runs.
                 let made = try MachineNetwork.setUp(machine: spec.machineName, leader: pid, request: request, settings: settings)
@@ -236,6 +244,8 @@ public enum Supervisor {
             result.network = networked ? spec.machineName : nil
             result.killSignal = spec.killSignal
             result.temporaryDirectories = temporaries
+            result.notify = notify.listener
+            notify.listener.started(leader: pid)
             return result
         } catch {
             temporaries.forEach(removeTemporaryDirectory)
@@ -270,7 +280,7 @@ public enum Supervisor {
     /// Removes what `path` names, its way there opened from / without following a symlink: a
     /// container may have replaced a directory of its tree on the way to a work directory made
     /// there, and a symlink would take the removal elsewhere on the host. Such a path is left.
-    private static func removeTemporaryDirectory(_ path: FilePath) {
+    static func removeTemporaryDirectory(_ path: FilePath) {
         guard let name = path.lastComponent, let root = try? Directory(opening: "/"),
               let parent = try? root.openDirectory(beneath: FilePath(root: nil, path.removingLastComponent().components), crossingMounts: true)
         else { return }
@@ -339,7 +349,7 @@ public enum Supervisor {
     nonisolated(unsafe) private static var handledSignals: sigset_t = {
         var set = sigset_t()
         sigemptyset(&set)
-        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGWINCH] { sigaddset(&set, sig) }
+        for sig in [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGWINCH, SIGIO] { sigaddset(&set, sig) }
         return set
     }()
 
@@ -366,6 +376,8 @@ public enum Supervisor {
         let signals = started.console == nil && loopback == nil ? -1 : cberth_signalfd(&handledSignals)
         defer { if signals >= 0 { close(signals) } }
 
+        started.notify?.signalOnInput()
+        defer { started.notify?.stop() }
         var interrupts = 0
         var escaped = false
         var sig: Int32 = SIGCHLD  // the child may have ended before its exit could be waited for
@@ -388,12 +400,10 @@ public enum Supervisor {
                     let exit = ExitStatus(waitStatus: status, boot: started.boot)
                     if let name = started.machineRecord {
                         MachineRecord.remove(name)
-                        // Its notify socket too, which only a start holding the name (as this
-                        // process does until it ends) may bind, so no other reader removes it;
-                        // unless the machine comes back up, through it, after its reboot.
-                        if !(exit.code == ExitStatus.rebootCode && started.restartsOnReboot) {
-                            _ = (try? MachineRecord.notifyPath(name))?.withPlatformString { unlink($0) }
-                        }
+                        // The socket its start waited on too, which only a start holding the name
+                        // (as this process does until it ends) may bind, so no other reader
+                        // removes it.
+                        _ = (try? MachineRecord.notifyPath(name))?.withPlatformString { unlink($0) }
                     }
                     if let remount = started.remount {
                         do {
@@ -414,6 +424,8 @@ public enum Supervisor {
                     }
                     return exit.code
                 }
+            } else if sig == SIGIO {
+                started.notify?.drain()
             } else if sig != SIGWINCH && sig > 0 {
                 // A booted system is asked to power off (systemd's SIGRTMIN+3), and a command under
                 // --as-pid2's init gets the signal itself; a command as PID 1 (which the kernel
@@ -479,6 +491,10 @@ extension Supervisor.Started {
         machineRecord = fields["record"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
         restartsOnReboot = fields["restart"] == "1"
         network = fields["network"].flatMap { Hex.decode(String($0)) }.map { String(decoding: $0, as: UTF8.self) }
+        notify = fields["notify"].flatMap { Int32($0) }.map { fd in
+            _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+            return NotifyListener(socket: Descriptor(owning: fd), ready: fields["notify-ready"].flatMap { NotifyListener.Ready(rawValue: String($0)) })
+        }
         temporaryDirectories = ordered.filter { $0.key == "temporary" }.compactMap { Hex.decode(String($0.value)).map(FilePath.init(bytes:)) }
         if fields["remount-at"] != nil && remount == nil { return nil }
     }

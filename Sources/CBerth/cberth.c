@@ -9,6 +9,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <sys/signalfd.h>
 #include <termios.h>
@@ -274,6 +275,23 @@ static int unix_address(struct sockaddr_un *address, const char *path) {
     }
     strcpy(address->sun_path, path);
     return 0;
+}
+
+int cberth_send_datagram(const char *path, const void *data, size_t size) {
+    struct sockaddr_un address;
+    if (unix_address(&address, path) != 0) return -1;
+    socklen_t length = sizeof address;
+    if (path[0] == '@') {
+        address.sun_path[0] = 0;
+        length = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + strlen(path));
+    }
+    int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    ssize_t sent = sendto(fd, data, size, MSG_NOSIGNAL | MSG_DONTWAIT, (struct sockaddr *)&address, length);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return sent < 0 ? -1 : 0;
 }
 
 int cberth_listen_seqpacket(const char *path) {

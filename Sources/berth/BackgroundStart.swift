@@ -7,9 +7,10 @@ import SystemPackage
 
 /// `berth start NAME` and `berth run -d`: the run goes on in the background, in a session of its
 /// own, its console's output in the machine's log (`berth logs`), and berth returns once the
-/// machine is up: when systemd inside says `READY=1` on the notify socket it is given (nspawn's
-/// `NOTIFY_SOCKET`, `/run/host/notify` inside); for a command, or an init that is not systemd,
-/// once it runs, unless `--notify-ready=yes` asks for its READY=1 too. It fails, with the console's last lines, when the machine ends first or is not
+/// machine is up: when systemd inside says `READY=1` on its notify socket (nspawn's
+/// `NOTIFY_SOCKET`, `/run/host/notify` inside), which its supervisor passes on to this one; for a
+/// command, or an init that is not systemd, once it runs, unless `--notify-ready=yes` asks for
+/// its READY=1 too. It fails, with the console's last lines, when the machine ends first or is not
 /// up within `--timeout` (it is then stopped).
 struct BackgroundStart {
     /// Set for the background half, which runs the machine as `berth run` does.
@@ -34,11 +35,13 @@ struct BackgroundStart {
             })
             : nil
         let input = try Descriptor.open("/dev/null", O_RDONLY)
-        var environment = [Self.childVariable + "=1", Self.nameVariable + "=" + name]
+        // Its supervisor tells this process the machine is up as it would tell a service manager
+        // (NotifyListener), on the socket this reads; never the caller's manager.
+        var environment = [Self.childVariable + "=1", Self.nameVariable + "=" + name] + (notify == nil ? [] : ["NOTIFY_SOCKET=\(notifyPath)"])
         var index = 0
         while let entry = environ[index] {
             let text = String(cString: entry)
-            if !text.hasPrefix(Self.childVariable + "=") && !text.hasPrefix(Self.nameVariable + "=") { environment.append(text) }
+            if ![Self.childVariable, Self.nameVariable, "NOTIFY_SOCKET"].contains(where: { text.hasPrefix($0 + "=") }) { environment.append(text) }
             index += 1
         }
         let argv = CommandLine.arguments.map { strdup($0) } + [nil]
@@ -74,7 +77,7 @@ struct BackgroundStart {
             if waitpid(pid, &status, WNOHANG) == pid {
                 try fail(name, "it ended before it was up, with status \(ExitStatus(waitStatus: status, boot: line.boot).code)")
             }
-            if let notify, Self.saysReady(notify) { return 0 }
+            if let notify, NotifyListener.saysReady(notify) { return 0 }
             if !line.notifyReady, let record = try MachineRecord.running(name), let command = record.leaderCommand,
                !["berth-stage", "berth", "(berth-init)"].contains(command), !line.boot || command != "systemd" {
                 return 0  // no systemd to say so: up once its own program runs
@@ -89,16 +92,6 @@ struct BackgroundStart {
             var poller = pollfd(fd: notify?.rawValue ?? -1, events: Int16(POLLIN), revents: 0)
             _ = poll(&poller, 1, 50)
         }
-    }
-
-    /// Whether a message waiting on the notify socket says `READY=1`; reads all that wait.
-    private static func saysReady(_ socket: Descriptor) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        var ready = false
-        while case let n = recv(socket.rawValue, &buffer, buffer.count, Int32(MSG_DONTWAIT)), n > 0 {
-            ready = ready || String(decoding: buffer[..<n], as: UTF8.self).split(separator: "\n").contains("READY=1")
-        }
-        return ready
     }
 
     /// Prints the console's last lines, then throws why the machine is not up.

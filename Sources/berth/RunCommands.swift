@@ -97,7 +97,8 @@ extension RunCommandLine {
         spec.personality = personality
         (spec.resolvConfMode, spec.timezoneMode) = (resolvConfMode, timezoneMode)
         spec.displayRoot = target.displayPath
-        if detach && (boot || notifyReady) { spec.notifySocket = try MachineRecord.notifyPath(name) }
+        // A booted machine in the background is up when its systemd says so.
+        spec.readyWord = notifyReady || (detach && boot) ? .fromPayload : .atStart
         _ = try privateUsersOwnership.map { try PrivateUsersOwnership(parsing: $0) }
         spec.workingDirectory = chdir.map { FilePath($0) }
         spec.user = user

@@ -6,13 +6,14 @@ import Testing
 /// boot id, what of /proc is read-only.
 extension NspawnOptionTests {
     /// /run/host holds what nspawn's does, read-only, each entry of the same kind and mode; the
-    /// host's os-release is there. Left out: the notify socket (berth gives one to a machine in
-    /// the background only), and container-manager's text (berth names itself, as container=).
+    /// host's os-release is there. Left out: the notify socket's mode (berth's is 666, so that a
+    /// `-u` user may say READY=1 too; nspawn's 755), and container-manager's text (berth names
+    /// itself, as container=).
     @Test(arguments: [[String](), ["--private-network"]])
     func runHostIsNspawns(_ options: [String]) throws {
         let probe = """
             touch /run/host/x 2>/dev/null || echo read-only
-            for f in /run/host/* /run/host/inaccessible/*; do [ "$f" = /run/host/notify ] || stat -c '%n %a %F %t:%T' "$f"; done
+            for f in /run/host/* /run/host/inaccessible/*; do [ "$f" = /run/host/notify ] && stat -c '%n %F' "$f" || stat -c '%n %a %F %t:%T' "$f"; done
             cat /run/host/os-release | head -1; [ "$(cat /run/host/container-uuid)" = "$container_uuid" ] && echo uuid
             """
         let ours = try inBerth(options, probe), theirs = try inNspawn(options, probe)

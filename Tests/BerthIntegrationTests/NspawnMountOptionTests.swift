@@ -62,6 +62,32 @@ extension NspawnOptionTests {
         #expect(refused.status == 64 && refused.stderr.hasPrefix("berth: error: --bind") && !refused.stdout.contains("ran"), "\(refused)")
     }
 
+    /// The fresh directory's removal never leaves it: root inside fills it with symlinks to a
+    /// directory of the host's (by its host path, which it may guess), directly and deeper down,
+    /// and swaps a directory for one while the container ends; the host's files stay, and the
+    /// fresh directory goes all the same.
+    @Test(arguments: [[String](), ["--private-users=no"]])
+    func removingTheFreshDirectoryFollowsNoSymlinkOutOfIt(_ options: [String]) throws {
+        let scratch = try TemporaryDirectory("mount-empty-symlinks")
+        let host = try TemporaryDirectory("mount-empty-host", base: "/var/tmp")
+        let keep = host.appending("keep").string
+        try "the host's".write(toFile: keep, atomically: false, encoding: .utf8)
+        func made() throws -> Set<String> { Set(try FileManager.default.contentsOfDirectory(atPath: "/var/tmp").filter { $0.hasPrefix("berth-bind-") }) }
+        let before = try made()
+        let attack = """
+            cd /mnt/fresh && ln -s \(host.string) link && ln -s \(keep) file && mkdir -p deep/er && ln -s \(host.string) deep/er/link
+            mkdir swap && (trap '' TERM; while :; do mv swap swapped 2>/dev/null; ln -sfn \(host.string) swap; rm -f swap; mv swapped swap 2>/dev/null; done) &
+            echo attack-ran
+            """
+        let ours = try inBerth(options + ["--bind=:/mnt/fresh"], attack, in: freshTree("tree", in: scratch))
+        #expect(ours.status == 0 && ours.stdout.contains("attack-ran"), "\(ours)")
+        #expect(try String(contentsOfFile: keep, encoding: .utf8) == "the host's", "the removal reached the host's file")
+        let left = try FileManager.default.contentsOfDirectory(atPath: host.string)
+        #expect(left == ["keep"], "the host's directory now holds \(left)")
+        let after = try made()
+        #expect(after == before, "left behind: \(after.subtracting(before))")
+    }
+
     /// A symlink of the image never takes a mount out of the tree: one climbing past the root
     /// to a directory of the host's lands in the tree's own directory of that path (what the
     /// container would find), never in the host's.

@@ -136,20 +136,80 @@ extension NspawnOptionTests {
 extension NspawnOptionTests {
     /// The command's environment is nspawn's: PATH, HOME, USER, LOGNAME, the caller's TERM,
     /// LANG=C.UTF-8, the host's identity (container_host_id, container_host_version_id), -E's
-    /// settings, NAME alone empty where the caller has none. Left out of the comparison:
-    /// container_uuid (random), container= (berth names itself: a deliberate difference) and
-    /// NOTIFY_SOCKET (berth gives one only to a machine started in the background).
+    /// settings, NAME alone empty where the caller has none, NOTIFY_SOCKET. Left out of the
+    /// comparison: container_uuid (random) and container= (berth names itself: a deliberate
+    /// difference).
     @Test(arguments: [[String](), ["-E", "GIVEN=1", "-E", "BERTH_TEST_NOT_SET"], ["-E", "LANG=de_DE.UTF-8"]])
     func theEnvironmentIsNspawns(_ options: [String]) throws {
         func variables(_ result: CommandResult) -> [String] {
             result.stdout.split(separator: "\n").map(String.init)
-                .filter { !$0.hasPrefix("container_uuid=") && !$0.hasPrefix("container=") && !$0.hasPrefix("NOTIFY_SOCKET=") }.sorted()
+                .filter { !$0.hasPrefix("container_uuid=") && !$0.hasPrefix("container=") }.sorted()
         }
         let ours = try inBerth(options, "env"), theirs = try inNspawn(options, "env")
         #expect(ours.status == 0 && theirs.status == 0, "berth: \(ours)\nnspawn: \(theirs)")
         #expect(variables(ours) == variables(theirs), "berth:\n\(ours.stdout)\nnspawn:\n\(theirs.stdout)")
         #expect(variables(ours).contains { $0.hasPrefix("container_host_id=") }, "\(ours.stdout)")
-        #expect(ours.stdout.contains("container=berth\n"))
+        #expect(ours.stdout.contains("container=berth\n") && ours.stdout.contains("NOTIFY_SOCKET=/run/host/notify\n"))
+    }
+}
+
+/// A service manager's end of NOTIFY_SOCKET, as systemd listens for a service of Type=notify: a
+/// datagram socket bound in a directory of its own, and what it heard.
+final class ManagerSocket {
+    let directory: TemporaryDirectory
+    let path: String
+    private let fd: Int32
+
+    init() throws {
+        directory = try TemporaryDirectory("manager")
+        path = directory.appending("notify").string
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard fd >= 0, bound == 0 else { throw LaunchFailure("cannot bind \(path): errno \(errno)") }
+    }
+
+    /// The lines of every message waiting.
+    func heard() -> [String] {
+        var buffer = [UInt8](repeating: 0, count: 4096), lines: [String] = []
+        while case let n = recv(fd, &buffer, buffer.count, Int32(MSG_DONTWAIT)), n > 0 {
+            lines += String(decoding: buffer[..<n], as: UTF8.self).split(separator: "\n").map(String.init)
+        }
+        return lines
+    }
+
+    deinit { close(fd) }
+}
+
+extension NspawnOptionTests {
+    /// A payload's NOTIFY_SOCKET always has a reader, as under nspawn, and berth tells its own
+    /// manager what nspawn tells it, in the same order: the container running (STATUS=,
+    /// X_NSPAWN_LEADER_PID=), READY=1 at once unless `--notify-ready=yes`, and whenever the
+    /// payload's PID 1 says it, and STOPPING=1 at the end. Both run with
+    /// NOTIFY_SOCKET set, as a service of Type=notify.
+    @Test(arguments: ["yes", "no"], [true, false])
+    func theManagerHearsWhatNspawnTellsIt(_ notifyReady: String, _ says: Bool) throws {
+        var heard: [String: [String]] = [:]
+        for tool in ["berth", "nspawn"] {
+            let manager = try ManagerSocket()
+            let script = says ? "echo saying; exec systemd-notify --ready" : "echo silent"
+            let options = ["-q", "--read-only", "--notify-ready=\(notifyReady)", "-D", Self.debian, "/bin/sh", "-c", script]
+            let result = tool == "berth"
+                ? try run(berthBinary, ["--store", Self.shared.appending("store").string, "run"] + options, environment: ["NOTIFY_SOCKET": manager.path])
+                : try run("/usr/bin/systemd-nspawn", ["--register=no", "--keep-unit"] + options, environment: ["NOTIFY_SOCKET": manager.path])
+            #expect(result.status == 0 && result.stdout.contains(says ? "saying" : "silent"), "\(tool): \(result)")
+            // The leader's pid differs from run to run: its name is compared.
+            heard[tool] = manager.heard().map { $0.hasPrefix("X_NSPAWN_LEADER_PID=") ? "X_NSPAWN_LEADER_PID" : $0 }
+        }
+        #expect(heard["berth"] == heard["nspawn"], "berth: \(heard["berth"] ?? []), nspawn: \(heard["nspawn"] ?? [])")
+        #expect(heard["berth"]?.contains("READY=1") == (notifyReady == "no" || says), "\(heard["berth"] ?? [])")
+        #expect(heard["berth"]?.last == "STATUS=Terminating...", "\(heard["berth"] ?? [])")
     }
 }
 
