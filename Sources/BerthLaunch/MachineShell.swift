@@ -153,6 +153,7 @@ public enum MachineShell {
         // command is made in the unified one (clone3 below); a v1 hierarchy's is joined here by
         // this thread, which the command is cloned from (`tasks`, "0": a thread that moves
         // itself takes no global lock, as a move by pid does).
+        try takeLimits(of: leader)
         let cgroups = try leaderCgroups(leader)
         let unified = try cgroups.unified.map { try Descriptor.open($0, O_RDONLY | O_DIRECTORY) }
         for cgroup in cgroups.legacy {
@@ -236,6 +237,28 @@ public enum MachineShell {
             throw LaunchError("cannot read the capabilities of the machine's leader \(leader)")
         }
         return Capabilities(rawValue: bits)
+    }
+
+    /// PID 1's resource limits and OOM score adjustment, the machine's (nspawn's defaults and
+    /// `--rlimit=`, `--oom-score-adjust=`), in place of the caller's, for the command to inherit.
+    /// Read from /proc/PID/limits (prlimit(2) on another user's process takes CAP_SYS_RESOURCE);
+    /// set as near as this process may (a hard limit goes up, and the score down, only with
+    /// CAP_SYS_RESOURCE, as for the machine's own start).
+    private static func takeLimits(of leader: pid_t) throws {
+        let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/limits"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
+        // The kernel's columns: the name in 25, then the soft and the hard limit in 20 each.
+        for (resource, line) in text.split(separator: "\n").dropFirst().prefix(16).enumerated() {
+            let columns = Array(line)
+            guard columns.count >= 67 else { continue }
+            func value(_ range: Range<Int>) -> UInt64? {
+                let text = columns[range].split(separator: " ").first.map { String($0) } ?? ""
+                return text == "unlimited" ? UInt64.max : UInt64(text)
+            }
+            guard let soft = value(26..<46), let hard = value(47..<67) else { continue }
+            _ = cberth_set_limit(Int32(resource), soft, hard)
+        }
+        let score = try Descriptor.open(FilePath("/proc/\(leader)/oom_score_adj"), O_RDONLY).readAll(limit: 64)
+        do { try Descriptor.open("/proc/self/oom_score_adj", O_WRONLY).writeAll(String(decoding: score, as: UTF8.self)) } catch let error as SystemError where error.errno == .permissionDenied {}
     }
 
     /// PID 1's cgroups as the host sees them: in the unified hierarchy, and the machine's own in

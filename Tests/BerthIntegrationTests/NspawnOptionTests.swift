@@ -54,6 +54,22 @@ import Testing
         #expect(!ours.stdout.isEmpty)
     }
 
+    /// `berth shell`'s command has the machine's resource limits and OOM score adjustment (its
+    /// PID 1's: nspawn's defaults, or what the run gave), not the caller's, as a shell systemd
+    /// starts inside the machine for `machinectl shell` has the machine's own.
+    @Test(arguments: [[String](), ["--rlimit=NOFILE=2048:4096", "--rlimit=STACK=4M", "--oom-score-adjust=300"]])
+    func aShellInTheMachineHasItsLimits(_ options: [String]) throws {
+        let name = "nspawn-shell-limits-\(Hex.random(4))"
+        let started = try berth(["run", "-d", "-q", "--read-only"] + options + ["-M", name, "-D", tree, "/bin/sleep", "60"], store: Self.shared)
+        #expect(started.status == 0, "\(started)")
+        defer { _ = try? berth(["terminate", name], store: Self.shared) }
+        let machine = try berth(["shell", name, "/bin/sh", "-c", "cat /proc/1/limits /proc/1/oom_score_adj"], store: Self.shared)
+        let shell = try berth(["shell", name, "/bin/sh", "-c", "cat /proc/self/limits /proc/self/oom_score_adj"], store: Self.shared)
+        #expect(machine.status == 0 && shell.status == 0 && !machine.stdout.isEmpty, "\(machine)\n\(shell)")
+        #expect(shell.stdout == machine.stdout, "the shell's:\n\(shell.stdout)\nthe machine's:\n\(machine.stdout)")
+        if !options.isEmpty { #expect(shell.stdout.contains("Max open files            2048                 4096") && shell.stdout.hasSuffix("300\n")) }
+    }
+
     /// `-M NAME` beside `-D DIR` names the machine, as nspawn's --machine does: its hostname,
     /// and what `berth ps` lists it as while it runs.
     @Test func aMachineNameBesideADirectoryNamesTheMachine() throws {
