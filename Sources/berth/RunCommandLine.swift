@@ -269,6 +269,13 @@ struct RunCommandLine {
         do { try body() } catch let error as LaunchError { throw UsageError(error.message) }
     }
 
+    /// An nspawn option berth refuses, saying why: `what` goes on from "--LONG".
+    private static func notSupported(short: Character? = nil, long: String, valueName: String, _ what: String) -> Option {
+        Option(short: short, long: long, valueName: valueName, help: "Refused, with the reason: not supported by berth.") { _, _ in
+            throw UsageError("--\(long) \(what)")
+        }
+    }
+
     private static func usageError(_ message: String) -> UsageError {
         UsageError("\(message) (see 'berth run --help')")
     }
@@ -464,7 +471,7 @@ struct RunCommandLine {
             _ = try NspawnSettings.Mode(parsing: $1)
         },
         Option(long: "notify-ready", valueName: "BOOL",
-               help: "With yes, a machine in the background (-d, start) is up only when its payload says READY=1 on $NOTIFY_SOCKET, whatever it is.") {
+               help: "With yes, berth's own manager, and 'berth run -d' or 'start', take the machine as up only once its payload says READY=1 on $NOTIFY_SOCKET.") {
             $0.notifyReady = try Self.boolean($1, for: "--notify-ready")
         },
         Option(long: "keep-unit", help: "Accepted, and nothing to do: berth makes no systemd scope to leave.") { _, _ in },
@@ -472,6 +479,21 @@ struct RunCommandLine {
             _, value in
             throw UsageError("-i/--image runs a disk image ('\(value)'), which berth does not support yet: mount it and give its tree with -D, or import the tree into the store")
         },
+        Option(long: "no-pager", help: "Accepted, and nothing to do: berth pages nothing.") { _, _ in },
+        Self.notSupported(long: "bind-user", valueName: "USER", "binds a host user's home and user record in, which berth does not support yet: --bind the home, and add the user to the image"),
+        Self.notSupported(short: "S", long: "slice", valueName: "SLICE", "places the machine in a systemd slice, which berth, without systemd, has none of: leave it out (--property= sets its limits)"),
+        Self.notSupported(long: "oci-bundle", valueName: "PATH", "runs an OCI bundle, which berth does not support yet: give the bundle's root file system with -D"),
+        Self.notSupported(long: "pivot-root", valueName: "PATH", "picks the root inside the image, which berth does not support yet: give that directory with -D"),
+        Self.notSupported(short: "Z", long: "selinux-context", valueName: "CONTEXT", "sets an SELinux label, which berth does not apply: leave it out"),
+        Self.notSupported(short: "L", long: "selinux-apifs-context", valueName: "CONTEXT", "sets an SELinux label, which berth does not apply: leave it out"),
+        Self.notSupported(long: "root-hash", valueName: "HASH", "verifies a disk image (-i), which berth does not support yet: mount it and give its tree with -D"),
+        Self.notSupported(long: "root-hash-sig", valueName: "SIG", "verifies a disk image (-i), which berth does not support yet: mount it and give its tree with -D"),
+        Self.notSupported(long: "verity-data", valueName: "PATH", "verifies a disk image (-i), which berth does not support yet: mount it and give its tree with -D"),
+        Self.notSupported(long: "network-interface", valueName: "IF", "moves a host interface into the machine, which berth does not support yet: -n/--network-veth, --network-bridge or --network-zone connect it"),
+        Self.notSupported(long: "network-macvlan", valueName: "IF", "gives the machine a MACVLAN interface over a host's, which berth does not support yet: -n/--network-veth, --network-bridge or --network-zone connect it"),
+        Self.notSupported(long: "network-ipvlan", valueName: "IF", "gives the machine an IPVLAN interface over a host's, which berth does not support yet: -n/--network-veth, --network-bridge or --network-zone connect it"),
+        Self.notSupported(long: "network-veth-extra", valueName: "PAIR", "adds a veth pair of the given names, which berth does not support yet: -n/--network-veth gives one veth pair"),
+        Self.notSupported(long: "network-namespace-path", valueName: "PATH", "joins a network namespace of the host's, which berth does not support yet: --private-network, -n or --network-bridge"),
         Option(short: "q", long: "quiet", help: "Print no status messages.") { line, _ in line.quiet = true },
         Option(short: "d", long: "detach", help: "Run in the background; berth returns once it is up ('berth start' is 'berth boot -d').") {
             line, _ in line.detach = true

@@ -110,6 +110,26 @@ import Testing
             #expect(!result.stdout.contains("ran") && result.stderr.split(separator: "\n").count == 1, "\(result)")
         }
     }
+
+    /// Every other nspawn option berth lacks is refused with its reason and what to do instead,
+    /// in one line, and nothing runs; `--no-pager` (berth pages nothing) is taken.
+    @Test(arguments: ["--bind-user=alice", "-S", "--slice=machine.slice", "--oci-bundle=/srv/b", "--pivot-root=/sysroot", "-Z", "--selinux-context=x",
+                      "-L", "--selinux-apifs-context=x", "--root-hash=00ff", "--root-hash-sig=x", "--verity-data=/x", "--network-interface=eth9",
+                      "--network-macvlan=eth9", "--network-ipvlan=eth9", "--network-veth-extra=a:b", "--network-namespace-path=/run/netns/x"])
+    func anOptionBerthLacksIsRefusedWithTheReason(_ option: String) throws {
+        // A short option takes its value as the next word.
+        let given = option.count == 2 ? [option, "value"] : [option]
+        let result = try inBerth(given, "echo ran")
+        let long = option == "-S" ? "slice" : option == "-Z" ? "selinux-context" : option == "-L" ? "selinux-apifs-context" : String(option.dropFirst(2).prefix { $0 != "=" })
+        #expect(result.status == 64 && !result.stdout.contains("ran"), "\(result)")
+        #expect(result.stderr.hasPrefix("berth: error: --\(long) ") && result.stderr.contains(", which berth") && result.stderr.split(separator: "\n").count == 1, "\(result)")
+        #expect(!result.stderr.contains("unknown option"), "\(result)")
+    }
+
+    @Test func noPagerIsTaken() throws {
+        let result = try inBerth(["--no-pager"], "echo ran")
+        #expect(result.status == 0 && result.stdout == "ran\n", "\(result)")
+    }
 }
 
 extension NspawnOptionTests {

@@ -74,8 +74,8 @@ import Testing
         (["-qD"], "-D needs a value"),
         (["--directory"], "--directory needs a value"),
         (["-q", "--", "-D"], "give the tree to run"),  // after --, -D is the command
-        (["-qZ", "-D", "TREE"], "unknown option '-Z'"),
-        (["-Z"], "unknown option '-Z'"),
+        (["-qY", "-D", "TREE"], "unknown option '-Y'"),
+        (["-Y"], "unknown option '-Y'"),
         (["-q=1", "-D", "TREE"], "unknown option '-='"),
         (["--bogus=1", "-D", "TREE"], "unknown option '--bogus'"),
         (["--read-only=yes", "-D", "TREE"], "--read-only takes no value"),
