@@ -25,6 +25,11 @@ struct ContainerCgroup {
     var legacy: [FilePath] = []
     /// The one of these in name=systemd, given to the container's root with the unified one.
     var legacySystemd: FilePath?
+    /// v1 cgroups the container enters and shares with other machines, never removed: `berth`
+    /// of the cpu hierarchy under realtime group scheduling (`sharesRealtimeBudget`).
+    var shared: [FilePath] = []
+    /// Every v1 cgroup the setup process moves itself into.
+    var entered: [FilePath] { legacy + shared }
 
     static let parentName = "berth"
 
@@ -50,7 +55,6 @@ struct ContainerCgroup {
     }
 
     private static func make<T>(name: String, limits: [CgroupLimit], made done: inout Bool, _ body: (ContainerCgroup) throws -> T) throws -> T {
-
         let hierarchy = unifiedHierarchy()
         var made = ContainerCgroup(unified: try hierarchy.map { try makeDirectory($0.appending(parentName)).appending(name) }, intoCgroup: nil)
         do {
@@ -63,20 +67,35 @@ struct ContainerCgroup {
             guard bpf || hierarchies.contains(where: { $0.holds("devices") }) else {
                 throw LaunchError("this host has neither BPF device programs on cgroup v2 nor the v1 devices controller; berth cannot keep a container from the host's devices")
             }
+            // A CPU limit only v1 can take needs a cpu cgroup of the machine's own.
+            let ownCPU = limits.contains { $0.legacy.controller == "cpu" }
             var placed: [(hierarchy: LegacyCgroupHierarchy, cgroup: FilePath)] = []
             for hierarchy in hierarchies {
-                let parent = try makeDirectory(hierarchy.mountPoint.appending(parentName))
-                if hierarchy.holds("cpuset") { try inheritCPUSet(parent) }
-                if hierarchy.holds("devices") {
-                    // Where BPF holds the policy, this one is a second wall, when it can be had.
-                    do { try setLegacyDevicePolicy(parent) } catch where bpf {}
+                do {
+                    if hierarchy.holds("cpu"), !ownCPU, sharesRealtimeBudget(hierarchy) {
+                        made.shared.append(try makeDirectory(hierarchy.mountPoint.appending(parentName)))
+                        continue
+                    }
+                    let parent = try makeDirectory(hierarchy.mountPoint.appending(hierarchy.holds("cpu") && ownCPU ? limitedCPUParentName : parentName))
+                    if hierarchy.holds("cpuset") { try inheritCPUSet(parent) }
+                    if hierarchy.holds("devices") {
+                        // Where BPF holds the policy, this one is a second wall, when it can be had.
+                        do { try setLegacyDevicePolicy(parent) } catch where bpf {}
+                    }
+                    // A new v1 devices cgroup starts with its parent's rules.
+                    let cgroup = try makeDirectory(parent.appending(name))
+                    made.legacy.append(cgroup)
+                    if hierarchy.holds("cpuset") { try inheritCPUSet(cgroup) }
+                    if hierarchy.holds("name=systemd") { made.legacySystemd = cgroup }
+                    placed.append((hierarchy, cgroup))
+                } catch let error as SystemError where [.readOnlyFileSystem, .permissionDenied, .notPermitted].contains(error.errno) {
+                    // berth in a container that mounts the hierarchy read-only, as nspawn does:
+                    // the machine stays in berth's own cgroup there, which is safe only below
+                    // the hierarchy's root, where no release_agent shows.
+                    guard (try? FileStatus.of(hierarchy.mountPoint.appending("release_agent"))) == nil, !(hierarchy.holds("devices") && !bpf) else {
+                        throw LaunchError("cannot make the machine's cgroup in the v1 hierarchy \(hierarchy.controllers) (\(error)); berth gives every container one, so that it cannot reach the hierarchy's root")
+                    }
                 }
-                // A new v1 devices cgroup starts with its parent's rules.
-                let cgroup = try makeDirectory(parent.appending(name))
-                made.legacy.append(cgroup)
-                if hierarchy.holds("cpuset") { try inheritCPUSet(cgroup) }
-                if hierarchy.holds("name=systemd") { made.legacySystemd = cgroup }
-                placed.append((hierarchy, cgroup))
             }
             try applyLimits(limits, unified: made.unified, legacy: placed)
             if bpf, let unified = made.unified { made.intoCgroup = try Descriptor.open(unified, O_RDONLY | O_DIRECTORY) }
@@ -89,13 +108,39 @@ struct ContainerCgroup {
         }
     }
 
+    /// Where machines with a v1 CPU limit have their cpu cgroups under realtime group scheduling:
+    /// beside `berth`, which the others share, so none of them shows to those.
+    static let limitedCPUParentName = "berth-cpu"
+
+    /// Under realtime group scheduling (`cpu.rt_runtime_us`) a new cpu cgroup has no realtime
+    /// budget: no process in it may take a realtime policy (`chrt`), and one that has one cannot
+    /// move in. The machines then share `berth`, given the root's budget once, as before they
+    /// shared the caller's cgroup; true when that is so. Its cgroup namespace is rooted there,
+    /// below the hierarchy's root all the same.
+    private static func sharesRealtimeBudget(_ hierarchy: LegacyCgroupHierarchy) -> Bool {
+        func budget(_ cgroup: FilePath) -> Int? {
+            (try? Descriptor.open(cgroup.appending("cpu.rt_runtime_us"), O_RDONLY).readAll(limit: 64))
+                .flatMap { Int(String(decoding: $0, as: UTF8.self).filter { !$0.isWhitespace }) }
+        }
+        guard let root = budget(hierarchy.mountPoint), let parent = try? makeDirectory(hierarchy.mountPoint.appending(parentName)) else { return false }
+        if budget(parent) == 0 { try? write(parent.appending("cpu.rt_runtime_us"), "\(root)") }
+        return true
+    }
+
     /// Gives the v1 devices cgroup `berth` nspawn's set, unless it has it. The kernel takes a
     /// "deny all" only from a cgroup with no child, as `berth` is when it is made: a later start
     /// finds the rules in place, the running machines' cgroups below them.
+    /// Two first starts write it one after the other, under a lock of its own.
     private static func setLegacyDevicePolicy(_ parent: FilePath) throws {
-        let list = try Descriptor.open(parent.appending("devices.list"), O_RDONLY).readAll(limit: 1 << 16)
-        let rules = String(decoding: list, as: UTF8.self).split(separator: "\n").map(String.init)
-        guard Set(rules) != Set(DevicePolicy.legacyRules) else { return }
+        func inPlace() throws -> Bool {
+            let list = try Descriptor.open(parent.appending("devices.list"), O_RDONLY).readAll(limit: 1 << 16)
+            return Set(String(decoding: list, as: UTF8.self).split(separator: "\n").map(String.init)) == Set(DevicePolicy.legacyRules)
+        }
+        guard try !inPlace() else { return }
+        let lock = try Descriptor.open(try RuntimeDirectory.path("cgroup").appending("devices.lock"), O_RDWR | O_CREAT, mode: 0o600)
+        _ = try lock.lock(.exclusive, wait: true)
+        defer { lock.unlock() }
+        guard try !inPlace() else { return }
         do {
             try write(parent.appending("devices.deny"), "a")
             for rule in DevicePolicy.legacyRules { try write(parent.appending("devices.allow"), rule) }
@@ -192,7 +237,8 @@ struct ContainerCgroup {
     }
 
     /// The cgroups a killed supervisor left: those no process uses any more, in the whole
-    /// subtree (`populated 0`); a running container's, and its manager's empty ones, stay.
+    /// subtree (`populated 0` on v2; on v1 every `cgroup.procs` in it empty); a running
+    /// container's, and its manager's empty ones, stay.
     private static func removeStale() {
         if let hierarchy = unifiedHierarchy() {
             let parent = hierarchy.appending(parentName)
@@ -205,11 +251,12 @@ struct ContainerCgroup {
         }
         // v1 has no `populated` for a whole subtree: every cgroup in it is looked at.
         for hierarchy in (try? LegacyCgroupHierarchy.all()) ?? [] {
-            let parent = hierarchy.mountPoint.appending(parentName)
-            for name in (try? Directory(opening: parent).subdirectoryNames()) ?? [] {
-                let cgroup = parent.appending(name.components)
-                if subtree(of: cgroup).allSatisfy({ (try? Descriptor.open($0.appending("cgroup.procs"), O_RDONLY).readAll(limit: 16)) == [] }) {
-                    removeTree(cgroup)
+            for parent in [parentName, limitedCPUParentName].map({ hierarchy.mountPoint.appending($0) }) {
+                for name in (try? Directory(opening: parent).subdirectoryNames()) ?? [] {
+                    let cgroup = parent.appending(name.components)
+                    if subtree(of: cgroup).allSatisfy({ (try? Descriptor.open($0.appending("cgroup.procs"), O_RDONLY).readAll(limit: 16)) == [] }) {
+                        removeTree(cgroup)
+                    }
                 }
             }
         }

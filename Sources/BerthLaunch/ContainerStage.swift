@@ -139,7 +139,12 @@ public enum ContainerStage {
         // thread, in a cgroup namespace rooted at them. A thread that moves itself (`tasks`,
         // "0") takes no global lock; the supervisor's move of this process by its pid would wait
         // out an RCU grace period (8 ms here).
-        for cgroup in spec.legacyCgroups { try Descriptor.open(cgroup.appending("tasks"), O_WRONLY).writeAll("0") }
+        for cgroup in spec.legacyCgroups {
+            do { try Descriptor.open(cgroup.appending("tasks"), O_WRONLY).writeAll("0") } catch let error as SystemError {
+                let why = error.errno == .invalidArgument ? " (a realtime process moves only into a cgroup with a realtime budget)" : ""
+                throw LaunchError("cannot move into the machine's cgroup \(cgroup): \(error.errno)\(why)")
+            }
+        }
         return try spec.userRange.map { range in try range.asRoot { try setUp(spec, mounts, reportingOn: socket) } }
             ?? setUp(spec, mounts, reportingOn: socket)
     }

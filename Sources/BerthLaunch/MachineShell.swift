@@ -153,7 +153,7 @@ public enum MachineShell {
         // command is made in the unified one (clone3 below); a v1 hierarchy's is joined here by
         // this thread, which the command is cloned from (`tasks`, "0": a thread that moves
         // itself takes no global lock, as a move by pid does).
-        try takeLimits(of: leader)
+        let limits = try takeLimits(of: leader)
         let cgroups = try leaderCgroups(leader)
         let unified = try cgroups.unified.map { try Descriptor.open($0, O_RDONLY | O_DIRECTORY) }
         for cgroup in cgroups.legacy {
@@ -193,7 +193,7 @@ public enum MachineShell {
                 if let cgroupNamespace {
                     _ = try retryingInterrupts("setns(cgroup)") { cberth_setns(cgroupNamespace.rawValue, Int32(CBERTH_CLONE_NEWCGROUP)) }
                 }
-                try runCommand(command, as: user, term: term, bounding: bounding, filter: program, ptyStreams: ptyStreams, socket: socket)
+                try runCommand(command, as: user, term: term, bounding: bounding, filter: program, limits: limits, ptyStreams: ptyStreams, socket: socket)
             } catch {
                 let text = "berth: error: cannot run the command in the machine: \(error)\n"
                 _ = text.withCString { Glibc.write(2, $0, strlen($0)) }
@@ -240,12 +240,15 @@ public enum MachineShell {
     }
 
     /// PID 1's resource limits and OOM score adjustment, the machine's (nspawn's defaults and
-    /// `--rlimit=`, `--oom-score-adjust=`), in place of the caller's, for the command to inherit.
-    /// Read from /proc/PID/limits (prlimit(2) on another user's process takes CAP_SYS_RESOURCE);
-    /// set as near as this process may (a hard limit goes up, and the score down, only with
-    /// CAP_SYS_RESOURCE, as for the machine's own start).
-    private static func takeLimits(of leader: pid_t) throws {
+    /// `--rlimit=`, `--oom-score-adjust=`), for the command in place of the caller's. Read from
+    /// /proc/PID/limits (prlimit(2) on another user's process takes CAP_SYS_RESOURCE). This
+    /// process takes the score, and a hard limit above its own (it is the host's root here, who
+    /// may raise one with CAP_SYS_RESOURCE); the command sets the limits just before its exec, so
+    /// that a low one (RLIMIT_AS, RLIMIT_NOFILE) never starves this process or the command's
+    /// start, which share its memory until then.
+    private static func takeLimits(of leader: pid_t) throws -> [(resource: Int32, soft: UInt64, hard: UInt64)] {
         let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/limits"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
+        var limits: [(resource: Int32, soft: UInt64, hard: UInt64)] = []
         // The kernel's columns: the name in 25, then the soft and the hard limit in 20 each.
         for (resource, line) in text.split(separator: "\n").dropFirst().prefix(16).enumerated() {
             let columns = Array(line)
@@ -255,10 +258,13 @@ public enum MachineShell {
                 return text == "unlimited" ? UInt64.max : UInt64(text)
             }
             guard let soft = value(26..<46), let hard = value(47..<67) else { continue }
-            _ = cberth_set_limit(Int32(resource), soft, hard)
+            limits.append((Int32(resource), soft, hard))
+            var ownSoft: UInt64 = 0, ownHard: UInt64 = 0
+            if cberth_get_limit(0, Int32(resource), &ownSoft, &ownHard) == 0, hard > ownHard { _ = cberth_set_limit(Int32(resource), ownSoft, hard) }
         }
         let score = try Descriptor.open(FilePath("/proc/\(leader)/oom_score_adj"), O_RDONLY).readAll(limit: 64)
         do { try Descriptor.open("/proc/self/oom_score_adj", O_WRONLY).writeAll(String(decoding: score, as: UTF8.self)) } catch let error as SystemError where error.errno == .permissionDenied {}
+        return limits
     }
 
     /// PID 1's cgroups as the host sees them: in the unified hierarchy, and the machine's own in
@@ -270,7 +276,9 @@ public enum MachineShell {
         }
         let hierarchies = try LegacyCgroupHierarchy.all()
         let legacy = LegacyCgroupHierarchy.memberships(text).compactMap { membership -> FilePath? in
-            guard membership.path.hasPrefix("/\(ContainerCgroup.parentName)/"),
+            // The machine's own, or `berth` itself where machines share it (realtime budgets).
+            guard membership.path.hasPrefix("/\(ContainerCgroup.parentName)/") || membership.path == "/\(ContainerCgroup.parentName)"
+                || membership.path.hasPrefix("/\(ContainerCgroup.limitedCPUParentName)/"),
                   let hierarchy = hierarchies.first(where: { $0.controllers == membership.controllers }) else { return nil }
             return FilePath(hierarchy.mountPoint.string + membership.path)
         }
@@ -279,7 +287,7 @@ public enum MachineShell {
 
     /// In the machine's namespaces: becomes the user, gets the pty, execs.
     private static func runCommand(_ command: [String], as name: String, term: String, bounding: Capabilities, filter: [sock_filter],
-                                   ptyStreams: [Int32], socket: MessageSocket?) throws -> Never {
+                                   limits: [(resource: Int32, soft: UInt64, hard: UInt64)], ptyStreams: [Int32], socket: MessageSocket?) throws -> Never {
         // Root of the machine's user namespace (its ids are the namespace's now), with no group
         // of the host's; the user comes below.
         _ = try retryingInterrupts("become the user namespace's root") { cberth_become_namespace_root() }
@@ -309,6 +317,8 @@ public enum MachineShell {
         let environment = user.environment(term: term)
         _ = cberth_close_from(3)
         let cArgs = argv.map { strdup($0) } + [nil], cEnv = environment.map { strdup($0) } + [nil]
+        // The machine's limits last: nothing is allocated after them (see takeLimits).
+        for limit in limits { _ = cberth_set_limit(limit.resource, limit.soft, limit.hard) }
         execve(program, cArgs, cEnv)
         throw LaunchError("cannot run \(program): \(SystemError.last("execve").errno)")
     }

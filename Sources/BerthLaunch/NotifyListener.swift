@@ -38,18 +38,21 @@ public struct NotifyListener {
         if ready == .atStart { Self.tellManager("READY=1") }
     }
 
-    /// Has the kernel send this process SIGIO, one of the supervisor's signals, whenever a
-    /// message comes; then reads what came before.
+    /// Has the kernel send SIGIO, one of the signals the supervisor waits for, to this thread
+    /// (the one that waits: another, with SIGIO unblocked, would die of it) whenever a message
+    /// comes; then reads what came before.
     func signalOnInput() {
-        _ = fcntl(socket.rawValue, F_SETOWN, getpid())
-        _ = fcntl(socket.rawValue, F_SETFL, fcntl(socket.rawValue, F_GETFL) | O_ASYNC | O_NONBLOCK)
+        _ = cberth_signal_thread_on_input(socket.rawValue)
         drain()
     }
 
-    /// Reads every message waiting, and passes the payload's READY=1 on (as nspawn does, a
-    /// second time when it said so at start).
+    /// Reads the messages waiting, and passes the payload's READY=1 on (as nspawn does, a
+    /// second time when it said so at start). A flood is read a bounded part at a time: what
+    /// is left raises SIGIO again, after the signals that wait (a SIGTERM is not held up).
     func drain() {
-        if Self.saysReady(socket) && ready != nil { Self.tellManager("READY=1") }
+        let (ready, more) = Self.readReady(socket, atMost: 256)
+        if ready && self.ready != nil { Self.tellManager("READY=1") }
+        if more { pthread_kill(pthread_self(), SIGIO) }
     }
 
     /// Once the container ended: what it said last is read, the manager hears it stops, no more
@@ -67,13 +70,18 @@ public struct NotifyListener {
     }
 
     /// Whether a message waiting on `socket` says READY=1; reads all that wait, without waiting.
-    public static func saysReady(_ socket: Descriptor) -> Bool {
+    public static func saysReady(_ socket: Descriptor) -> Bool { readReady(socket, atMost: .max).ready }
+
+    /// Reads up to `limit` messages: whether one says READY=1, and whether more may wait.
+    private static func readReady(_ socket: Descriptor, atMost limit: Int) -> (ready: Bool, more: Bool) {
         var buffer = [UInt8](repeating: 0, count: 4096)
         var ready = false
-        while case let n = recv(socket.rawValue, &buffer, buffer.count, Int32(MSG_DONTWAIT)), n > 0 {
+        for _ in 0..<limit {
+            let n = recv(socket.rawValue, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+            guard n > 0 else { return (ready, false) }
             ready = ready || String(decoding: buffer[..<n], as: UTF8.self).split(separator: "\n").contains("READY=1")
         }
-        return ready
+        return (ready, true)
     }
 
     /// Sends `message` to berth's own `NOTIFY_SOCKET`, when it has one; a manager that is gone

@@ -178,7 +178,7 @@ public enum Supervisor {
             return cgroup
         }
         withExtendedLifetime(childSocket) {}
-        spec.legacyCgroups = cgroup.legacy
+        spec.legacyCgroups = cgroup.entered
         var pid: pid_t = 0
         var networked = false
         var temporaries: [FilePath] = []

@@ -2,7 +2,9 @@ import Glibc
 import SystemPackage
 
 /// A POSIX thread running one closure, joined explicitly. The archive pipeline uses one to
-/// decompress beside extraction; nothing here is meant for general concurrency.
+/// decompress beside extraction; nothing here is meant for general concurrency. It takes no
+/// signal: every one is blocked in it, so a signal sent to the process (SIGCHLD, a supervisor's
+/// SIGIO) reaches the thread that waits for it, never this one, which would drop or die of it.
 public final class WorkerThread {
     private var thread = pthread_t()
     private var joined = false
@@ -14,6 +16,11 @@ public final class WorkerThread {
 
     public init(_ body: @escaping () -> Void) throws {
         let box = Unmanaged.passRetained(Box(body)).toOpaque()
+        // A new thread starts with its creator's mask.
+        var all = sigset_t(), previous = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_SETMASK, &all, &previous)
+        defer { pthread_sigmask(SIG_SETMASK, &previous, nil) }
         let rc = pthread_create(&thread, nil, { arg in
             guard let arg else { return nil }  // pthread_create passes `box`, never nil
             let box = Unmanaged<Box>.fromOpaque(arg).takeRetainedValue()

@@ -294,6 +294,13 @@ int cberth_send_datagram(const char *path, const void *data, size_t size) {
     return sent < 0 ? -1 : 0;
 }
 
+int cberth_signal_thread_on_input(int fd) {
+    struct f_owner_ex owner = {.type = F_OWNER_TID, .pid = (pid_t)syscall(SYS_gettid)};
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETOWN_EX, &owner) < 0) return -1;
+    return fcntl(fd, F_SETFL, flags | O_ASYNC | O_NONBLOCK);
+}
+
 int cberth_listen_seqpacket(const char *path) {
     struct sockaddr_un address;
     if (unix_address(&address, path) != 0) return -1;

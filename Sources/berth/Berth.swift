@@ -63,6 +63,8 @@ struct Berth: ParsableCommand {
             fail(error.message, code: exitStatus(for: error.kind))
         } catch let error as LaunchError {
             fail(error.message)
+        } catch let error as SystemError {
+            fail("\(error)")  // what failed, on what: no usage to point at
         } catch let error as RecipeError {
             // A failing step's last lines come first, so the error is still the last line.
             for line in error.output { writeOut(2, "  | \(line)\n") }

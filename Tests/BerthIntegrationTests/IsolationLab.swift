@@ -25,7 +25,7 @@ func randomTag() -> String { String(UInt64.random(in: 1...UInt64.max), radix: 16
 /// The static probes, compiled once per test process with `gcc -static -O2` into a directory
 /// that containers get at /probe (--bind-ro); everyone may read and run them, so `-u nobody` can.
 enum Probes {
-    static let names = ["tiocsti", "euid", "trywrite", "pid1"]
+    static let names = ["tiocsti", "euid", "trywrite", "pid1", "notify"]
 
     static let directory: TemporaryDirectory = {
         let dir = try! TemporaryDirectory.forProcess("probes")

@@ -123,6 +123,23 @@ import Testing
         #expect(try berth(["run", "-q", "-M", "t", "/bin/busybox", "true"], store: tmp).status == 0)
     }
 
+    /// A step's notify socket is read like any container's, and a flood of messages on it does
+    /// not end the build: the supervisor's SIGIO goes to the thread that waits for it, never to
+    /// the thread that copies the step's output, which would die of it.
+    @Test func aStepThatFloodsItsNotifySocketBuilds() throws {
+        let tmp = try TemporaryDirectory("recipe-notify")
+        _ = Probes.directory
+        try FileManager.default.copyItem(atPath: Probes.path("notify"), toPath: tmp.appending("notify").string)
+        // Each round's step is a new one, which the cache cannot answer.
+        for round in 0..<3 {
+            let recipe = try busyboxRecipe(in: tmp) {
+                $0 + "\n[[step]]\ncopy = \"notify\"\nto = \"/notify\"\n\n[[step]]\nrun = \"/notify 3000 && rm /notify && echo round \(round)\"\n"
+            }
+            let result = try berth(["build", recipe] + Self.grant, store: tmp)
+            #expect(result.status == 0 && result.stdout.contains("sent=3000") && result.stdout.contains("round \(round)"), "\(result)")
+        }
+    }
+
     @Test func aFailingStepShowsItsStatusAndLastLinesAndKeepsOnlyWholeLayers() throws {
         let tmp = try TemporaryDirectory("recipe-fail")
         let recipe = try busyboxRecipe(in: tmp) { $0 + "\n[[step]]\nrun = \"echo about to fail; echo on stderr >&2; exit 3\"\n" }

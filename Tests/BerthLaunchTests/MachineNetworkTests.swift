@@ -24,6 +24,10 @@ import Testing
             settings = NetworkSettings(runtimeDirectory: directory.appending("run"), machineLocks: directory.appending("machines"),
                                        allocations: directory.appending("lib/addresses"), pool: IPPrefix("10.251.0.0/16")!,
                                        pool6: IPPrefix("fd42:6274:7374::/48")!, table: "berthtest\(tag)")
+            // A machine of another suite's may still be taking its network down, in the
+            // background under the host's network lock (MachineNetwork.tearDownInBackground),
+            // and put forwarding back after this reads it: that is waited for.
+            if let hostLock = try? Descriptor.open("/run/berth/network/.lock", O_RDWR) { _ = try? hostLock.lock(.exclusive, wait: true) }
             forwardingBefore = NetworkFirewall.read(NetworkFirewall.forwarding) ?? "0"
         }
 

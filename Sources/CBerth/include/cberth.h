@@ -109,6 +109,9 @@ int cberth_bind_datagram_socket(const char *path);
 /// Sends `size` bytes as one datagram to the AF_UNIX socket at `path` (with a leading '@', an
 /// abstract name), as sd_notify(3) does, without waiting on a full queue. -1 with errno.
 int cberth_send_datagram(const char *path, const void *data, size_t size);
+/// Makes `fd` non-blocking and has the kernel send SIGIO to the calling thread (F_SETOWN_EX,
+/// F_OWNER_TID) whenever it becomes readable; -1 with errno.
+int cberth_signal_thread_on_input(int fd);
 /// A SOCK_SEQPACKET socket (AF_UNIX, close-on-exec) listening at `path` (an old socket there is
 /// replaced), for its owner alone (mode 0600): a machine's console, which `berth login` attaches
 /// to. -1 with errno.
