@@ -213,9 +213,10 @@ struct ContainerCgroup {
     }
 
     /// Removes the cgroups and whatever a manager made inside, deepest first. rmdir fails on a
-    /// cgroup that still has processes, so nothing alive is touched.
+    /// cgroup that still has processes, so nothing alive is touched. The unified one goes last:
+    /// while it is there, a later sweep finds the v1 ones by its name (removeStale).
     func remove() {
-        for cgroup in (unified.map { [$0] } ?? []) + legacy { Self.removeTree(cgroup) }
+        for cgroup in legacy + (unified.map { [$0] } ?? []) { Self.removeTree(cgroup) }
     }
 
     /// How the host mounts its cgroups: `unified`, `hybrid`, `legacy` or empty (LaunchSpec).
@@ -237,22 +238,27 @@ struct ContainerCgroup {
     }
 
     /// The cgroups a killed supervisor left: those no process uses any more, in the whole
-    /// subtree (`populated 0` on v2; on v1 every `cgroup.procs` in it empty); a running
-    /// container's, and its manager's empty ones, stay.
+    /// subtree (`populated 0` in the unified hierarchy); a running container's, and its
+    /// manager's empty ones, stay. A machine's v1 cgroups have the name of its unified one, and
+    /// v1 has no `populated` for a subtree: they are looked at (every `cgroup.procs` in them
+    /// empty) for the stale names alone, or all of them on a host with no unified hierarchy.
     private static func removeStale() {
+        var stale: [FilePath]?
         if let hierarchy = unifiedHierarchy() {
+            stale = []
             let parent = hierarchy.appending(parentName)
             for name in (try? Directory(opening: parent).subdirectoryNames()) ?? [] {
                 let cgroup = parent.appending(name.components)
                 guard let events = try? Descriptor.open(cgroup.appending("cgroup.events"), O_RDONLY).readAll(limit: 4096),
                       String(decoding: events, as: UTF8.self).contains("populated 0") else { continue }
                 removeTree(cgroup)
+                stale?.append(name)
             }
         }
-        // v1 has no `populated` for a whole subtree: every cgroup in it is looked at.
+        guard stale?.isEmpty != true else { return }
         for hierarchy in (try? LegacyCgroupHierarchy.all()) ?? [] {
             for parent in [parentName, limitedCPUParentName].map({ hierarchy.mountPoint.appending($0) }) {
-                for name in (try? Directory(opening: parent).subdirectoryNames()) ?? [] {
+                for name in stale ?? (try? Directory(opening: parent).subdirectoryNames()) ?? [] {
                     let cgroup = parent.appending(name.components)
                     if subtree(of: cgroup).allSatisfy({ (try? Descriptor.open($0.appending("cgroup.procs"), O_RDONLY).readAll(limit: 16)) == [] }) {
                         removeTree(cgroup)
