@@ -208,7 +208,7 @@ struct PreparedMounts {
             // host path shows no tree (an overlay's, which cannot hold a writable layer anyway).
             // Paths by their bytes (a tree's name need not be UTF-8), the tree's by its real one.
             if let onHost = try? Directory(opening: treePath).openDirectory(inRoot: parentPath, creating: false),
-               let realTree = realpath(treePath.string, nil).map({ path in defer { free(path) }; return FilePath(platformString: path) }) {
+               let realTree = realPath(treePath) {
                 var resolved = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
                 let length = onHost.descriptor.procPath.withPlatformString { readlink($0, &resolved, resolved.count - 1) }
                 let real = FilePath(platformString: resolved)

@@ -202,8 +202,7 @@ public enum Supervisor {
                 } else {
                     // By its real path, the work directory beside it: on its file system, and
                     // removed by a path that has no symlink (removeTemporaryDirectory).
-                    let real = realpath(top.string, nil).map { path in defer { free(path) }; return FilePath(String(cString: path)) }
-                    guard let real, let name = real.lastComponent, try FileStatus.of(real)?.kind == .directory else {
+                    guard let real = realPath(top), let name = real.lastComponent, try FileStatus.of(real)?.kind == .directory else {
                         throw LaunchError("--overlay's writable layer \(top) is not a directory; make it first")
                     }
                     let workName = FilePath(".#\(name.string)-berth-work-\(Hex.random(8))")

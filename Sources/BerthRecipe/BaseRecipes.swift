@@ -1,4 +1,6 @@
+import BerthSystem
 import Glibc
+import SystemPackage
 
 /// Finds the recipe that builds a missing base image, for the error that names it: one in the
 /// failing recipe's own folder, or in `recipes/` of the working directory (where the shipped
@@ -33,8 +35,6 @@ enum BaseRecipes {
     }
 
     private static func canonical(_ path: String) -> String {
-        guard let real = realpath(path, nil) else { return path }
-        defer { free(real) }
-        return String(cString: real)
+        realPath(FilePath(path))?.string ?? path
     }
 }

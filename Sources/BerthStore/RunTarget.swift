@@ -37,11 +37,9 @@ public final class RunTarget {
 
     /// `-D path`: the directory, locked as an image is (writers alone, readers together).
     public static func directory(_ path: String, _ access: ImageAccess) throws -> RunTarget {
-        guard let real = realpath(path, nil) else {
+        guard let root = realPath(FilePath(path)) else {
             throw StoreError(.notFound, "cannot use \(path) as the container's root: it does not exist")
         }
-        defer { free(real) }
-        let root = FilePath(String(cString: real))
         guard root != "/" else { throw StoreError(.invalidInput, "-D / would run the host's own root; give another directory") }
         let tree = try Directory(opening: root)
         try requireOSTree(tree, root.string)
@@ -111,11 +109,9 @@ extension RunTarget {
     public static func make(_ path: String, from template: String) throws {
         let target = FilePath(path)
         guard (try FileStatus.of(target)) == nil else { return }
-        guard let source = realpath(template, nil) else {
+        guard let templateRoot = realPath(FilePath(template)) else {
             throw StoreError(.notFound, "--template \(template) does not exist; give the directory tree to copy")
         }
-        let templateRoot = FilePath(String(cString: source))
-        free(source)
         try requireOSTree(Directory(opening: templateRoot), templateRoot.string)
         guard let name = target.lastComponent else { throw StoreError(.invalidInput, "-D \(path) names no directory to make") }
         let parentPath = target.removingLastComponent().isEmpty ? FilePath(".") : target.removingLastComponent()

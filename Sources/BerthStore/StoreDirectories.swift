@@ -119,10 +119,3 @@ final class StoreDirectories {
 /// Twelve random hexadecimal digits, for names of work in progress and of layers.
 func randomSuffix() -> String { Hex.random(12) }
 
-/// The path `path` resolves to, symlinks followed; nil when it does not exist.
-func realPath(_ path: FilePath) -> FilePath? {
-    guard let resolved = path.withPlatformString({ Glibc.realpath($0, nil) }) else { return nil }
-    defer { free(resolved) }
-    return FilePath(platformString: resolved)
-}
-

@@ -1,5 +1,6 @@
 import BerthSystem
 import Glibc
+import SystemPackage
 
 /// A settings file (`NspawnSettings`) applied to a run line, as nspawn 252 merges one: each key
 /// stands for a run option, and belongs to a group of them; a group the command line set keeps
@@ -140,17 +141,12 @@ extension RunCommandLine {
     /// `path` without symlinks where it exists; else its parent's real path and its last name
     /// (a directory --template will make); nil when neither is there.
     static func absolutePath(_ path: String) -> String? {
-        if let real = realpath(path, nil) {
-            defer { free(real) }
-            return String(cString: real)
-        }
+        if let real = realPath(FilePath(path)) { return real.string }
         let trimmed = path.hasSuffix("/") ? String(path.dropLast()) : path
         let slash = trimmed.lastIndex(of: "/")
         let parent = slash.map { trimmed[..<$0].isEmpty ? "/" : String(trimmed[..<$0]) } ?? "."
         let name = slash.map { String(trimmed[trimmed.index(after: $0)...]) } ?? trimmed
-        guard !name.isEmpty, let real = realpath(parent, nil) else { return nil }
-        defer { free(real) }
-        let base = String(cString: real)
+        guard !name.isEmpty, let base = realPath(FilePath(parent))?.string else { return nil }
         return (base == "/" ? "" : base) + "/" + name
     }
 
