@@ -26,7 +26,7 @@ struct ContainerCgroup {
     /// The one of these in name=systemd, given to the container's root with the unified one.
     var legacySystemd: FilePath?
     /// v1 cgroups the container enters and shares with other machines, never removed: `berth`
-    /// of the cpu hierarchy under realtime group scheduling (`sharesRealtimeBudget`).
+    /// of the cpu hierarchy under realtime group scheduling (`sharedRealtimeCgroup`).
     var shared: [FilePath] = []
     /// Every v1 cgroup the setup process moves itself into.
     var entered: [FilePath] { legacy + shared }
@@ -72,8 +72,8 @@ struct ContainerCgroup {
             var placed: [(hierarchy: LegacyCgroupHierarchy, cgroup: FilePath)] = []
             for hierarchy in hierarchies {
                 do {
-                    if hierarchy.holds("cpu"), !ownCPU, sharesRealtimeBudget(hierarchy) {
-                        made.shared.append(try makeDirectory(hierarchy.mountPoint.appending(parentName)))
+                    if hierarchy.holds("cpu"), !ownCPU, let shared = sharedRealtimeCgroup(hierarchy) {
+                        made.shared.append(shared)
                         continue
                     }
                     let parent = try makeDirectory(hierarchy.mountPoint.appending(hierarchy.holds("cpu") && ownCPU ? limitedCPUParentName : parentName))
@@ -115,16 +115,16 @@ struct ContainerCgroup {
     /// Under realtime group scheduling (`cpu.rt_runtime_us`) a new cpu cgroup has no realtime
     /// budget: no process in it may take a realtime policy (`chrt`), and one that has one cannot
     /// move in. The machines then share `berth`, given the root's budget once, as before they
-    /// shared the caller's cgroup; true when that is so. Its cgroup namespace is rooted there,
-    /// below the hierarchy's root all the same.
-    private static func sharesRealtimeBudget(_ hierarchy: LegacyCgroupHierarchy) -> Bool {
+    /// shared the caller's cgroup; returned when that is so. Their cgroup namespace is rooted
+    /// there, below the hierarchy's root all the same.
+    private static func sharedRealtimeCgroup(_ hierarchy: LegacyCgroupHierarchy) -> FilePath? {
         func budget(_ cgroup: FilePath) -> Int? {
             (try? Descriptor.open(cgroup.appending("cpu.rt_runtime_us"), O_RDONLY).readAll(limit: 64))
                 .flatMap { Int(String(decoding: $0, as: UTF8.self).filter { !$0.isWhitespace }) }
         }
-        guard let root = budget(hierarchy.mountPoint), let parent = try? makeDirectory(hierarchy.mountPoint.appending(parentName)) else { return false }
+        guard let root = budget(hierarchy.mountPoint), let parent = try? makeDirectory(hierarchy.mountPoint.appending(parentName)) else { return nil }
         if budget(parent) == 0 { try? write(parent.appending("cpu.rt_runtime_us"), "\(root)") }
-        return true
+        return parent
     }
 
     /// Gives the v1 devices cgroup `berth` nspawn's set, unless it has it. The kernel takes a

@@ -513,8 +513,7 @@ public enum ContainerStage {
         let size = "mode=755,size=4096k,nr_inodes=1024"
         try Mount.make("tmpfs", onto: mountPoint.descriptor, flags: flags | UInt(MS_STRICTATIME), options: size)
         let top = try sys.openDirectory(beneath: "fs/cgroup", pathOnly: true, crossingMounts: true)
-        let own = String(decoding: try Descriptor.open("/proc/self/cgroup", O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
-        let hierarchies = LegacyCgroupHierarchy.memberships(own).map(\.controllers)
+        let hierarchies = LegacyCgroupHierarchy.memberships(try LegacyCgroupHierarchy.cgroupFile(of: "self")).map(\.controllers)
         for controllers in hierarchies where !controllers.hasPrefix("name=") {
             try top.makeDirectory(FilePath(controllers), mode: 0o755)
             let path = top.procPath(FilePath(controllers))

@@ -18,6 +18,11 @@ struct LegacyCgroupHierarchy: Equatable, Sendable {
     /// Whether it holds `controller` ("memory", "name=systemd").
     func holds(_ controller: String) -> Bool { controllers.split(separator: ",").contains { $0 == controller } }
 
+    /// /proc/`process`/cgroup ("self" or a pid): the process's cgroup in each hierarchy.
+    static func cgroupFile(of process: String) throws -> String {
+        String(decoding: try Descriptor.open(FilePath("/proc/\(process)/cgroup"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
+    }
+
     /// The v1 lines of a /proc/PID/cgroup text, "ID:CONTROLLERS:PATH": each hierarchy's
     /// controllers and the process's cgroup there (the unified line, with none, is left out).
     static func memberships(_ text: String) -> [(controllers: String, path: String)] {
@@ -33,7 +38,7 @@ struct LegacyCgroupHierarchy: Equatable, Sendable {
     /// it). One mounted nowhere in sight is mounted for berth under /run/berth: the container
     /// must have a cgroup of its own there too, or it could mount the hierarchy at its root.
     static func all() throws -> [LegacyCgroupHierarchy] {
-        let own = String(decoding: try Descriptor.open("/proc/self/cgroup", O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
+        let own = try cgroupFile(of: "self")
         let mounts = try Mount.entries().filter { entry in
             guard entry.type == "cgroup", entry.root == "/", let status = try? FileStatus.of(entry.point) else { return false }
             return entry.device == "\(cberth_major(status.device)):\(cberth_minor(status.device))"

@@ -270,7 +270,7 @@ public enum MachineShell {
     /// PID 1's cgroups as the host sees them: in the unified hierarchy, and the machine's own in
     /// every v1 hierarchy (the device policy's, the limits'), which hold what enters it too.
     private static func leaderCgroups(_ leader: pid_t) throws -> (unified: FilePath?, legacy: [FilePath]) {
-        let text = String(decoding: try Descriptor.open(FilePath("/proc/\(leader)/cgroup"), O_RDONLY).readAll(limit: 1 << 16), as: UTF8.self)
+        let text = try LegacyCgroupHierarchy.cgroupFile(of: "\(leader)")
         let unified = text.split(separator: "\n").first { $0.hasPrefix("0::") }.flatMap { line in
             ContainerCgroup.unifiedHierarchy().map { FilePath($0.string + line.dropFirst(3)) }
         }

@@ -58,7 +58,7 @@ import Testing
         func value(_ controller: String, _ file: String) throws -> String {
             let path = try #require(cgroups[controller], "\(cgroups)")
             // A CPU limit's cgroup is beside the one the other machines share under realtime
-            // group scheduling (ContainerCgroup.sharesRealtimeBudget).
+            // group scheduling (ContainerCgroup.sharedRealtimeCgroup).
             #expect(path.hasPrefix("/berth/") || (controller == "cpu" && path.hasPrefix("/berth-cpu/")), "\(controller): \(path)")
             return String(decoding: try readFile(FilePath("/sys/fs/cgroup/\(controller)\(path)/\(file)")), as: UTF8.self)
                 .trimmingCharacters(in: .whitespacesAndNewlines)
